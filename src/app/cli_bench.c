@@ -1,0 +1,335 @@
+/* cli_bench.c - `suggestd bench`: prefill and decode speed, printed beside the memory floor measured in the same
+ * run (bytes a decode step must read / the read bandwidth of this machine with the same threads).
+ *
+ * --shape builds random weights at a real CodeGen shape in memory, so speed can be measured without a download. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "cli.h"
+#include "clock.h"
+#include "fp16.h"
+#include "pool.h"
+#include "rng.h"
+
+typedef struct shape {
+    const char *name;
+    int32_t n_layer, n_embd, n_head, rotary_dim;
+} shape;
+
+static const shape shapes[] = {
+    {"codegen-350M", 20, 1024, 16, 32},
+    {"codegen-2B", 32, 2560, 32, 64},
+    {"codegen-6B", 33, 4096, 16, 64},
+    {"codegen-16B", 34, 6144, 24, 64},
+};
+
+/* A model whose tensors live in one heap arena of random values (no file). */
+typedef struct synth {
+    model m;
+    st_tensor *tensors;
+    char *names;
+    void *arena;
+} synth;
+
+static void synth_free(synth *s) {
+    xfree(s->m.layers);
+    xfree(s->tensors);
+    xfree(s->names);
+    xfree(s->arena);
+}
+
+static int synth_build(synth *s, const shape *sh, st_dtype dt) {
+    memset(s, 0, sizeof(*s));
+    model_config *c = &s->m.cfg;
+    c->n_layer = sh->n_layer;
+    c->n_embd = sh->n_embd;
+    c->n_head = sh->n_head;
+    c->head_dim = sh->n_embd / sh->n_head;
+    c->rotary_dim = sh->rotary_dim;
+    c->n_inner = 4 * sh->n_embd;
+    c->n_positions = 2048;
+    c->vocab_size = 51200;
+    c->eos_token_id = 50256;
+    c->layer_norm_eps = 1e-5f;
+    s->m.dtype = dt;
+    const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
+    const int nt = 5 + 8 * c->n_layer;
+    s->tensors = xcalloc((size_t)nt, sizeof(st_tensor));
+    s->names = xcalloc((size_t)nt, 64);
+    s->m.layers = xcalloc((size_t)c->n_layer, sizeof(model_layer));
+    if (!s->tensors || !s->names || !s->m.layers) return -1;
+    int64_t dims[5 + 8 * 64][2];
+    int k = 0;
+#define T(r, cc) (dims[k][0] = (r), dims[k][1] = (cc), &s->tensors[k++])
+    s->m.wte = T(V, D);
+    s->m.ln_f_w = T(D, 0);
+    s->m.ln_f_b = T(D, 0);
+    s->m.lm_head_w = T(V, D);
+    s->m.lm_head_b = T(V, 0);
+    for (int l = 0; l < c->n_layer; l++) {
+        model_layer *L = &s->m.layers[l];
+        L->ln_1_w = T(D, 0);
+        L->ln_1_b = T(D, 0);
+        L->qkv = T(3 * D, D);
+        L->out_proj = T(D, D);
+        L->fc_in_w = T(F, D);
+        L->fc_in_b = T(F, 0);
+        L->fc_out_w = T(D, F);
+        L->fc_out_b = T(D, 0);
+    }
+#undef T
+    size_t esz = st_dtype_size(dt), total = 0;
+    for (int i = 0; i < k; i++) total += (size_t)dims[i][0] * (size_t)(dims[i][1] ? dims[i][1] : 1) * esz;
+    s->arena = xaligned_alloc(64, total);
+    if (!s->arena) return -1;
+    /* Random values from a small table: the data only has to be finite and not denormal. */
+    uint16_t tab16[4096];
+    float tab32[4096];
+    rng r;
+    rng_seed(&r, 1);
+    for (int i = 0; i < 4096; i++) {
+        tab32[i] = (float)((rng_uniform(&r) * 2.0 - 1.0) * 0.05);
+        tab16[i] = dt == ST_BF16 ? f32_to_bf16(tab32[i]) : f32_to_fp16(tab32[i]);
+    }
+    size_t n = total / esz;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    if (dt == ST_F32)
+        for (size_t i = 0; i < n; i++) x ^= x << 13, x ^= x >> 7, x ^= x << 17, ((float *)s->arena)[i] = tab32[x & 4095];
+    else
+        for (size_t i = 0; i < n; i++)
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17, ((uint16_t *)s->arena)[i] = tab16[x & 4095];
+    size_t off = 0;
+    for (int i = 0; i < k; i++) {
+        st_tensor *t = &s->tensors[i];
+        snprintf(s->names + 64 * i, 64, "t%d", i);
+        t->name = s->names + 64 * i;
+        t->dtype = dt;
+        t->n_dims = dims[i][1] ? 2 : 1;
+        t->shape[0] = dims[i][0];
+        t->shape[1] = dims[i][1];
+        t->nbytes = (size_t)dims[i][0] * (size_t)(dims[i][1] ? dims[i][1] : 1) * esz;
+        t->data = (char *)s->arena + off;
+        off += t->nbytes;
+    }
+    return 0;
+}
+
+/* Read-bandwidth probe: every thread sums its slice of a buffer; best of several passes. */
+typedef struct probe_ctx {
+    const uint64_t *buf;
+    size_t n;
+    uint64_t sink[64];
+} probe_ctx;
+
+static void probe_fn(void *vctx, int ith, int nth) {
+    probe_ctx *p = vctx;
+    long lo, hi;
+    pool_split((long)(p->n / 8), ith, nth, &lo, &hi);
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    for (long i = lo * 8; i < hi * 8; i += 8) {
+        const uint64_t *q = p->buf + i;
+        a0 ^= q[0], a1 ^= q[1], a2 ^= q[2], a3 ^= q[3], a4 ^= q[4], a5 ^= q[5], a6 ^= q[6], a7 ^= q[7];
+    }
+    p->sink[ith % 64] = a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
+}
+
+static double read_bandwidth(int threads, size_t bytes) {
+    pool *pl = NULL;
+    if (pool_create(threads, &pl) != ERR_OK) return 0;
+    uint64_t *buf = xaligned_alloc(64, bytes);
+    if (!buf) {
+        pool_destroy(pl);
+        return 0;
+    }
+    memset(buf, 1, bytes);
+    probe_ctx ctx = {buf, bytes / 8, {0}};
+    double best = 0;
+    for (int it = 0; it < 5; it++) {
+        uint64_t t0 = clock_ns();
+        pool_run(pl, probe_fn, &ctx);
+        double gbs = (double)bytes / (double)(clock_ns() - t0);
+        if (gbs > best) best = gbs;
+    }
+    xfree(buf);
+    pool_destroy(pl);
+    return best; /* GB/s */
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int cli_bench(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},         {"shape", required_argument, 0, 's'},
+        {"dtype", required_argument, 0, 'd'},         {"backend", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 'j'},       {"prompt-tokens", required_argument, 0, 'p'},
+        {"decode-tokens", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *dir = NULL, *shape_name = NULL, *backend = "cpu", *dtype = "f16";
+    long threads = 0, n_prompt = 512, n_decode = 32;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': dir = optarg; break;
+        case 's': shape_name = optarg; break;
+        case 'd': dtype = optarg; break;
+        case 'b': backend = optarg; break;
+        case 'j':
+            if (cli_parse_int("bench", "threads", optarg, 0, 1024, &threads)) return 2;
+            break;
+        case 'p':
+            if (cli_parse_int("bench", "prompt-tokens", optarg, 1, 2000, &n_prompt)) return 2;
+            break;
+        case 'n':
+            if (cli_parse_int("bench", "decode-tokens", optarg, 1, 1000, &n_decode)) return 2;
+            break;
+        case 'h':
+            printf("usage: suggestd bench (--model DIR | --shape codegen-350M|codegen-2B|codegen-6B|codegen-16B)\n"
+                   "                      [--dtype f16|bf16|f32] [--backend cpu|ref] [--threads N]\n"
+                   "                      [--prompt-tokens N (512)] [--decode-tokens N (32)]\n\n"
+                   "Prints prefill tokens/s and decode ms/token beside the memory floor measured in the same run:\n"
+                   "the bytes one decode step must read divided by this machine's read bandwidth (same threads).\n"
+                   "--shape uses random weights at the real CodeGen shape (--dtype applies to it).\n");
+            return 0;
+        default: return 2;
+        }
+    }
+    if (!!dir == !!shape_name || optind < argc) {
+        fprintf(stderr, "suggestd bench: give exactly one of --model DIR or --shape NAME (see --help)\n");
+        return 2;
+    }
+    if (n_prompt + n_decode > 2048) {
+        fprintf(stderr, "suggestd bench: --prompt-tokens + --decode-tokens must fit the 2048-token context\n");
+        return 2;
+    }
+    synth sy;
+    memset(&sy, 0, sizeof(sy));
+    model *m = NULL;
+    const char *label = dir;
+    int rc = 1;
+    if (shape_name) {
+        const shape *sh = NULL;
+        for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+            if (!strcmp(shapes[i].name, shape_name) || !strcmp(shapes[i].name + 8, shape_name)) sh = &shapes[i];
+        if (!sh) {
+            fprintf(stderr, "suggestd bench: unknown shape '%s' (codegen-350M, codegen-2B, codegen-6B, codegen-16B)\n",
+                    shape_name);
+            return 2;
+        }
+        st_dtype dt = !strcmp(dtype, "f16") ? ST_F16 : !strcmp(dtype, "bf16") ? ST_BF16 : !strcmp(dtype, "f32") ? ST_F32 : ST_DTYPE_COUNT;
+        if (dt == ST_DTYPE_COUNT) {
+            fprintf(stderr, "suggestd bench: --dtype must be f16, bf16 or f32\n");
+            return 2;
+        }
+        if (synth_build(&sy, sh, dt)) {
+            fprintf(stderr, "suggestd bench: not enough memory for random %s weights\n", sh->name);
+            synth_free(&sy);
+            return 1;
+        }
+        m = &sy.m;
+        label = sh->name;
+    }
+    cli_runtime rt = {0};
+    errbuf eb = {0};
+    eng_model_opts mo = {512, (int32_t)((n_prompt + n_decode + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK), -1};
+    if (dir) {
+        if (cli_runtime_open(&rt, dir, backend, (int)threads, &mo)) return 1;
+        m = rt.m;
+    } else {
+        rt.m = NULL;
+        if (eng_backend_create(backend, (int)threads, &rt.be, &eb) != ERR_OK ||
+            eng_model_create(rt.be, m, &mo, &rt.em, &eb) != ERR_OK) {
+            fprintf(stderr, "suggestd bench: %s\n", eb.msg);
+            goto out;
+        }
+    }
+    const model_config *cfg = &m->cfg;
+    const int64_t D = cfg->n_embd, V = cfg->vocab_size;
+    uint64_t wbytes = 0;
+    if (dir) wbytes = model_weight_bytes(m);
+    else
+        for (int i = 0; i < 5 + 8 * cfg->n_layer; i++) wbytes += sy.tensors[i].nbytes;
+    size_t esz = st_dtype_size(m->dtype);
+    /* a decode step reads every weight except the embedding table (one row of it) */
+    uint64_t step_bytes = wbytes - (uint64_t)V * D * esz + (uint64_t)D * esz;
+
+    int32_t n_ctx = (int32_t)(n_prompt + n_decode);
+    int32_t n_blocks = (n_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
+    int32_t *blocks = xmalloc_array((size_t)n_blocks, sizeof(int32_t));
+    int32_t *toks = xmalloc_array((size_t)n_ctx, sizeof(int32_t));
+    int32_t *pos = xmalloc_array((size_t)n_ctx, sizeof(int32_t));
+    float *logits = xmalloc_array((size_t)V, sizeof(float));
+    double *ms = xmalloc_array((size_t)n_decode, sizeof(double));
+    if (!blocks || !toks || !pos || !logits || !ms) {
+        fprintf(stderr, "suggestd bench: out of memory\n");
+        goto out2;
+    }
+    for (int32_t i = 0; i < n_blocks; i++) blocks[i] = i;
+    for (int32_t i = 0; i < n_ctx; i++) toks[i] = (int32_t)((i * 7919) % 50000), pos[i] = i;
+
+    double bw = read_bandwidth((int)threads, (size_t)1 << 30);
+
+    /* prefill in chunks of up to 512 rows, logits for the last row only */
+    uint64_t t0 = clock_ns();
+    for (int32_t done = 0; done < n_prompt;) {
+        int32_t n = (int32_t)(n_prompt - done < 512 ? n_prompt - done : 512);
+        eng_seq seq = {0, n, done, blocks, n_blocks};
+        eng_batch b = {1, &seq, n, toks + done, pos + done};
+        int32_t lr = n - 1;
+        if (eng_model_forward(rt.em, &b, &lr, done + n == n_prompt, logits, &eb) != ERR_OK) {
+            fprintf(stderr, "suggestd bench: %s\n", eb.msg);
+            goto out2;
+        }
+        done += n;
+    }
+    double prefill_s = (double)(clock_ns() - t0) / 1e9;
+    for (int32_t i = 0; i < n_decode; i++) {
+        int32_t p = (int32_t)n_prompt + i;
+        eng_seq seq = {0, 1, p, blocks, n_blocks};
+        eng_batch b = {1, &seq, 1, toks + p, pos + p};
+        int32_t lr = 0;
+        uint64_t s0 = clock_ns();
+        if (eng_model_forward(rt.em, &b, &lr, 1, logits, &eb) != ERR_OK) {
+            fprintf(stderr, "suggestd bench: %s\n", eb.msg);
+            goto out2;
+        }
+        ms[i] = (double)(clock_ns() - s0) / 1e6;
+    }
+    qsort(ms, (size_t)n_decode, sizeof(double), cmp_double);
+    double med = ms[n_decode / 2];
+    size_t kv_elt = eng_kv_bytes(eng_model_kv(rt.em)) / ((size_t)cfg->n_layer * 2 * (size_t)n_blocks * ENG_KV_BLOCK * (size_t)D);
+    double kv_read = 2.0 * cfg->n_layer * (double)D * (double)kv_elt * ((double)n_prompt + n_decode / 2.0);
+    double floor_ms = ((double)step_bytes + kv_read) / (bw * 1e6);
+    printf("suggestd bench: %s (%s%s weights), %s\n", label, dir ? "" : "random ", st_dtype_name(m->dtype),
+           eng_backend_describe(rt.be));
+    printf("  weights            %10.1f MB  (read per decode token: %.1f MB + KV %.1f MB)\n", (double)wbytes / 1e6,
+           (double)step_bytes / 1e6, kv_read / 1e6);
+    printf("  read bandwidth     %10.2f GB/s (1 GiB probe, same thread count)\n", bw);
+    printf("  prefill            %10.1f tokens/s (%ld tokens in %.3f s)\n", (double)n_prompt / prefill_s, n_prompt,
+           prefill_s);
+    printf("  decode             %10.2f ms/token (median of %ld, context %ld..%ld; best %.2f)\n", med, n_decode,
+           n_prompt, n_prompt + n_decode - 1, ms[0]);
+    printf("  memory floor       %10.2f ms/token\n", floor_ms);
+    printf("  decode / floor     %10.2fx\n", med / floor_ms);
+    rc = 0;
+out2:
+    xfree(blocks);
+    xfree(toks);
+    xfree(pos);
+    xfree(logits);
+    xfree(ms);
+out:
+    if (dir) cli_runtime_close(&rt);
+    else {
+        eng_model_destroy(rt.em);
+        eng_backend_destroy(rt.be);
+        synth_free(&sy);
+    }
+    return rc;
+}

@@ -1,0 +1,478 @@
+/* cpu_kern.h - the cpu backend's kernels, written once over the vector vocabulary of cpu_vec_*.h.
+ *
+ * Not a normal header: a SIMD file includes its vocabulary, defines CPU_KERN_TABLE (the exported table's name) and
+ * CPU_KERN_NAME, then includes this, so every kernel below is compiled once per instruction set.
+ *
+ * DESIGN
+ * - Matmul is written in dot-product form: a register tile of MR activation rows by NR weight rows keeps MR*NR
+ *   vector accumulators running along K, then folds them with one transposing reduction (vf_hsum_tile). Both
+ *   operands are read along their contiguous K axis, so nothing is transposed or packed except that f16/bf16
+ *   weights are widened to f32.
+ * - Decode (T < CPU_MM_PACK_T): each weight row is read from memory exactly once and widened in registers; the
+ *   T <= 7 activation rows sit in L1, and the few-KB weight tile is reused from L1 across row tiles. This path is
+ *   bandwidth bound by design.
+ * - Prefill: a block of CPU_MM_NB weight rows x CPU_MM_KC columns is widened once into a per-thread f32 buffer
+ *   (L2) and then swept by all T rows in blocks of CPU_MM_TB (their K slice stays in L2), so it is compute bound.
+ * - Attention works on up to CPU_ATTN_ROWS query rows of one head: scores with the same dot-product tiles (K rows
+ *   are the "weights"), an f32 softmax, probabilities rounded to the cache dtype, then P.V in outer-product form
+ *   (each V row is read once for all rows and broadcast-multiplied).
+ * - Tiles are instantiated for constant shapes so the accumulators live in registers; a switch picks one. */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cpu_impl.h"
+#include "fp16.h"
+
+#ifndef CPU_KERN_TABLE
+#error "define CPU_KERN_TABLE and include a cpu_vec_*.h before cpu_kern.h"
+#endif
+
+#define KI static inline __attribute__((always_inline))
+#define KMIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* A 1 x VF_N tile (one activation row against VF_N weight rows, one full reduction) serves batch-1 rows. */
+#define HAVE_WIDE (VF_N > VF_TILE_NR)
+
+/* ---- loads by element type ------------------------------------------------------------------------------- */
+
+KI vf ld_w(const void *w, int64_t i, eng_dtype dt) {
+    if (dt == ENG_F16) return vf_load_f16((const uint16_t *)w + i);
+    if (dt == ENG_BF16) return vf_load_bf16((const uint16_t *)w + i);
+    return vf_loadu((const float *)w + i);
+}
+
+KI vf ld_w_n(const void *w, int64_t i, eng_dtype dt, int n) {
+    if (dt == ENG_F16) return vf_load_f16_n((const uint16_t *)w + i, n);
+    if (dt == ENG_BF16) return vf_load_bf16_n((const uint16_t *)w + i, n);
+    return vf_loadu_n((const float *)w + i, n);
+}
+
+#ifndef CPU_MM_PF_LOCALITY
+#define CPU_MM_PF_LOCALITY 3
+#endif
+
+/* ---- dot-product tiles ------------------------------------------------------------------------------------- */
+
+/* r[i*NR + j] = sum_k x[i*xs + k] * w[j*ws + k] for i < MR, j < NR. With PF, also prefetches the same columns of
+ * the NR rows after the tile: a decode sweep reads each weight row (2-8 KB) once, too short a stream for the
+ * hardware prefetcher to ramp up on, so the next tile is requested while this one computes. */
+KI void tile_body(const int MR, const int NR, const eng_dtype dt, const int PF, const float *x, int64_t xs,
+                  const void *w, int64_t ws, int64_t K, float *r) {
+    const size_t esz = dt == ENG_F32 ? 4 : 2;
+    vf acc[16];
+#pragma GCC unroll 16
+    for (int a = 0; a < MR * NR; a++) acc[a] = vf_zero();
+    int64_t k = 0;
+    for (; k + VF_N <= K; k += VF_N) {
+        if (PF && (VF_N * esz >= 64 || (k & (64 / esz - 1)) == 0)) {
+#pragma GCC unroll 16
+            for (int j = 0; j < NR; j++)
+                __builtin_prefetch((const char *)w + (size_t)((NR + j) * ws + k) * esz, 0, CPU_MM_PF_LOCALITY);
+        }
+        vf xv[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) xv[i] = vf_loadu(x + i * xs + k);
+#pragma GCC unroll 16
+        for (int j = 0; j < NR; j++) {
+            vf wv = ld_w(w, j * ws + k, dt);
+#pragma GCC unroll 4
+            for (int i = 0; i < MR; i++) acc[i * NR + j] = vf_fma(xv[i], wv, acc[i * NR + j]);
+        }
+    }
+    if (k < K) {
+        int n = (int)(K - k);
+        vf xv[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) xv[i] = vf_loadu_n(x + i * xs + k, n);
+#pragma GCC unroll 16
+        for (int j = 0; j < NR; j++) {
+            vf wv = ld_w_n(w, j * ws + k, dt, n);
+#pragma GCC unroll 4
+            for (int i = 0; i < MR; i++) acc[i * NR + j] = vf_fma(xv[i], wv, acc[i * NR + j]);
+        }
+    }
+    if (MR * NR == VF_N) {
+        vf_storeu(r, vf_hsum_tile(acc));
+    } else {
+#pragma GCC unroll 16
+        for (int a = 0; a < MR * NR; a++) r[a] = vf_hsum(acc[a]);
+    }
+}
+
+typedef void (*tile_fn)(const float *x, int64_t xs, const void *w, int64_t ws, int64_t K, float *r);
+
+#define TILE(DT, MR, NR, PF, NAME)                                                                              \
+    static void tile_##DT##_##MR##_##NAME(const float *x, int64_t xs, const void *w, int64_t ws, int64_t K,   \
+                                          float *r) {                                                         \
+        tile_body(MR, NR, ENG_##DT, PF, x, xs, w, ws, K, r);                                                  \
+    }
+#define TILES(DT)                                                                                               \
+    TILE(DT, 1, 1, 0, one) TILE(DT, 2, 1, 0, one) TILE(DT, 3, 1, 0, one) TILE(DT, 4, 1, 0, one)               \
+    TILE(DT, 1, VF_TILE_NR, 0, nr) TILE(DT, 2, VF_TILE_NR, 0, nr) TILE(DT, 3, VF_TILE_NR, 0, nr)              \
+    TILE(DT, 4, VF_TILE_NR, 0, nr) TILE(DT, 1, VF_N, 0, wide)                                                 \
+    TILE(DT, 1, VF_TILE_NR, 1, nrpf) TILE(DT, 2, VF_TILE_NR, 1, nrpf) TILE(DT, 3, VF_TILE_NR, 1, nrpf)        \
+    TILE(DT, 4, VF_TILE_NR, 1, nrpf) TILE(DT, 1, VF_N, 1, widepf)
+TILES(F32)
+TILES(F16)
+TILES(BF16)
+#define TILE_ROW(DT, S)                                                                                         \
+    {{tile_##DT##_1_one, tile_##DT##_1_##S},                                                                    \
+     {tile_##DT##_2_one, tile_##DT##_2_##S},                                                                    \
+     {tile_##DT##_3_one, tile_##DT##_3_##S},                                                                    \
+     {tile_##DT##_4_one, tile_##DT##_4_##S}}
+/* tiles[dtype][MR - 1][NR == VF_TILE_NR]; the _pf ones prefetch the next tile's rows (decode) */
+static const tile_fn tiles[3][4][2] = {TILE_ROW(F32, nr), TILE_ROW(F16, nr), TILE_ROW(BF16, nr)};
+static const tile_fn tiles_pf[3][4][2] = {TILE_ROW(F32, nrpf), TILE_ROW(F16, nrpf), TILE_ROW(BF16, nrpf)};
+static const tile_fn tiles_wide[3] = {tile_F32_1_wide, tile_F16_1_wide, tile_BF16_1_wide};
+static const tile_fn tiles_wide_pf[3] = {tile_F32_1_widepf, tile_F16_1_widepf, tile_BF16_1_widepf};
+
+/* ---- matmul ------------------------------------------------------------------------------------------------ */
+
+/* Writes an mr x nr tile of results: the first K block also adds the bias and (if accumulating) the old y. */
+static void mm_store(const cpu__matmul *m, int64_t t0, int mr, int64_t n0, int nr, const float *r, int first) {
+    for (int i = 0; i < mr; i++) {
+        float *y = m->y + (t0 + i) * m->ys + n0;
+        for (int j = 0; j < nr; j++) {
+            float v = r[i * nr + j];
+            if (!first) {
+                v += y[j];
+            } else {
+                if (m->bias) v += m->bias[n0 + j];
+                if (m->accumulate) v += y[j];
+            }
+            y[j] = v;
+        }
+    }
+}
+
+/* Decode: weight rows [n_lo, n_hi) stream from memory once, widened in registers. */
+static void mm_stream(const cpu__matmul *m, int64_t n_lo, int64_t n_hi) {
+    const size_t esz = m->wdt == ENG_F32 ? 4 : 2;
+    const int wide = HAVE_WIDE && m->T == 1;
+    float r[16];
+    for (int64_t n0 = n_lo; n0 < n_hi;) {
+        int nr = wide && n_hi - n0 >= VF_N ? VF_N : n_hi - n0 >= VF_TILE_NR ? VF_TILE_NR : 1;
+        const void *w = (const char *)m->w + (size_t)(n0 * m->ws) * esz;
+        for (int64_t t0 = 0; t0 < m->T; t0 += 4) {
+            int mr = (int)KMIN(4, m->T - t0);
+            tile_fn f = nr == VF_N && wide ? tiles_wide_pf[m->wdt] : tiles_pf[m->wdt][mr - 1][nr != 1];
+            f(m->x + t0 * m->xs, m->xs, w, m->ws, m->K, r);
+            mm_store(m, t0, mr, n0, nr, r, 1);
+        }
+        n0 += nr;
+    }
+}
+
+/* Prefill: blocks of weight rows widened once to f32 (unless already f32), swept by all rows. */
+static void mm_packed(const cpu__matmul *m, int64_t n_lo, int64_t n_hi, float *wbuf) {
+    float r[16];
+    for (int64_t nb = n_lo; nb < n_hi; nb += CPU_MM_NB) {
+        int64_t nbn = KMIN(CPU_MM_NB, n_hi - nb);
+        for (int64_t kb = 0; kb < m->K; kb += CPU_MM_KC) {
+            int64_t kc = KMIN(CPU_MM_KC, m->K - kb);
+            const float *wp;
+            int64_t wps;
+            if (m->wdt == ENG_F32) {
+                wp = (const float *)m->w + nb * m->ws + kb;
+                wps = m->ws;
+            } else {
+                for (int64_t i = 0; i < nbn; i++) {
+                    const uint16_t *src = (const uint16_t *)m->w + (nb + i) * m->ws + kb;
+                    float *dst = wbuf + i * CPU_MM_WBUF_STRIDE;
+                    int64_t k = 0;
+                    for (; k + VF_N <= kc; k += VF_N) vf_storeu(dst + k, ld_w(src, k, m->wdt));
+                    if (k < kc) vf_storeu_n(dst + k, ld_w_n(src, k, m->wdt, (int)(kc - k)), (int)(kc - k));
+                }
+                wp = wbuf;
+                wps = CPU_MM_WBUF_STRIDE;
+            }
+            for (int64_t tb = 0; tb < m->T; tb += CPU_MM_TB) {
+                int64_t te = KMIN(tb + CPU_MM_TB, m->T);
+                for (int64_t n0 = 0; n0 < nbn;) {
+                    int nr = nbn - n0 >= VF_TILE_NR ? VF_TILE_NR : 1;
+                    for (int64_t t0 = tb; t0 < te; t0 += 4) {
+                        int mr = (int)KMIN(4, te - t0);
+                        tiles[ENG_F32][mr - 1][nr != 1](m->x + t0 * m->xs + kb, m->xs, wp + n0 * wps, wps, kc, r);
+                        mm_store(m, t0, mr, nb + n0, nr, r, kb == 0);
+                    }
+                    n0 += nr;
+                }
+            }
+        }
+    }
+}
+
+static void matmul(const cpu__matmul *m, int64_t n_lo, int64_t n_hi, float *wbuf) {
+    if (m->T >= CPU_MM_PACK_T)
+        mm_packed(m, n_lo, n_hi, wbuf);
+    else
+        mm_stream(m, n_lo, n_hi);
+}
+
+/* ---- element-wise -------------------------------------------------------------------------------------------- */
+
+static void to_f32(float *dst, const void *src, eng_dtype dt, int64_t n) {
+    if (dt == ENG_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    int64_t i = 0;
+    for (; i + VF_N <= n; i += VF_N) vf_storeu(dst + i, ld_w(src, i, dt));
+    if (i < n) vf_storeu_n(dst + i, ld_w_n(src, i, dt, (int)(n - i)), (int)(n - i));
+}
+
+static void from_f32(void *dst, eng_dtype dt, const float *src, int64_t n) {
+    if (dt == ENG_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    } else if (dt == ENG_F16) {
+        uint16_t *d = dst;
+        int64_t i = 0;
+        for (; i + VF_N <= n; i += VF_N) vf_store_f16(d + i, vf_loadu(src + i));
+        if (i < n) vf_store_f16_n(d + i, vf_loadu_n(src + i, (int)(n - i)), (int)(n - i));
+    } else {
+        uint16_t *d = dst;
+        for (int64_t i = 0; i < n; i++) d[i] = f32_to_bf16(src[i]);
+    }
+}
+
+static void layernorm_row(float *y, const float *x, const float *w, const float *b, int64_t n, float eps) {
+    vf vs = vf_zero();
+    int64_t i = 0;
+    for (; i + VF_N <= n; i += VF_N) vs = vf_add(vs, vf_loadu(x + i));
+    float sum = vf_hsum(vs);
+    for (; i < n; i++) sum += x[i];
+    const float mean = sum / (float)n;
+    const vf vm = vf_set1(mean);
+    vf vq = vf_zero();
+    for (i = 0; i + VF_N <= n; i += VF_N) {
+        vf d = vf_sub(vf_loadu(x + i), vm);
+        vq = vf_fma(d, d, vq);
+    }
+    float sq = vf_hsum(vq);
+    for (; i < n; i++) sq += (x[i] - mean) * (x[i] - mean);
+    const vf vr = vf_set1(1.0f / sqrtf(sq / (float)n + eps));
+    for (i = 0; i + VF_N <= n; i += VF_N) {
+        vf d = vf_mul(vf_sub(vf_loadu(x + i), vm), vr);
+        vf_storeu(y + i, vf_fma(d, vf_loadu(w + i), vf_loadu(b + i)));
+    }
+    if (i < n) {
+        int k = (int)(n - i);
+        vf d = vf_mul(vf_sub(vf_loadu_n(x + i, k), vm), vr);
+        vf_storeu_n(y + i, vf_fma(d, vf_loadu_n(w + i, k), vf_loadu_n(b + i, k)), k);
+    }
+}
+
+/* e^x, Cephes expf: 2^n * poly(r) with x = n ln2 + r; about 1 ulp. x is clamped to [-87.3, 88.3], which keeps
+ * 2^n a normal number (callers never need smaller results than e^-87). */
+KI vf v_exp(vf x) {
+    x = vf_min(vf_max(x, vf_set1(-87.3f)), vf_set1(88.3f));
+    vf n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
+    vf r = vf_fma(n, vf_set1(-0.693359375f), x);
+    r = vf_fma(n, vf_set1(2.12194440e-4f), r);
+    vf p = vf_set1(1.9875691500e-4f);
+    p = vf_fma(p, r, vf_set1(1.3981999507e-3f));
+    p = vf_fma(p, r, vf_set1(8.3334519073e-3f));
+    p = vf_fma(p, r, vf_set1(4.1665795894e-2f));
+    p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
+    p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
+    p = vf_add(vf_fma(p, vf_mul(r, r), r), vf_set1(1.0f));
+    return vf_mul(p, vf_exp2i(n));
+}
+
+/* tanh, Cephes tanhf: odd polynomial below |y| = 0.625, 1 - 2/(e^2|y| + 1) above; within 3e-7 relative of libm
+ * tanhf (checked by the parity test through gelu). */
+KI vf v_tanh(vf y) {
+    vf z = vf_abs(y);
+    vf e = v_exp(vf_add(z, z));
+    vf big = vf_sub(vf_set1(1.0f), vf_div(vf_set1(2.0f), vf_add(e, vf_set1(1.0f))));
+    vf s = vf_mul(z, z);
+    vf p = vf_set1(-5.70498872745e-3f);
+    p = vf_fma(p, s, vf_set1(2.06390887954e-2f));
+    p = vf_fma(p, s, vf_set1(-5.37397155531e-2f));
+    p = vf_fma(p, s, vf_set1(1.33314422036e-1f));
+    p = vf_fma(p, s, vf_set1(-3.33332819422e-1f));
+    vf small = vf_fma(vf_mul(p, s), z, z);
+    return vf_copysign(vf_select_lt(z, vf_set1(0.625f), small, big), y);
+}
+
+/* gelu_new with the same f32 operations as HF (and ref.c) up to the tanh, so only the tanh differs. */
+KI vf v_gelu(vf u) {
+    vf u3 = vf_mul(vf_mul(u, u), u);
+    vf in = vf_mul(vf_set1(CPU_GELU_C), vf_add(u, vf_mul(vf_set1(0.044715f), u3)));
+    return vf_mul(vf_mul(vf_set1(0.5f), u), vf_add(vf_set1(1.0f), v_tanh(in)));
+}
+
+static void gelu(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + VF_N <= n; i += VF_N) vf_storeu(x + i, v_gelu(vf_loadu(x + i)));
+    if (i < n) vf_storeu_n(x + i, v_gelu(vf_loadu_n(x + i, (int)(n - i))), (int)(n - i));
+}
+
+static void add(float *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + VF_N <= n; i += VF_N) vf_storeu(y + i, vf_add(vf_loadu(y + i), vf_loadu(x + i)));
+    for (; i < n; i++) y[i] += x[i];
+}
+
+/* x0' = x0 c - x1 s, x1' = x1 c + x0 s as x*cs + swap(x)*sn with sn = (-s, +s): the same two products and one
+ * sum per element as ref.c, so results are bit-identical. */
+static void rope_row(float *x, int32_t n_head, int32_t head_dim, int32_t rotary_dim, const float *cs,
+                     const float *sn) {
+    for (int32_t h = 0; h < n_head; h++) {
+        float *v = x + (int64_t)h * head_dim;
+        int32_t i = 0;
+#if VF_N > 1
+        for (; i + VF_N <= rotary_dim; i += VF_N) {
+            vf a = vf_loadu(v + i);
+            vf_storeu(v + i, vf_add(vf_mul(a, vf_loadu(cs + i)), vf_mul(vf_swap_pairs(a), vf_loadu(sn + i))));
+        }
+#endif
+        for (; i < rotary_dim; i += 2) {
+            float x0 = v[i], x1 = v[i + 1];
+            v[i] = x0 * cs[i] + x1 * sn[i];
+            v[i + 1] = x1 * cs[i + 1] + x0 * sn[i + 1];
+        }
+    }
+}
+
+/* ---- attention --------------------------------------------------------------------------------------------- */
+
+/* out rows i < NT, columns [col0, col0 + (NC-1)*VF_N + tail) += sum_j S[i][j] * V[j][...] over keys j < nk. */
+KI void pv_body(const int NT, const int NC, const eng_dtype dt, const cpu__attn *a, const eng_seq *s, int64_t col0,
+                int64_t row0, const float *S, int64_t ss, int32_t nk, int tail) {
+    const size_t esz = dt == ENG_F16 ? 2 : 4;
+    vf acc[16];
+#pragma GCC unroll 16
+    for (int c = 0; c < NT * NC; c++) acc[c] = vf_zero();
+    for (int32_t b = 0; b * ENG_KV_BLOCK < nk; b++) {
+        const char *vb = (const char *)a->v + (size_t)((int64_t)s->blocks[b] * ENG_KV_BLOCK * a->d_model + col0) * esz;
+        int32_t jn = KMIN(ENG_KV_BLOCK, nk - b * ENG_KV_BLOCK);
+        const float *Sb = S + b * ENG_KV_BLOCK;
+        for (int32_t j = 0; j < jn; j++) {
+            const void *vr = vb + (size_t)(j * a->d_model) * esz;
+            vf vv[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++)
+                vv[c] = c == NC - 1 && tail < VF_N ? ld_w_n(vr, c * VF_N, dt, tail) : ld_w(vr, c * VF_N, dt);
+#pragma GCC unroll 4
+            for (int i = 0; i < NT; i++) {
+                vf p = vf_set1(Sb[i * ss + j]);
+#pragma GCC unroll 4
+                for (int c = 0; c < NC; c++) acc[i * NC + c] = vf_fma(p, vv[c], acc[i * NC + c]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NT; i++) {
+        float *o = a->out + (row0 + i) * a->os + col0;
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            if (c == NC - 1 && tail < VF_N)
+                vf_storeu_n(o + c * VF_N, acc[i * NC + c], tail);
+            else
+                vf_storeu(o + c * VF_N, acc[i * NC + c]);
+        }
+    }
+}
+
+typedef void (*pv_fn)(const cpu__attn *a, const eng_seq *s, int64_t col0, int64_t row0, const float *S, int64_t ss,
+                      int32_t nk, int tail);
+#define PV(DT, NT, NC)                                                                                          \
+    static void pv_##DT##_##NT##_##NC(const cpu__attn *a, const eng_seq *s, int64_t col0, int64_t row0,       \
+                                      const float *S, int64_t ss, int32_t nk, int tail) {                     \
+        pv_body(NT, NC, ENG_##DT, a, s, col0, row0, S, ss, nk, tail);                                          \
+    }
+#define PV_NT(DT, NT) PV(DT, NT, 1) PV(DT, NT, 2) PV(DT, NT, 3) PV(DT, NT, 4)
+#define PV_DT(DT) PV_NT(DT, 1) PV_NT(DT, 2) PV_NT(DT, 3) PV_NT(DT, 4)
+PV_DT(F32)
+PV_DT(F16)
+#define PV_ROW(DT, NT) {pv_##DT##_##NT##_1, pv_##DT##_##NT##_2, pv_##DT##_##NT##_3, pv_##DT##_##NT##_4}
+/* pvs[dtype][NT - 1][NC - 1] */
+static const pv_fn pvs[2][4][4] = {{PV_ROW(F32, 1), PV_ROW(F32, 2), PV_ROW(F32, 3), PV_ROW(F32, 4)},
+                                   {PV_ROW(F16, 1), PV_ROW(F16, 2), PV_ROW(F16, 3), PV_ROW(F16, 4)}};
+
+/* Scaled scores of row Si's n valid keys -> probabilities (rounded to f16 for an f16 cache); keys n..nk-1 -> 0. */
+static void softmax_row(float *Si, int32_t n, int32_t nk, float scale_div, int round_f16) {
+    const vf vd = vf_set1(scale_div);
+    vf vm = vf_set1(-INFINITY);
+    int32_t j = 0;
+    for (; j + VF_N <= n; j += VF_N) {
+        vf x = vf_div(vf_loadu(Si + j), vd);
+        vf_storeu(Si + j, x);
+        vm = vf_max(vm, x);
+    }
+    float m = vf_hmax(vm);
+    for (; j < n; j++) {
+        Si[j] = Si[j] / scale_div;
+        m = Si[j] > m ? Si[j] : m;
+    }
+    const vf vmax = vf_set1(m);
+    vf vl = vf_zero();
+    for (j = 0; j + VF_N <= n; j += VF_N) {
+        vf e = v_exp(vf_sub(vf_loadu(Si + j), vmax));
+        vf_storeu(Si + j, e);
+        vl = vf_add(vl, e);
+    }
+    if (j < n) {
+        int k = n - j;
+        vf_storeu_n(Si + j, v_exp(vf_sub(vf_loadu_n(Si + j, k), vmax)), k);
+        vl = vf_add(vl, vf_loadu_n(Si + j, k));
+    }
+    const vf vsum = vf_set1(vf_hsum(vl));
+    for (j = 0; j + VF_N <= n; j += VF_N) {
+        vf p = vf_div(vf_loadu(Si + j), vsum);
+        vf_storeu(Si + j, round_f16 ? vf_round_f16(p) : p);
+    }
+    if (j < n) {
+        int k = n - j;
+        vf p = vf_div(vf_loadu_n(Si + j, k), vsum);
+        vf_storeu_n(Si + j, round_f16 ? vf_round_f16(p) : p, k);
+    }
+    for (j = n; j < nk; j++) Si[j] = 0.0f;
+}
+
+static void attn_rows(const cpu__attn *a, const eng_seq *s, int32_t h, int32_t t0, int32_t nt, float *S) {
+    const int64_t hd = a->head_dim, dm = a->d_model;
+    const int32_t p0 = s->pos + t0, nk = p0 + nt; /* row i sees keys 0 .. p0 + i */
+    const int64_t ss = (nk + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK * ENG_KV_BLOCK;
+    const size_t esz = a->kvdt == ENG_F16 ? 2 : 4;
+    const int64_t row0 = s->row0 + t0;
+    const float *q = a->q + row0 * a->qs + h * hd;
+    const int wide = HAVE_WIDE && nt == 1;
+    const int nr = wide ? VF_N : VF_TILE_NR;
+    const tile_fn f = wide ? tiles_wide[a->kvdt] : tiles[a->kvdt][nt - 1][1];
+    float r[16];
+
+    for (int32_t b = 0; b * ENG_KV_BLOCK < nk; b++) {
+        const char *kb = (const char *)a->k + (size_t)((int64_t)s->blocks[b] * ENG_KV_BLOCK * dm + h * hd) * esz;
+        for (int32_t jj = 0; jj < ENG_KV_BLOCK && b * ENG_KV_BLOCK + jj < nk; jj += nr) {
+            f(q, a->qs, kb + (size_t)(jj * dm) * esz, dm, hd, r);
+            for (int i = 0; i < nt; i++)
+                memcpy(S + i * ss + b * ENG_KV_BLOCK + jj, r + i * nr, (size_t)nr * sizeof(float));
+        }
+    }
+    const float scale_div = sqrtf((float)hd);
+    for (int i = 0; i < nt; i++) softmax_row(S + i * ss, p0 + i + 1, nk, scale_div, a->kvdt == ENG_F16);
+
+    const int64_t slice = (int64_t)VF_PV_CHUNKS * VF_N;
+    for (int64_t d0 = 0; d0 < hd; d0 += slice) {
+        int64_t nd = KMIN(slice, hd - d0);
+        int nc = (int)((nd + VF_N - 1) / VF_N);
+        int tail = (int)(nd - (int64_t)(nc - 1) * VF_N);
+        pvs[a->kvdt == ENG_F16][nt - 1][nc - 1](a, s, h * hd + d0, row0, S, ss, nk, tail);
+    }
+}
+
+const cpu__kernels CPU_KERN_TABLE = {
+    .name = CPU_KERN_NAME,
+    .matmul = matmul,
+    .attn_rows = attn_rows,
+    .to_f32 = to_f32,
+    .from_f32 = from_f32,
+    .layernorm_row = layernorm_row,
+    .gelu = gelu,
+    .add = add,
+    .rope_row = rope_row,
+};

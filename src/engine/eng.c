@@ -1,0 +1,169 @@
+/* eng.c - the backend table and the shape checks every op shares, so backends only compute. */
+#include "eng.h"
+
+#include <string.h>
+
+#include "eng_impl.h"
+
+static const eng_backend_ops *const backends[] = {
+    &cpu__backend_ops,
+    &ref__backend_ops,
+#ifdef SUGGESTD_HAVE_CUDA
+    &cuda__backend_ops,
+#endif
+};
+#define N_BACKENDS (sizeof(backends) / sizeof(backends[0]))
+
+#define OPS(be) (((const eng_backend_base *)(be))->ops)
+
+size_t eng_dtype_size(eng_dtype t) { return t == ENG_F32 ? 4 : 2; }
+
+const char *eng_dtype_name(eng_dtype t) {
+    switch (t) {
+    case ENG_F32: return "f32";
+    case ENG_F16: return "f16";
+    case ENG_BF16: return "bf16";
+    }
+    return "?";
+}
+
+const char *eng_backends_compiled(void) {
+#ifdef SUGGESTD_HAVE_CUDA
+    return "cpu ref cuda";
+#else
+    return "cpu ref";
+#endif
+}
+
+err eng_backend_create(const char *name, int n_threads, eng_backend **out, errbuf *eb) {
+    *out = NULL;
+    for (size_t i = 0; i < N_BACKENDS; i++)
+        if (!strcmp(backends[i]->name, name)) return backends[i]->create(n_threads, out, eb);
+    return errbuf_set(eb, ERR_INVALID, "unknown backend '%s' (compiled in: %s)", name, eng_backends_compiled());
+}
+
+void eng_backend_destroy(eng_backend *be) {
+    if (be) OPS(be)->destroy(be);
+}
+
+const char *eng_backend_name(const eng_backend *be) { return OPS(be)->name; }
+const char *eng_backend_describe(const eng_backend *be) { return OPS(be)->describe(be); }
+eng_dtype eng_backend_act_dtype(const eng_backend *be) { return OPS(be)->act_dtype; }
+
+err eng_tensor_alloc(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out) {
+    memset(out, 0, sizeof(*out));
+    if (rows < 0 || cols < 0) return ERR_INVALID;
+    return OPS(be)->tensor_alloc(be, dtype, rows, cols, out);
+}
+
+void eng_tensor_free(eng_backend *be, eng_tensor *t) {
+    if (t && t->data) OPS(be)->tensor_free(be, t);
+    if (t) memset(t, 0, sizeof(*t));
+}
+
+err eng_weight_from_host(eng_backend *be, const void *host, eng_dtype dtype, int64_t rows, int64_t cols,
+                         eng_tensor *out) {
+    memset(out, 0, sizeof(*out));
+    if (!host || rows <= 0 || cols <= 0) return ERR_INVALID;
+    return OPS(be)->weight_from_host(be, host, dtype, rows, cols, out);
+}
+
+void eng_weight_free(eng_backend *be, eng_tensor *t) {
+    if (t && t->data) OPS(be)->weight_free(be, t);
+    if (t) memset(t, 0, sizeof(*t));
+}
+
+err eng_tensor_read_f32(eng_backend *be, const eng_tensor *t, float *dst) { return OPS(be)->read_f32(be, t, dst); }
+err eng_tensor_write_f32(eng_backend *be, eng_tensor *t, const float *src) {
+    return OPS(be)->write_f32(be, t, src);
+}
+
+static int same_shape(const eng_tensor *a, const eng_tensor *b) { return a->rows == b->rows && a->cols == b->cols; }
+static int is_vec(const eng_tensor *v, int64_t n) { return v->rows == 1 && v->cols == n; }
+
+err eng_embed(eng_backend *be, eng_tensor *y, const eng_tensor *wte, const int32_t *tokens, int32_t n_rows) {
+    if (y->rows < n_rows || y->cols != wte->cols) return ERR_INVALID;
+    for (int32_t r = 0; r < n_rows; r++)
+        if (tokens[r] < 0 || tokens[r] >= wte->rows) return ERR_INVALID;
+    return OPS(be)->embed(be, y, wte, tokens, n_rows);
+}
+
+err eng_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *b,
+                  float eps) {
+    if (!same_shape(y, x) || !is_vec(w, x->cols) || !is_vec(b, x->cols)) return ERR_INVALID;
+    return OPS(be)->layernorm(be, y, x, w, b, eps);
+}
+
+err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+               int accumulate) {
+    if (x->cols != w->cols || y->rows != x->rows || y->cols != w->rows) return ERR_INVALID;
+    if (bias && !is_vec(bias, w->rows)) return ERR_INVALID;
+    if (x->rows == 0) return ERR_OK;
+    return OPS(be)->matmul(be, y, x, w, bias, accumulate);
+}
+
+err eng_gelu(eng_backend *be, eng_tensor *x) { return OPS(be)->gelu(be, x); }
+
+static int shape_ok(const eng_tensor *x, eng_attn_shape s) {
+    return s.n_head > 0 && s.head_dim > 0 && s.rotary_dim >= 0 && s.rotary_dim % 2 == 0 &&
+           s.rotary_dim <= s.head_dim && x->cols == (int64_t)s.n_head * s.head_dim;
+}
+
+err eng_rope(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape shape) {
+    if (!shape_ok(x, shape)) return ERR_INVALID;
+    return OPS(be)->rope(be, x, positions, shape);
+}
+
+err eng_add(eng_backend *be, eng_tensor *y, const eng_tensor *x) {
+    if (!same_shape(y, x)) return ERR_INVALID;
+    return OPS(be)->add(be, y, x);
+}
+
+err eng_kv_create(eng_backend *be, int32_t n_layer, int32_t d_model, int32_t n_blocks, eng_dtype dtype,
+                  eng_kv **out) {
+    *out = NULL;
+    if (n_layer <= 0 || d_model <= 0 || n_blocks <= 0 || dtype == ENG_BF16) return ERR_INVALID;
+    return OPS(be)->kv_create(be, n_layer, d_model, n_blocks, dtype, out);
+}
+
+void eng_kv_destroy(eng_backend *be, eng_kv *kv) {
+    if (kv) OPS(be)->kv_destroy(be, kv);
+}
+
+int32_t eng_kv_blocks(const eng_kv *kv) { return ((const eng_kv_base *)kv)->n_blocks; }
+size_t eng_kv_bytes(const eng_kv *kv) { return ((const eng_kv_base *)kv)->bytes; }
+
+/* Every row must fall inside its sequence and every position inside the sequence's blocks. */
+static err batch_ok(const eng_kv *kv, const eng_batch *b) {
+    const eng_kv_base *kb = (const eng_kv_base *)kv;
+    int32_t rows = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const eng_seq *q = &b->seqs[s];
+        if (q->n_tokens < 0 || q->pos < 0 || q->row0 < 0 || q->row0 + q->n_tokens > b->n_rows) return ERR_INVALID;
+        if ((int64_t)q->n_blocks * ENG_KV_BLOCK < (int64_t)q->pos + q->n_tokens) return ERR_INVALID;
+        for (int32_t i = 0; i < q->n_blocks; i++)
+            if (q->blocks[i] < 0 || q->blocks[i] >= kb->n_blocks) return ERR_INVALID;
+        for (int32_t t = 0; t < q->n_tokens; t++)
+            if (b->positions[q->row0 + t] != q->pos + t) return ERR_INVALID;
+        rows += q->n_tokens;
+    }
+    return rows == b->n_rows ? ERR_OK : ERR_INVALID;
+}
+
+err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k, const eng_tensor *v,
+                 const eng_batch *batch) {
+    const eng_kv_base *kb = (const eng_kv_base *)kv;
+    if (layer < 0 || layer >= kb->n_layer || k->cols != kb->d_model || !same_shape(k, v) ||
+        k->rows != batch->n_rows || batch_ok(kv, batch) != ERR_OK)
+        return ERR_INVALID;
+    return OPS(be)->kv_store(be, kv, layer, k, v, batch);
+}
+
+err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
+                  const eng_batch *batch, eng_attn_shape shape) {
+    const eng_kv_base *kb = (const eng_kv_base *)kv;
+    if (layer < 0 || layer >= kb->n_layer || q->cols != kb->d_model || !same_shape(out, q) ||
+        q->rows != batch->n_rows || !shape_ok(q, shape))
+        return ERR_INVALID;
+    return OPS(be)->attention(be, out, q, kv, layer, batch, shape);
+}

@@ -1,0 +1,137 @@
+/* eng.h - the compute engine: a table of backends (cpu, ref, later cuda) that each implement the same small set of
+ * tensor ops, a paged KV cache, and the CodeGen forward pass written as a list of those ops.
+ *
+ * DESIGN
+ * - A forward call takes a *batch of sequences*, each at its own position with its own KV blocks. Row r of the
+ *   activations belongs to exactly one sequence; the ops that mix rows (attention) get the batch layout, every other
+ *   op is row-wise. The scheduler ([sched]) packs many requests into one call; the CLI packs one.
+ * - The KV cache is paged: a pool of blocks of ENG_KV_BLOCK tokens per layer; each sequence names its blocks in a
+ *   block table. Today the CLI gives each sequence consecutive blocks; [sched] will share and reuse them.
+ * - Tensors are 2-D row-major views into backend memory; `stride` (in elements) lets q/k/v be column views of one
+ *   fused qkv buffer. Weights may be borrowed from the checkpoint's mmap when the backend can read host memory.
+ * - Every op returns err; a CUDA backend reports failures instead of aborting.
+ */
+#ifndef SUGGESTD_ENGINE_ENG_H
+#define SUGGESTD_ENGINE_ENG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef enum eng_dtype { ENG_F32 = 0, ENG_F16, ENG_BF16 } eng_dtype;
+
+size_t eng_dtype_size(eng_dtype t);
+const char *eng_dtype_name(eng_dtype t);
+
+/* A 2-D row-major view: element (r, c) is at data + (r * stride + c) * size(dtype). */
+typedef struct eng_tensor {
+    void *data;
+    eng_dtype dtype;
+    int64_t rows, cols, stride;
+} eng_tensor;
+
+/* Column view [c0, c0 + n) of t. */
+static inline eng_tensor eng_tensor_cols(eng_tensor t, int64_t c0, int64_t n) {
+    t.data = (char *)t.data + (size_t)c0 * eng_dtype_size(t.dtype);
+    t.cols = n;
+    return t;
+}
+
+/* Row view [r0, r0 + n) of t. */
+static inline eng_tensor eng_tensor_rows(eng_tensor t, int64_t r0, int64_t n) {
+    t.data = (char *)t.data + (size_t)(r0 * t.stride) * eng_dtype_size(t.dtype);
+    t.rows = n;
+    return t;
+}
+
+#define ENG_KV_BLOCK 16 /* tokens per KV block */
+
+/* One sequence's part of a batch: rows [row0, row0 + n_tokens) of the activations are its new tokens, at
+ * positions pos .. pos + n_tokens - 1. Its KV for positions < pos + n_tokens lives in blocks[0..] (block b holds
+ * positions b*ENG_KV_BLOCK ..). The block table must cover pos + n_tokens positions. */
+typedef struct eng_seq {
+    int32_t row0, n_tokens, pos;
+    const int32_t *blocks;
+    int32_t n_blocks;
+} eng_seq;
+
+typedef struct eng_batch {
+    int32_t n_seqs;
+    const eng_seq *seqs;
+    int32_t n_rows;          /* sum of n_tokens */
+    const int32_t *tokens;   /* [n_rows] token ids, host memory */
+    const int32_t *positions;/* [n_rows] absolute position of each row, host memory */
+} eng_batch;
+
+/* Attention geometry shared by rope / kv / attention ops. */
+typedef struct eng_attn_shape {
+    int32_t n_head, head_dim, rotary_dim;
+} eng_attn_shape;
+
+typedef struct eng_backend eng_backend;
+typedef struct eng_kv eng_kv;
+
+/* Names compiled in, e.g. "cpu ref" (and "cuda" in a CUDA build). */
+const char *eng_backends_compiled(void);
+
+/* Creates a backend by name: "cpu" (optimized, threaded, SIMD chosen at run time) or "ref" (slow scalar oracle).
+ * n_threads <= 0: all online CPUs. Errors: ERR_INVALID for an unknown name, with the names in eb. */
+err eng_backend_create(const char *name, int n_threads, eng_backend **out, errbuf *eb);
+void eng_backend_destroy(eng_backend *be);
+const char *eng_backend_name(const eng_backend *be);
+/* A one-line description (e.g. "cpu: 2 threads, avx512"). */
+const char *eng_backend_describe(const eng_backend *be);
+/* Element type the backend keeps activations in (f32 on the CPU backends). */
+eng_dtype eng_backend_act_dtype(const eng_backend *be);
+
+/* --- memory ------------------------------------------------------------------------------------------------ */
+/* Allocates a rows x cols tensor (stride = cols) of dtype in backend memory; contents undefined. */
+err eng_tensor_alloc(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out);
+void eng_tensor_free(eng_backend *be, eng_tensor *t);
+/* Makes a weight tensor from host memory (rows x cols, row-major, contiguous). The backend may borrow `host` (the
+ * CPU backends do, so the caller keeps it alive and unchanged until eng_weight_free) or copy it (CUDA). */
+err eng_weight_from_host(eng_backend *be, const void *host, eng_dtype dtype, int64_t rows, int64_t cols,
+                         eng_tensor *out);
+void eng_weight_free(eng_backend *be, eng_tensor *t);
+/* Copies a tensor to host memory as f32 (dst holds rows*cols floats, row-major contiguous). */
+err eng_tensor_read_f32(eng_backend *be, const eng_tensor *t, float *dst);
+/* Copies host f32 data (rows*cols) into a tensor, converting to its dtype. */
+err eng_tensor_write_f32(eng_backend *be, eng_tensor *t, const float *src);
+
+/* --- ops (all sizes must agree; ERR_INVALID otherwise) ------------------------------------------------------ */
+/* y[r] = wte[tokens[r]] for r < n_rows. */
+err eng_embed(eng_backend *be, eng_tensor *y, const eng_tensor *wte, const int32_t *tokens, int32_t n_rows);
+/* y = LayerNorm(x) * w + b, biased variance, statistics in f32. y may alias x. */
+err eng_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *b,
+                  float eps);
+/* y (+)= x . w^T + bias. x [T, K], w [N, K], bias [1, N] or NULL, y [T, N]. accumulate != 0 adds into y.
+ * f32 accumulation. This is where the weights are streamed: once per call whatever T is. */
+err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+               int accumulate);
+/* x = gelu_new(x), in place. */
+err eng_gelu(eng_backend *be, eng_tensor *x);
+/* GPT-J interleaved RoPE, in place, on the first rotary_dim dims of every head of x [T, n_head*head_dim];
+ * row r is at position positions[r]. inv_freq_i = 10000^(-2i/rotary_dim), angles in f32. */
+err eng_rope(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape shape);
+/* y = x + y (row-wise, same shapes). */
+err eng_add(eng_backend *be, eng_tensor *y, const eng_tensor *x);
+
+/* --- KV cache and attention -------------------------------------------------------------------------------- */
+/* A pool of n_blocks blocks of ENG_KV_BLOCK positions for n_layer layers of width d_model, keys and values in
+ * dtype (f32 or f16). */
+err eng_kv_create(eng_backend *be, int32_t n_layer, int32_t d_model, int32_t n_blocks, eng_dtype dtype,
+                  eng_kv **out);
+void eng_kv_destroy(eng_backend *be, eng_kv *kv);
+int32_t eng_kv_blocks(const eng_kv *kv);
+size_t eng_kv_bytes(const eng_kv *kv);
+/* Stores k, v rows [n_rows, d_model] of this batch into layer's cache at each row's (sequence, position). */
+err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k, const eng_tensor *v,
+                 const eng_batch *batch);
+/* Causal attention for every row: out[r] = softmax(q[r] . K^T / sqrt(head_dim)) V over its sequence's positions
+ * 0..positions[r], K/V read from the cache (store first). Scores and softmax in f32; probabilities are rounded to
+ * the cache dtype before the value product, as HF does. */
+err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
+                  const eng_batch *batch, eng_attn_shape shape);
+
+#endif

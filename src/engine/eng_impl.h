@@ -1,0 +1,55 @@
+/* eng_impl.h - what a backend implements. Only engine/ and the backends include this. */
+#ifndef SUGGESTD_ENGINE_ENG_IMPL_H
+#define SUGGESTD_ENGINE_ENG_IMPL_H
+
+#include "eng.h"
+
+typedef struct eng_backend_ops {
+    const char *name;
+    err (*create)(int n_threads, eng_backend **out, errbuf *eb);
+    void (*destroy)(eng_backend *be);
+    const char *(*describe)(const eng_backend *be);
+    eng_dtype act_dtype;
+
+    err (*tensor_alloc)(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out);
+    void (*tensor_free)(eng_backend *be, eng_tensor *t);
+    err (*weight_from_host)(eng_backend *be, const void *host, eng_dtype dtype, int64_t rows, int64_t cols,
+                            eng_tensor *out);
+    void (*weight_free)(eng_backend *be, eng_tensor *t);
+    err (*read_f32)(eng_backend *be, const eng_tensor *t, float *dst);
+    err (*write_f32)(eng_backend *be, eng_tensor *t, const float *src);
+
+    err (*embed)(eng_backend *be, eng_tensor *y, const eng_tensor *wte, const int32_t *tokens, int32_t n_rows);
+    err (*layernorm)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *b,
+                     float eps);
+    err (*matmul)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                  int accumulate);
+    err (*gelu)(eng_backend *be, eng_tensor *x);
+    err (*rope)(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape shape);
+    err (*add)(eng_backend *be, eng_tensor *y, const eng_tensor *x);
+
+    err (*kv_create)(eng_backend *be, int32_t n_layer, int32_t d_model, int32_t n_blocks, eng_dtype dtype,
+                     eng_kv **out);
+    void (*kv_destroy)(eng_backend *be, eng_kv *kv);
+    err (*kv_store)(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k, const eng_tensor *v,
+                    const eng_batch *batch);
+    err (*attention)(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
+                     const eng_batch *batch, eng_attn_shape shape);
+} eng_backend_ops;
+
+/* Every backend struct starts with this header so engine/ can find its ops. */
+typedef struct eng_backend_base {
+    const eng_backend_ops *ops;
+} eng_backend_base;
+
+/* Every KV struct starts with this header (sizes engine/ reports without asking the backend). */
+typedef struct eng_kv_base {
+    int32_t n_layer, d_model, n_blocks;
+    eng_dtype dtype;
+    size_t bytes;
+} eng_kv_base;
+
+extern const eng_backend_ops cpu__backend_ops; /* engine/cpu/cpu.c */
+extern const eng_backend_ops ref__backend_ops; /* engine/cpu/ref.c */
+
+#endif

@@ -1,0 +1,214 @@
+/* forward.c - the CodeGen forward pass (spec: codegen-model.md §3) as a list of engine ops.
+ *
+ * DESIGN: weights stay where the checkpoint put them (mmap) except qkv_proj, which is repacked once at load from
+ * HF's mp_num=4 [q v k] chunk layout into plain [Q; K; V] rows, so one GEMM yields per-head contiguous q, k and v.
+ * Attention and MLP read the same LayerNorm output and both add into the residual stream x (the matmul op's
+ * accumulate flag), which is the parallel GPT-J block without extra passes over memory. */
+#include "forward.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "alloc.h"
+
+typedef struct layer_w {
+    eng_tensor ln_1_w, ln_1_b, qkv, out_proj, fc_in_w, fc_in_b, fc_out_w, fc_out_b;
+} layer_w;
+
+struct eng_model {
+    eng_backend *be;
+    const model *m;
+    model_config cfg;
+    eng_dtype wdt;
+    eng_tensor wte, ln_f_w, ln_f_b, lm_head_w, lm_head_b;
+    layer_w *layers;
+    void **qkv_host; /* repacked qkv rows per layer, host memory the backend may borrow */
+    eng_kv *kv;
+    int32_t max_rows;
+    /* activations [max_rows, ...] */
+    eng_tensor x, h, qkv, att, mlp, sel, logits;
+    size_t weight_bytes_own, workspace_bytes;
+};
+
+static eng_dtype to_eng_dtype(st_dtype t) { return t == ST_F32 ? ENG_F32 : t == ST_F16 ? ENG_F16 : ENG_BF16; }
+
+/* HF splits qkv output rows into 4 chunks of [q | v | k], each D/4 wide; head h lives in chunk h / (H/4). */
+static int64_t qkv_src_row(int which, int h, int d, int D, int H) {
+    int hd = D / H, ld = D / 4, hpc = H / 4;
+    int j = h / hpc, m = h % hpc;
+    return (int64_t)j * 3 * ld + (int64_t)which * ld + (int64_t)m * hd + d;
+}
+
+static err repack_qkv(const st_tensor *src, const model_config *c, void **out) {
+    const int D = c->n_embd, H = c->n_head, hd = D / H;
+    size_t row = (size_t)D * st_dtype_size(src->dtype);
+    unsigned char *dst = xmalloc((size_t)3 * D * row);
+    if (!dst) return ERR_NOMEM;
+    const unsigned char *s = src->data;
+    /* destination blocks: Q rows 0..D, K rows D..2D, V rows 2D..3D; source order inside a chunk is q, v, k */
+    static const int which_for_block[3] = {0, 2, 1};
+    for (int blk = 0; blk < 3; blk++)
+        for (int h = 0; h < H; h++)
+            for (int d = 0; d < hd; d++) {
+                int64_t dr = (int64_t)blk * D + (int64_t)h * hd + d;
+                memcpy(dst + dr * row, s + qkv_src_row(which_for_block[blk], h, d, D, H) * row, row);
+            }
+    *out = dst;
+    return ERR_OK;
+}
+
+static err weight(eng_model *em, const st_tensor *t, eng_tensor *out) {
+    int64_t rows = t->n_dims == 2 ? t->shape[0] : 1, cols = t->n_dims == 2 ? t->shape[1] : t->shape[0];
+    return eng_weight_from_host(em->be, t->data, em->wdt, rows, cols, out);
+}
+
+void eng_model_destroy(eng_model *em) {
+    if (!em) return;
+    eng_backend *be = em->be;
+    eng_tensor *acts[] = {&em->x, &em->h, &em->qkv, &em->att, &em->mlp, &em->sel, &em->logits};
+    for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]); i++) eng_tensor_free(be, acts[i]);
+    eng_kv_destroy(be, em->kv);
+    if (em->layers)
+        for (int l = 0; l < em->cfg.n_layer; l++) {
+            layer_w *L = &em->layers[l];
+            eng_tensor *ws[] = {&L->ln_1_w, &L->ln_1_b,   &L->qkv,      &L->out_proj,
+                                &L->fc_in_w, &L->fc_in_b, &L->fc_out_w, &L->fc_out_b};
+            for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) eng_weight_free(be, ws[i]);
+            if (em->qkv_host) xfree(em->qkv_host[l]);
+        }
+    eng_tensor *top[] = {&em->wte, &em->ln_f_w, &em->ln_f_b, &em->lm_head_w, &em->lm_head_b};
+    for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) eng_weight_free(be, top[i]);
+    xfree(em->qkv_host);
+    xfree(em->layers);
+    xfree(em);
+}
+
+err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts, eng_model **out, errbuf *eb) {
+    *out = NULL;
+    eng_model *em = xcalloc(1, sizeof(*em));
+    if (!em) return errbuf_set(eb, ERR_NOMEM, "out of memory");
+    em->be = be;
+    em->m = m;
+    em->cfg = m->cfg;
+    em->wdt = to_eng_dtype(m->dtype);
+    const model_config *c = &em->cfg;
+    const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
+    em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
+    int32_t n_blocks = opts && opts->n_kv_blocks > 0 ? opts->n_kv_blocks
+                                                     : (c->n_positions + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
+    int kvd = opts ? opts->kv_dtype : -1;
+    /* By default K/V are kept in the backend's activation dtype, as HF keeps them in the hidden dtype: f32 on the
+     * CPU backends (exact to 1e-5 against HF's fp32 math), f16 where activations are f16. */
+    eng_dtype kv_dtype = kvd < 0 ? eng_backend_act_dtype(be) : (eng_dtype)kvd;
+
+    err rc = ERR_OK;
+    em->layers = xcalloc((size_t)c->n_layer, sizeof(layer_w));
+    em->qkv_host = xcalloc((size_t)c->n_layer, sizeof(void *));
+    if (!em->layers || !em->qkv_host) rc = ERR_NOMEM;
+#define W(t, dst)                                                                                                    \
+    if (rc == ERR_OK) rc = weight(em, (t), (dst))
+    W(m->wte, &em->wte);
+    W(m->ln_f_w, &em->ln_f_w);
+    W(m->ln_f_b, &em->ln_f_b);
+    W(m->lm_head_w, &em->lm_head_w);
+    W(m->lm_head_b, &em->lm_head_b);
+    for (int l = 0; l < c->n_layer && rc == ERR_OK; l++) {
+        const model_layer *ml = &m->layers[l];
+        layer_w *L = &em->layers[l];
+        W(ml->ln_1_w, &L->ln_1_w);
+        W(ml->ln_1_b, &L->ln_1_b);
+        W(ml->out_proj, &L->out_proj);
+        W(ml->fc_in_w, &L->fc_in_w);
+        W(ml->fc_in_b, &L->fc_in_b);
+        W(ml->fc_out_w, &L->fc_out_w);
+        W(ml->fc_out_b, &L->fc_out_b);
+        if (rc == ERR_OK) rc = repack_qkv(ml->qkv, c, &em->qkv_host[l]);
+        if (rc == ERR_OK) rc = eng_weight_from_host(be, em->qkv_host[l], em->wdt, 3 * D, D, &L->qkv);
+        em->weight_bytes_own += (size_t)3 * D * D * eng_dtype_size(em->wdt);
+    }
+#undef W
+    if (rc == ERR_OK) rc = eng_kv_create(be, c->n_layer, (int32_t)D, n_blocks, kv_dtype, &em->kv);
+    const int64_t R = em->max_rows;
+    struct {
+        eng_tensor *t;
+        int64_t rows, cols;
+    } acts[] = {{&em->x, R, D},   {&em->h, R, D},   {&em->qkv, R, 3 * D},   {&em->att, R, D},
+                {&em->mlp, R, F}, {&em->sel, R, D}};
+    eng_dtype adt = eng_backend_act_dtype(be);
+    for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]) && rc == ERR_OK; i++) {
+        rc = eng_tensor_alloc(be, adt, acts[i].rows, acts[i].cols, acts[i].t);
+        em->workspace_bytes += (size_t)acts[i].rows * acts[i].cols * eng_dtype_size(adt);
+    }
+    if (rc == ERR_OK) rc = eng_tensor_alloc(be, ENG_F32, R, V, &em->logits);
+    em->workspace_bytes += (size_t)R * V * 4;
+    if (rc != ERR_OK) {
+        eng_model_destroy(em);
+        return errbuf_set(eb, rc, "placing the model on backend %s: %s", eng_backend_name(be), err_name(rc));
+    }
+    *out = em;
+    return ERR_OK;
+}
+
+const model_config *eng_model_config(const eng_model *em) { return &em->cfg; }
+eng_kv *eng_model_kv(eng_model *em) { return em->kv; }
+int32_t eng_model_max_rows(const eng_model *em) { return em->max_rows; }
+eng_backend *eng_model_backend(eng_model *em) { return em->be; }
+
+void eng_model_memory(const eng_model *em, size_t *weights, size_t *kv, size_t *workspace) {
+    if (weights) *weights = em->weight_bytes_own;
+    if (kv) *kv = eng_kv_bytes(em->kv);
+    if (workspace) *workspace = em->workspace_bytes;
+}
+
+#define TRY(call)                                                                                                    \
+    do {                                                                                                             \
+        err rc_ = (call);                                                                                            \
+        if (rc_ != ERR_OK) return errbuf_set(eb, rc_, "forward: %s failed: %s", #call, err_name(rc_));               \
+    } while (0)
+
+err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logit_rows, int32_t n_logits,
+                      float *logits, errbuf *eb) {
+    const model_config *c = &em->cfg;
+    const int64_t R = batch->n_rows, D = c->n_embd;
+    if (R <= 0 || R > em->max_rows || n_logits < 0 || n_logits > em->max_rows)
+        return errbuf_set(eb, ERR_INVALID, "forward: %lld rows, %d logit rows (max %d)", (long long)R, n_logits,
+                          em->max_rows);
+    for (int32_t i = 0; i < n_logits; i++)
+        if (logit_rows[i] < 0 || logit_rows[i] >= R)
+            return errbuf_set(eb, ERR_INVALID, "forward: logit row %d outside the batch", logit_rows[i]);
+    for (int64_t r = 0; r < R; r++)
+        if (batch->tokens[r] < 0 || batch->tokens[r] >= c->vocab_size)
+            return errbuf_set(eb, ERR_INVALID, "forward: token id %d outside the vocabulary (%d)", batch->tokens[r],
+                              c->vocab_size);
+    eng_backend *be = em->be;
+    const eng_attn_shape shape = {c->n_head, c->head_dim, c->rotary_dim};
+    eng_tensor x = eng_tensor_rows(em->x, 0, R), h = eng_tensor_rows(em->h, 0, R);
+    eng_tensor qkv = eng_tensor_rows(em->qkv, 0, R), att = eng_tensor_rows(em->att, 0, R);
+    eng_tensor mlp = eng_tensor_rows(em->mlp, 0, R);
+    eng_tensor q = eng_tensor_cols(qkv, 0, D), k = eng_tensor_cols(qkv, D, D), v = eng_tensor_cols(qkv, 2 * D, D);
+
+    TRY(eng_embed(be, &x, &em->wte, batch->tokens, (int32_t)R));
+    for (int32_t l = 0; l < c->n_layer; l++) {
+        const layer_w *L = &em->layers[l];
+        TRY(eng_layernorm(be, &h, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps));
+        /* attention branch */
+        TRY(eng_matmul(be, &qkv, &h, &L->qkv, NULL, 0));
+        TRY(eng_rope(be, &q, batch->positions, shape));
+        TRY(eng_rope(be, &k, batch->positions, shape));
+        TRY(eng_kv_store(be, em->kv, l, &k, &v, batch));
+        TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
+        TRY(eng_matmul(be, &x, &att, &L->out_proj, NULL, 1));
+        /* MLP branch, on the same normalized input */
+        TRY(eng_matmul(be, &mlp, &h, &L->fc_in_w, &L->fc_in_b, 0));
+        TRY(eng_gelu(be, &mlp));
+        TRY(eng_matmul(be, &x, &mlp, &L->fc_out_w, &L->fc_out_b, 1));
+    }
+    if (n_logits == 0) return ERR_OK;
+    /* Only the requested rows go through ln_f and lm_head; the embed op doubles as a row gather. */
+    eng_tensor sel = eng_tensor_rows(em->sel, 0, n_logits), out = eng_tensor_rows(em->logits, 0, n_logits);
+    TRY(eng_embed(be, &sel, &x, logit_rows, n_logits));
+    TRY(eng_layernorm(be, &sel, &sel, &em->ln_f_w, &em->ln_f_b, c->layer_norm_eps));
+    TRY(eng_matmul(be, &out, &sel, &em->lm_head_w, &em->lm_head_b, 0));
+    TRY(eng_tensor_read_f32(be, &out, logits));
+    return ERR_OK;
+}

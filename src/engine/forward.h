@@ -1,0 +1,35 @@
+/* forward.h - a CodeGen model placed on a backend, and its forward pass over a batch of sequences.
+ *
+ * eng_model owns the backend copies (or borrowed views) of the weights, the KV block pool and the activation
+ * buffers for up to max_rows tokens per call. It does not own the backend or the host model: both must outlive it.
+ * One thread at a time. */
+#ifndef SUGGESTD_ENGINE_FORWARD_H
+#define SUGGESTD_ENGINE_FORWARD_H
+
+#include "eng.h"
+#include "model.h"
+
+typedef struct eng_model_opts {
+    int32_t max_rows;   /* tokens per forward call (prefill chunk + decodes); 0 -> 512 */
+    int32_t n_kv_blocks;/* KV pool size in blocks of ENG_KV_BLOCK; 0 -> enough for one full context */
+    int kv_dtype;       /* -1: the backend's activation dtype (f32 on CPU), or ENG_F32 / ENG_F16 */
+} eng_model_opts;
+
+typedef struct eng_model eng_model;
+
+err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts, eng_model **out, errbuf *eb);
+void eng_model_destroy(eng_model *em);
+
+const model_config *eng_model_config(const eng_model *em);
+eng_kv *eng_model_kv(eng_model *em);
+int32_t eng_model_max_rows(const eng_model *em);
+eng_backend *eng_model_backend(eng_model *em);
+/* Bytes the model holds on the backend: weights it copied or repacked, KV pool, activations. */
+void eng_model_memory(const eng_model *em, size_t *weights, size_t *kv, size_t *workspace);
+
+/* Runs the batch (batch->n_rows <= max_rows) through all layers, storing its K/V, and writes the f32 logits of
+ * rows logit_rows[0..n_logits) into logits ([n_logits][vocab_size], host memory). n_logits <= max_rows. */
+err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logit_rows, int32_t n_logits,
+                      float *logits, errbuf *eb);
+
+#endif
