@@ -120,6 +120,10 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
     /* prefill in chunks of max_rows; logits only for the last prompt token */
     uint64_t t0 = clock_ns();
     for (size_t done_rows = 0; done_rows < n_prompt;) {
+        if (p->cancel && atomic_load(p->cancel)) {
+            res->finish = GEN_FINISH_CANCELLED;
+            goto done;
+        }
         int32_t n = (int32_t)(n_prompt - done_rows < (size_t)max_rows ? n_prompt - done_rows : (size_t)max_rows);
         for (int32_t i = 0; i < n; i++) pos[i] = (int32_t)done_rows + i;
         eng_seq seq = {0, n, (int32_t)done_rows, blocks, n_blocks};
@@ -170,6 +174,10 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
             acc.emitted = safe;
         }
         if (step + 1 == p->max_tokens) break;
+        if (p->cancel && atomic_load(p->cancel)) {
+            res->finish = GEN_FINISH_CANCELLED;
+            goto done;
+        }
         /* decode: feed the sampled token */
         int32_t at = (int32_t)n_prompt + step;
         eng_seq seq = {0, 1, at, blocks, n_blocks};

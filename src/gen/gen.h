@@ -6,6 +6,7 @@
 #ifndef SUGGESTD_GEN_GEN_H
 #define SUGGESTD_GEN_GEN_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,7 @@ typedef struct gen_params {
     int32_t n_stop;
     const char *stop[GEN_MAX_STOP]; /* borrowed, non-empty strings */
     int ignore_eos;      /* keep going past <|endoftext|> (benchmarks) */
+    const atomic_int *cancel; /* optional: non-zero stops the run before the next forward (GEN_FINISH_CANCELLED) */
 } gen_params;
 
 typedef enum gen_finish { GEN_FINISH_LENGTH, GEN_FINISH_STOP, GEN_FINISH_EOS, GEN_FINISH_CANCELLED } gen_finish;
