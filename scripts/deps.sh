@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh - installs what suggestd needs to build and test on Debian 12 (as root), only what is missing.
 set -eu
-pkgs="build-essential cmake pkg-config libjansson-dev libcmocka-dev clang"
+pkgs="build-essential cmake pkg-config libjansson-dev libcmocka-dev clang libmicrohttpd-dev libcurl4-openssl-dev nodejs npm curl jq"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

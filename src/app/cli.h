@@ -9,6 +9,8 @@
 int cli_complete(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_serve(int argc, char **argv);
+int cli_config(int argc, char **argv);
 
 /* Shared by the subcommands that run a model: open dir, create the backend, place the model. Prints the error and
  * returns non-zero on failure. */

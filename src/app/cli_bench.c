@@ -1,5 +1,6 @@
 /* cli_bench.c - `suggestd bench`: prefill and decode speed, printed beside the memory floor measured in the same
- * run (bytes a decode step must read / the read bandwidth of this machine with the same threads).
+ * run (bytes a decode step must read / the read bandwidth of this machine with the same threads, or on a GPU the
+ * measured device-to-device copy bandwidth). Decode is timed at one or more context lengths (--contexts).
  *
  * --shape builds random weights at a real CodeGen shape in memory, so speed can be measured without a download. */
 #include <getopt.h>
@@ -163,15 +164,31 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Parses "128,1024,2048" into ctx[] (at most 8, each in [lo, 2048]); returns the count or -1. */
+static int parse_contexts(const char *v, long lo, long *ctx) {
+    int n = 0;
+    const char *p = v;
+    while (*p) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x < lo || x > 2048 || n == 8 || (*end && *end != ',')) return -1;
+        ctx[n++] = x;
+        p = *end ? end + 1 : end;
+    }
+    return n;
+}
+
 int cli_bench(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},         {"shape", required_argument, 0, 's'},
         {"dtype", required_argument, 0, 'd'},         {"backend", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 'j'},       {"prompt-tokens", required_argument, 0, 'p'},
-        {"decode-tokens", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    const char *dir = NULL, *shape_name = NULL, *backend = "cpu", *dtype = "f16";
-    long threads = 0, n_prompt = 512, n_decode = 32;
+        {"device", required_argument, 0, 'b'},        {"threads", required_argument, 0, 'j'},
+        {"prompt-tokens", required_argument, 0, 'p'}, {"decode-tokens", required_argument, 0, 'n'},
+        {"contexts", required_argument, 0, 'c'},      {"prefill-chunk", required_argument, 0, 'k'},
+        {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
+    const char *dir = NULL, *shape_name = NULL, *backend = "cpu", *dtype = "f16", *ctx_arg = NULL;
+    long threads = 0, n_prompt = 512, n_decode = 32, chunk = 512, ctx[8];
+    int n_ctx_list = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -180,22 +197,30 @@ int cli_bench(int argc, char **argv) {
         case 's': shape_name = optarg; break;
         case 'd': dtype = optarg; break;
         case 'b': backend = optarg; break;
+        case 'c': ctx_arg = optarg; break;
         case 'j':
             if (cli_parse_int("bench", "threads", optarg, 0, 1024, &threads)) return 2;
             break;
         case 'p':
-            if (cli_parse_int("bench", "prompt-tokens", optarg, 1, 2000, &n_prompt)) return 2;
+            if (cli_parse_int("bench", "prompt-tokens", optarg, 1, 2048, &n_prompt)) return 2;
             break;
         case 'n':
             if (cli_parse_int("bench", "decode-tokens", optarg, 1, 1000, &n_decode)) return 2;
             break;
+        case 'k':
+            if (cli_parse_int("bench", "prefill-chunk", optarg, 1, 2048, &chunk)) return 2;
+            break;
         case 'h':
             printf("usage: suggestd bench (--model DIR | --shape codegen-350M|codegen-2B|codegen-6B|codegen-16B)\n"
-                   "                      [--dtype f16|bf16|f32] [--backend cpu|ref] [--threads N]\n"
-                   "                      [--prompt-tokens N (512)] [--decode-tokens N (32)]\n\n"
+                   "                      [--dtype f16|bf16|f32] [--backend cpu|ref|cuda[:N]] [--threads N]\n"
+                   "                      [--prompt-tokens N (512)] [--decode-tokens N (32)]\n"
+                   "                      [--contexts C1,C2,.. (prompt-tokens + decode-tokens)] [--prefill-chunk N (512)]\n\n"
                    "Prints prefill tokens/s and decode ms/token beside the memory floor measured in the same run:\n"
-                   "the bytes one decode step must read divided by this machine's read bandwidth (same threads).\n"
-                   "--shape uses random weights at the real CodeGen shape (--dtype applies to it).\n");
+                   "the bytes one decode step must read divided by this machine's read bandwidth (same threads), or\n"
+                   "on a GPU by the measured device-to-device copy bandwidth (bytes read + written).\n"
+                   "Decode at context C times --decode-tokens steps at positions C-decode-tokens .. C-1.\n"
+                   "--shape uses random weights at the real CodeGen shape (--dtype applies to it).\n"
+                   "--device is the same as --backend.\n");
             return 0;
         default: return 2;
         }
@@ -204,10 +229,23 @@ int cli_bench(int argc, char **argv) {
         fprintf(stderr, "suggestd bench: give exactly one of --model DIR or --shape NAME (see --help)\n");
         return 2;
     }
-    if (n_prompt + n_decode > 2048) {
-        fprintf(stderr, "suggestd bench: --prompt-tokens + --decode-tokens must fit the 2048-token context\n");
-        return 2;
+    if (ctx_arg) {
+        n_ctx_list = parse_contexts(ctx_arg, n_decode, ctx);
+        if (n_ctx_list <= 0) {
+            fprintf(stderr, "suggestd bench: --contexts expects up to 8 comma-separated lengths from --decode-tokens "
+                            "(%ld) to 2048, got '%s'\n", n_decode, ctx_arg);
+            return 2;
+        }
+    } else {
+        if (n_prompt + n_decode > 2048) {
+            fprintf(stderr, "suggestd bench: --prompt-tokens + --decode-tokens must fit the 2048-token context\n");
+            return 2;
+        }
+        ctx[0] = n_prompt + n_decode;
+        n_ctx_list = 1;
     }
+    long max_ctx = n_prompt;
+    for (int i = 0; i < n_ctx_list; i++) max_ctx = ctx[i] > max_ctx ? ctx[i] : max_ctx;
     synth sy;
     memset(&sy, 0, sizeof(sy));
     model *m = NULL;
@@ -237,7 +275,7 @@ int cli_bench(int argc, char **argv) {
     }
     cli_runtime rt = {0};
     errbuf eb = {0};
-    eng_model_opts mo = {512, (int32_t)((n_prompt + n_decode + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK), -1};
+    eng_model_opts mo = {(int32_t)chunk, (int32_t)((max_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK), -1};
     if (dir) {
         if (cli_runtime_open(&rt, dir, backend, (int)threads, &mo)) return 1;
         m = rt.m;
@@ -255,15 +293,19 @@ int cli_bench(int argc, char **argv) {
     if (dir) wbytes = model_weight_bytes(m);
     else
         for (int i = 0; i < 5 + 8 * cfg->n_layer; i++) wbytes += sy.tensors[i].nbytes;
+    if (shape_name && eng_backend_copies_weights(rt.be)) { /* the backend has its own copy: free the host one */
+        xfree(sy.arena);
+        sy.arena = NULL;
+    }
     size_t esz = st_dtype_size(m->dtype);
     /* a decode step reads every weight except the embedding table (one row of it) */
     uint64_t step_bytes = wbytes - (uint64_t)V * D * esz + (uint64_t)D * esz;
 
-    int32_t n_ctx = (int32_t)(n_prompt + n_decode);
-    int32_t n_blocks = (n_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
+    int32_t n_pos = (int32_t)max_ctx;
+    int32_t n_blocks = (n_pos + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
     int32_t *blocks = xmalloc_array((size_t)n_blocks, sizeof(int32_t));
-    int32_t *toks = xmalloc_array((size_t)n_ctx, sizeof(int32_t));
-    int32_t *pos = xmalloc_array((size_t)n_ctx, sizeof(int32_t));
+    int32_t *toks = xmalloc_array((size_t)n_pos, sizeof(int32_t));
+    int32_t *pos = xmalloc_array((size_t)n_pos, sizeof(int32_t));
     float *logits = xmalloc_array((size_t)V, sizeof(float));
     double *ms = xmalloc_array((size_t)n_decode, sizeof(double));
     if (!blocks || !toks || !pos || !logits || !ms) {
@@ -271,52 +313,86 @@ int cli_bench(int argc, char **argv) {
         goto out2;
     }
     for (int32_t i = 0; i < n_blocks; i++) blocks[i] = i;
-    for (int32_t i = 0; i < n_ctx; i++) toks[i] = (int32_t)((i * 7919) % 50000), pos[i] = i;
+    for (int32_t i = 0; i < n_pos; i++) toks[i] = (int32_t)((i * 7919) % 50000), pos[i] = i;
 
-    double bw = read_bandwidth((int)threads, (size_t)1 << 30);
+    const int gpu = eng_backend_copies_weights(rt.be);
+    double bw = 0;
+    const char *bw_what = "device-to-device copy of 1 GiB, bytes read + written";
+    if (eng_backend_copy_bandwidth(rt.be, (size_t)1 << 30, &bw) != ERR_OK) {
+        bw = read_bandwidth((int)threads, (size_t)1 << 30);
+        bw_what = "read, 1 GiB probe, same thread count";
+    }
+    size_t mw, mkv, mws;
+    eng_model_memory(rt.em, &mw, &mkv, &mws);
 
-    /* prefill in chunks of up to 512 rows, logits for the last row only */
-    uint64_t t0 = clock_ns();
-    for (int32_t done = 0; done < n_prompt;) {
-        int32_t n = (int32_t)(n_prompt - done < 512 ? n_prompt - done : 512);
-        eng_seq seq = {0, n, done, blocks, n_blocks};
-        eng_batch b = {1, &seq, n, toks + done, pos + done};
-        int32_t lr = n - 1;
-        if (eng_model_forward(rt.em, &b, &lr, done + n == n_prompt, logits, &eb) != ERR_OK) {
-            fprintf(stderr, "suggestd bench: %s\n", eb.msg);
-            goto out2;
-        }
-        done += n;
+    /* Forward over positions [from, to) in chunks, logits for the last row only when `last`. */
+#define RUN_RANGE(from, to, last)                                                                                    \
+    for (int32_t done_ = (from); done_ < (to);) {                                                                    \
+        int32_t n_ = (int32_t)((to) - done_ < chunk ? (to) - done_ : chunk);                                         \
+        eng_seq seq_ = {0, n_, done_, blocks, n_blocks};                                                             \
+        eng_batch b_ = {1, &seq_, n_, toks + done_, pos + done_};                                                    \
+        int32_t lr_ = n_ - 1;                                                                                        \
+        if (eng_model_forward(rt.em, &b_, &lr_, (last) && done_ + n_ == (to), logits, &eb) != ERR_OK) {              \
+            fprintf(stderr, "suggestd bench: %s\n", eb.msg);                                                         \
+            goto out2;                                                                                               \
+        }                                                                                                            \
+        done_ += n_;                                                                                                 \
     }
-    double prefill_s = (double)(clock_ns() - t0) / 1e9;
-    for (int32_t i = 0; i < n_decode; i++) {
-        int32_t p = (int32_t)n_prompt + i;
-        eng_seq seq = {0, 1, p, blocks, n_blocks};
-        eng_batch b = {1, &seq, 1, toks + p, pos + p};
-        int32_t lr = 0;
-        uint64_t s0 = clock_ns();
-        if (eng_model_forward(rt.em, &b, &lr, 1, logits, &eb) != ERR_OK) {
-            fprintf(stderr, "suggestd bench: %s\n", eb.msg);
-            goto out2;
-        }
-        ms[i] = (double)(clock_ns() - s0) / 1e6;
+
+    /* prefill: on a GPU one untimed warm-up (library setup, first-touch) and the median of 3; on a CPU one run */
+    const int reps = gpu ? 3 : 1;
+    double pre[3];
+    if (gpu) RUN_RANGE(0, (int32_t)n_prompt, 1);
+    for (int r = 0; r < reps; r++) {
+        uint64_t t0 = clock_ns();
+        RUN_RANGE(0, (int32_t)n_prompt, 1);
+        pre[r] = (double)(clock_ns() - t0) / 1e9;
     }
-    qsort(ms, (size_t)n_decode, sizeof(double), cmp_double);
-    double med = ms[n_decode / 2];
-    size_t kv_elt = eng_kv_bytes(eng_model_kv(rt.em)) / ((size_t)cfg->n_layer * 2 * (size_t)n_blocks * ENG_KV_BLOCK * (size_t)D);
-    double kv_read = 2.0 * cfg->n_layer * (double)D * (double)kv_elt * ((double)n_prompt + n_decode / 2.0);
-    double floor_ms = ((double)step_bytes + kv_read) / (bw * 1e6);
+    qsort(pre, (size_t)reps, sizeof(double), cmp_double);
+    double prefill_s = pre[reps / 2];
+    /* the rest of the KV cache up to the longest context */
+    RUN_RANGE((int32_t)n_prompt, n_pos, 0);
+
     printf("suggestd bench: %s (%s%s weights), %s\n", label, dir ? "" : "random ", st_dtype_name(m->dtype),
            eng_backend_describe(rt.be));
-    printf("  weights            %10.1f MB  (read per decode token: %.1f MB + KV %.1f MB)\n", (double)wbytes / 1e6,
-           (double)step_bytes / 1e6, kv_read / 1e6);
-    printf("  read bandwidth     %10.2f GB/s (1 GiB probe, same thread count)\n", bw);
-    printf("  prefill            %10.1f tokens/s (%ld tokens in %.3f s)\n", (double)n_prompt / prefill_s, n_prompt,
-           prefill_s);
-    printf("  decode             %10.2f ms/token (median of %ld, context %ld..%ld; best %.2f)\n", med, n_decode,
-           n_prompt, n_prompt + n_decode - 1, ms[0]);
-    printf("  memory floor       %10.2f ms/token\n", floor_ms);
-    printf("  decode / floor     %10.2fx\n", med / floor_ms);
+    printf("  weights            %10.1f MB  (read per decode token: %.1f MB)\n", (double)wbytes / 1e6,
+           (double)step_bytes / 1e6);
+    printf("  backend memory     %10.1f MB weights, %.1f MB KV cache, %.1f MB workspace\n", (double)mw / 1e6,
+           (double)mkv / 1e6, (double)mws / 1e6);
+    printf("  bandwidth          %10.2f GB/s (%s)\n", bw, bw_what);
+    printf("  prefill            %10.1f tokens/s (%ld tokens in %.2f ms, chunks of %ld%s)\n",
+           (double)n_prompt / prefill_s, n_prompt, prefill_s * 1e3, chunk, gpu ? ", median of 3" : "");
+    printf("RESULT %s %s %s prefill tokens=%ld ms=%.3f\n", label, st_dtype_name(m->dtype), eng_backend_name(rt.be),
+           n_prompt, prefill_s * 1e3);
+    size_t kv_elt = eng_kv_bytes(eng_model_kv(rt.em)) /
+                    ((size_t)cfg->n_layer * 2 * (size_t)n_blocks * ENG_KV_BLOCK * (size_t)D);
+    for (int ci = 0; ci < n_ctx_list; ci++) {
+        const int32_t first = (int32_t)(ctx[ci] - n_decode);
+        if (gpu) RUN_RANGE(first, first + 1, 1); /* warm-up of the one-row path */
+        for (int32_t i = 0; i < n_decode; i++) {
+            int32_t p = first + i;
+            eng_seq seq = {0, 1, p, blocks, n_blocks};
+            eng_batch b = {1, &seq, 1, toks + p, pos + p};
+            int32_t lr = 0;
+            uint64_t s0 = clock_ns();
+            if (eng_model_forward(rt.em, &b, &lr, 1, logits, &eb) != ERR_OK) {
+                fprintf(stderr, "suggestd bench: %s\n", eb.msg);
+                goto out2;
+            }
+            ms[i] = (double)(clock_ns() - s0) / 1e6;
+        }
+        qsort(ms, (size_t)n_decode, sizeof(double), cmp_double);
+        double med = ms[n_decode / 2];
+        double kv_read = 2.0 * cfg->n_layer * (double)D * (double)kv_elt * ((double)first + n_decode / 2.0);
+        double floor_ms = ((double)step_bytes + kv_read) / (bw * 1e6);
+        printf("  decode             %10.3f ms/token (context %ld: median of %ld at positions %d..%ld; best %.3f)\n",
+               med, ctx[ci], n_decode, first, ctx[ci] - 1, ms[0]);
+        printf("  memory floor       %10.3f ms/token (weights + KV %.1f MB)\n", floor_ms, kv_read / 1e6);
+        printf("  decode / floor     %10.2fx\n", med / floor_ms);
+        printf("RESULT %s %s %s decode ctx=%ld ms=%.4f floor_ms=%.4f ratio=%.3f\n", label, st_dtype_name(m->dtype),
+               eng_backend_name(rt.be), ctx[ci], med, floor_ms, med / floor_ms);
+    }
+#undef RUN_RANGE
     rc = 0;
 out2:
     xfree(blocks);

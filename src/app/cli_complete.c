@@ -25,7 +25,8 @@ static void usage(FILE *f) {
                "  --repetition-penalty R  multiplicative (FasterTransformer-style), 1 = off (default 1)\n"
                "  --seed S             seed for sampling (default 0)\n"
                "  --stop STRING        stop before this text; repeatable (up to %d)\n"
-               "  --backend NAME       cpu or ref (default cpu)\n"
+               "  --backend NAME       cpu, ref, or cuda[:N] in a CUDA build (default cpu)\n"
+               "  --device NAME        same as --backend (cpu | cuda | cuda:N)\n"
                "  --threads N          CPU threads (default: all)\n",
             GEN_MAX_STOP);
 }
@@ -70,6 +71,7 @@ int cli_complete(int argc, char **argv) {
         {"top-p", required_argument, 0, 'P'},       {"top-k", required_argument, 0, 'k'},
         {"seed", required_argument, 0, 's'},        {"stop", required_argument, 0, 'S'},
         {"backend", required_argument, 0, 'b'},     {"threads", required_argument, 0, 'j'},
+        {"device", required_argument, 0, 'b'},
         {"repetition-penalty", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = NULL, *backend = "cpu";

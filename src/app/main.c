@@ -19,6 +19,8 @@ static void usage(FILE *f) {
             "  complete   complete a prompt (from --prompt or stdin) and print only the completion\n"
             "  tokenize   print the token ids of stdin as a JSON array\n"
             "  bench      measure prefill and decode speed beside the memory-bandwidth floor\n"
+            "  serve      the HTTP API (FauxPilot/OpenAI /v1, GitLab /v2)\n"
+            "  config     print the effective serve configuration (secrets masked)\n"
             "\n"
             "  suggestd <command> --help    options of a command\n"
             "  suggestd --version           version and compiled-in backends\n",
@@ -42,6 +44,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "complete")) return cli_complete(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cli_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cli_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "config")) return cli_config(argc - 1, argv + 1);
     fprintf(stderr, "suggestd: unknown command '%s' (try 'suggestd --help')\n", cmd);
     return 2;
 }

@@ -28,7 +28,11 @@ int cli_runtime_open(cli_runtime *rt, const char *model_dir, const char *backend
     }
     size_t w, kv, ws;
     eng_model_memory(rt->em, &w, &kv, &ws);
-    LOG_DEBUG("model %s: %s, weights %.1f MB mapped + %.1f MB repacked, KV %.1f MB, workspace %.1f MB", model_dir,
+    if (eng_backend_copies_weights(rt->be)) /* device memory: worth a line at startup */
+        LOG_INFO("model %s on %s: weights %.1f MB, KV cache %.1f MB, workspace %.1f MB", model_dir,
+                 eng_backend_describe(rt->be), (double)w / 1e6, (double)kv / 1e6, (double)ws / 1e6);
+    else
+        LOG_DEBUG("model %s: %s, weights %.1f MB mapped + %.1f MB repacked, KV %.1f MB, workspace %.1f MB", model_dir,
               eng_backend_describe(rt->be), (double)model_weight_bytes(rt->m) / 1e6, (double)w / 1e6,
               (double)kv / 1e6, (double)ws / 1e6);
     return 0;

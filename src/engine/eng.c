@@ -1,6 +1,7 @@
 /* eng.c - the backend table and the shape checks every op shares, so backends only compute. */
 #include "eng.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "eng_impl.h"
@@ -35,10 +36,22 @@ const char *eng_backends_compiled(void) {
 #endif
 }
 
+/* "cuda:N" selects device N: the part after the colon reaches the backend through n_threads, which only the CPU
+ * backends use. */
 err eng_backend_create(const char *name, int n_threads, eng_backend **out, errbuf *eb) {
     *out = NULL;
-    for (size_t i = 0; i < N_BACKENDS; i++)
-        if (!strcmp(backends[i]->name, name)) return backends[i]->create(n_threads, out, eb);
+    for (size_t i = 0; i < N_BACKENDS; i++) {
+        size_t n = strlen(backends[i]->name);
+        if (strncmp(backends[i]->name, name, n) != 0) continue;
+        if (name[n] == 0) return backends[i]->create(strcmp(name, "cuda") ? n_threads : 0, out, eb);
+        if (name[n] == ':' && !strcmp(backends[i]->name, "cuda")) {
+            char *end;
+            long dev = strtol(name + n + 1, &end, 10);
+            if (end == name + n + 1 || *end || dev < 0 || dev > 255)
+                return errbuf_set(eb, ERR_INVALID, "backend '%s': expected cuda:N with N a device number", name);
+            return backends[i]->create((int)dev, out, eb);
+        }
+    }
     return errbuf_set(eb, ERR_INVALID, "unknown backend '%s' (compiled in: %s)", name, eng_backends_compiled());
 }
 
@@ -48,7 +61,19 @@ void eng_backend_destroy(eng_backend *be) {
 
 const char *eng_backend_name(const eng_backend *be) { return OPS(be)->name; }
 const char *eng_backend_describe(const eng_backend *be) { return OPS(be)->describe(be); }
-eng_dtype eng_backend_act_dtype(const eng_backend *be) { return OPS(be)->act_dtype; }
+eng_dtype eng_backend_act_dtype(const eng_backend *be, eng_dtype weights) {
+    return OPS(be)->act_dtype(weights);
+}
+int eng_backend_copies_weights(const eng_backend *be) { return OPS(be)->copies_weights; }
+
+err eng_backend_status(const eng_backend *be, errbuf *eb) {
+    return OPS(be)->status ? OPS(be)->status(be, eb) : ERR_OK;
+}
+
+err eng_backend_copy_bandwidth(eng_backend *be, size_t bytes, double *gbs) {
+    *gbs = 0;
+    return OPS(be)->copy_bandwidth ? OPS(be)->copy_bandwidth(be, bytes, gbs) : ERR_UNSUPPORTED;
+}
 
 err eng_tensor_alloc(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out) {
     memset(out, 0, sizeof(*out));

@@ -75,15 +75,25 @@ typedef struct eng_kv eng_kv;
 /* Names compiled in, e.g. "cpu ref" (and "cuda" in a CUDA build). */
 const char *eng_backends_compiled(void);
 
-/* Creates a backend by name: "cpu" (optimized, threaded, SIMD chosen at run time) or "ref" (slow scalar oracle).
- * n_threads <= 0: all online CPUs. Errors: ERR_INVALID for an unknown name, with the names in eb. */
+/* Creates a backend by name: "cpu" (optimized, threaded, SIMD chosen at run time), "ref" (slow scalar oracle), or in
+ * a CUDA build "cuda" / "cuda:N" (GPU N, default 0). n_threads <= 0: all online CPUs (ignored by cuda).
+ * Errors: ERR_INVALID for an unknown name, with the names in eb; ERR_CUDA / ERR_UNSUPPORTED when no usable GPU. */
 err eng_backend_create(const char *name, int n_threads, eng_backend **out, errbuf *eb);
 void eng_backend_destroy(eng_backend *be);
 const char *eng_backend_name(const eng_backend *be);
 /* A one-line description (e.g. "cpu: 2 threads, avx512"). */
 const char *eng_backend_describe(const eng_backend *be);
-/* Element type the backend keeps activations in (f32 on the CPU backends). */
-eng_dtype eng_backend_act_dtype(const eng_backend *be);
+/* Element type the backend keeps activations in for weights of dtype `weights` (f32 on the CPU backends; on CUDA
+ * the weight dtype, so f32 checkpoints keep exact f32 math). */
+eng_dtype eng_backend_act_dtype(const eng_backend *be, eng_dtype weights);
+/* Non-zero when eng_weight_from_host copies the data (the host buffer may be freed right after). */
+int eng_backend_copies_weights(const eng_backend *be);
+/* ERR_OK while the backend is healthy. After a sticky failure (a CUDA error that leaves the device context unusable)
+ * returns that error with its text in eb; every op then fails fast, and the owner should recreate the engine. */
+err eng_backend_status(const eng_backend *be, errbuf *eb);
+/* Measured device-to-device copy bandwidth (GB/s, bytes read + bytes written) of an accelerator backend, for
+ * benchmarks' memory floor. ERR_UNSUPPORTED on the CPU backends (they measure host bandwidth themselves). */
+err eng_backend_copy_bandwidth(eng_backend *be, size_t bytes, double *gbs);
 
 /* --- memory ------------------------------------------------------------------------------------------------ */
 /* Allocates a rows x cols tensor (stride = cols) of dtype in backend memory; contents undefined. */

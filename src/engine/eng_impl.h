@@ -9,7 +9,16 @@ typedef struct eng_backend_ops {
     err (*create)(int n_threads, eng_backend **out, errbuf *eb);
     void (*destroy)(eng_backend *be);
     const char *(*describe)(const eng_backend *be);
-    eng_dtype act_dtype;
+    /* Element type of the activations for a model whose weights are `weights` (f32 always on the CPU backends; the
+     * weight dtype on CUDA, so fp32 checkpoints run in exact f32 and half checkpoints in half). */
+    eng_dtype (*act_dtype)(eng_dtype weights);
+    /* Non-zero when weight_from_host copies (the host buffer may be freed right after); zero when it borrows. */
+    int copies_weights;
+    /* Optional: ERR_OK while healthy; after a sticky failure (a CUDA error that poisons the context) the error and its
+     * text, and every later op fails fast. NULL: always healthy. */
+    err (*status)(const eng_backend *be, errbuf *eb);
+    /* Optional: device-to-device copy bandwidth in GB/s (bytes read + bytes written) over buffers of `bytes`. */
+    err (*copy_bandwidth)(eng_backend *be, size_t bytes, double *gbs);
 
     err (*tensor_alloc)(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out);
     void (*tensor_free)(eng_backend *be, eng_tensor *t);
@@ -51,5 +60,14 @@ typedef struct eng_kv_base {
 
 extern const eng_backend_ops cpu__backend_ops; /* engine/cpu/cpu.c */
 extern const eng_backend_ops ref__backend_ops; /* engine/cpu/ref.c */
+#ifdef SUGGESTD_HAVE_CUDA
+extern const eng_backend_ops cuda__backend_ops; /* engine/cuda/cuda.c */
+#endif
+
+/* The act_dtype of backends that keep every activation in f32 whatever the weights. */
+static inline eng_dtype eng__act_dtype_f32(eng_dtype weights) {
+    (void)weights;
+    return ENG_F32;
+}
 
 #endif

@@ -59,7 +59,10 @@ static err repack_qkv(const st_tensor *src, const model_config *c, void **out) {
 
 static err weight(eng_model *em, const st_tensor *t, eng_tensor *out) {
     int64_t rows = t->n_dims == 2 ? t->shape[0] : 1, cols = t->n_dims == 2 ? t->shape[1] : t->shape[0];
-    return eng_weight_from_host(em->be, t->data, em->wdt, rows, cols, out);
+    err rc = eng_weight_from_host(em->be, t->data, em->wdt, rows, cols, out);
+    if (rc == ERR_OK && eng_backend_copies_weights(em->be))
+        em->weight_bytes_own += (size_t)rows * (size_t)cols * eng_dtype_size(em->wdt);
+    return rc;
 }
 
 void eng_model_destroy(eng_model *em) {
@@ -98,8 +101,10 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
                                                      : (c->n_positions + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
     int kvd = opts ? opts->kv_dtype : -1;
     /* By default K/V are kept in the backend's activation dtype, as HF keeps them in the hidden dtype: f32 on the
-     * CPU backends (exact to 1e-5 against HF's fp32 math), f16 where activations are f16. */
-    eng_dtype kv_dtype = kvd < 0 ? eng_backend_act_dtype(be) : (eng_dtype)kvd;
+     * CPU backends (exact to 1e-5 against HF's fp32 math), f16 where activations are f16 (and bf16: the KV cache has
+     * no bf16 form). */
+    const eng_dtype adt = eng_backend_act_dtype(be, em->wdt);
+    eng_dtype kv_dtype = kvd >= 0 ? (eng_dtype)kvd : adt == ENG_BF16 ? ENG_F16 : adt;
 
     err rc = ERR_OK;
     em->layers = xcalloc((size_t)c->n_layer, sizeof(layer_w));
@@ -125,6 +130,10 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
         if (rc == ERR_OK) rc = repack_qkv(ml->qkv, c, &em->qkv_host[l]);
         if (rc == ERR_OK) rc = eng_weight_from_host(be, em->qkv_host[l], em->wdt, 3 * D, D, &L->qkv);
         em->weight_bytes_own += (size_t)3 * D * D * eng_dtype_size(em->wdt);
+        if (eng_backend_copies_weights(be)) { /* the backend has its own copy: drop the repacked host rows now */
+            xfree(em->qkv_host[l]);
+            em->qkv_host[l] = NULL;
+        }
     }
 #undef W
     if (rc == ERR_OK) rc = eng_kv_create(be, c->n_layer, (int32_t)D, n_blocks, kv_dtype, &em->kv);
@@ -134,7 +143,6 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
         int64_t rows, cols;
     } acts[] = {{&em->x, R, D},   {&em->h, R, D},   {&em->qkv, R, 3 * D},   {&em->att, R, D},
                 {&em->mlp, R, F}, {&em->sel, R, D}};
-    eng_dtype adt = eng_backend_act_dtype(be);
     for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]) && rc == ERR_OK; i++) {
         rc = eng_tensor_alloc(be, adt, acts[i].rows, acts[i].cols, acts[i].t);
         em->workspace_bytes += (size_t)acts[i].rows * acts[i].cols * eng_dtype_size(adt);
@@ -142,8 +150,11 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     if (rc == ERR_OK) rc = eng_tensor_alloc(be, ENG_F32, R, V, &em->logits);
     em->workspace_bytes += (size_t)R * V * 4;
     if (rc != ERR_OK) {
+        errbuf st = {0};
+        eng_backend_status(be, &st);
         eng_model_destroy(em);
-        return errbuf_set(eb, rc, "placing the model on backend %s: %s", eng_backend_name(be), err_name(rc));
+        return errbuf_set(eb, rc, "placing the model on backend %s: %s%s%s", eng_backend_name(be), err_name(rc),
+                          st.code ? ": " : "", st.code ? st.msg : "");
     }
     *out = em;
     return ERR_OK;
@@ -163,8 +174,16 @@ void eng_model_memory(const eng_model *em, size_t *weights, size_t *kv, size_t *
 #define TRY(call)                                                                                                    \
     do {                                                                                                             \
         err rc_ = (call);                                                                                            \
-        if (rc_ != ERR_OK) return errbuf_set(eb, rc_, "forward: %s failed: %s", #call, err_name(rc_));               \
+        if (rc_ != ERR_OK) return forward_failed(em, rc_, #call, eb);                                                \
     } while (0)
+
+/* The op's name, and the backend's own text when it has a sticky failure (CUDA). */
+static err forward_failed(eng_model *em, err rc, const char *call, errbuf *eb) {
+    errbuf st = {0};
+    eng_backend_status(em->be, &st);
+    return errbuf_set(eb, rc, "forward: %s failed: %s%s%s", call, err_name(rc), st.code ? ": " : "",
+                      st.code ? st.msg : "");
+}
 
 err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logit_rows, int32_t n_logits,
                       float *logits, errbuf *eb) {
@@ -186,6 +205,8 @@ err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logi
     eng_tensor qkv = eng_tensor_rows(em->qkv, 0, R), att = eng_tensor_rows(em->att, 0, R);
     eng_tensor mlp = eng_tensor_rows(em->mlp, 0, R);
     eng_tensor q = eng_tensor_cols(qkv, 0, D), k = eng_tensor_cols(qkv, D, D), v = eng_tensor_cols(qkv, 2 * D, D);
+    eng_tensor qk = eng_tensor_cols(qkv, 0, 2 * D);
+    const eng_attn_shape qk_shape = {2 * c->n_head, c->head_dim, c->rotary_dim};
 
     TRY(eng_embed(be, &x, &em->wte, batch->tokens, (int32_t)R));
     for (int32_t l = 0; l < c->n_layer; l++) {
@@ -193,8 +214,7 @@ err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logi
         TRY(eng_layernorm(be, &h, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps));
         /* attention branch */
         TRY(eng_matmul(be, &qkv, &h, &L->qkv, NULL, 0));
-        TRY(eng_rope(be, &q, batch->positions, shape));
-        TRY(eng_rope(be, &k, batch->positions, shape));
+        TRY(eng_rope(be, &qk, batch->positions, qk_shape)); /* q and k side by side: one pass, twice the heads */
         TRY(eng_kv_store(be, em->kv, l, &k, &v, batch));
         TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
         TRY(eng_matmul(be, &x, &att, &L->out_proj, NULL, 1));

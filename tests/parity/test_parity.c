@@ -329,7 +329,7 @@ static void matmul_case(fixture *f, worst *w, eng_dtype dt, int64_t T, int64_t K
 static void test_matmul(void **state) {
     FIXTURE(state);
     worst w[3] = {{.op = "matmul f32"}, {.op = "matmul f16"}, {.op = "matmul bf16"}};
-    const int64_t Ts[] = {1, 2, 3, 7, 8, 33, 64, 130};
+    const int64_t Ts[] = {1, 2, 3, 7, 8, 31, 32, 33, 64, 130}; /* both sides of CPU_MM_PACK_T (32) */
     const int64_t KN[][2] = {{40, 72}, {72, 40}, {100, 160}, {160, 100}, {1100, 68}, {33, 300}};
     for (int d = 0; d < 3; d++)
         for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++)
@@ -646,7 +646,7 @@ static void test_validation(void **state) {
     eng_backend_destroy(be);
 }
 
-/* The cpu backend refuses an unknown SIMD level by name. */
+/* The cpu backend refuses an unknown SIMD level by name, and answers the per-backend questions as a CPU backend. */
 static void test_simd_env(void **state) {
     (void)state;
     eng_backend *be = NULL;
@@ -657,7 +657,11 @@ static void test_simd_env(void **state) {
     assert_non_null(strstr(eb.msg, "sse9"));
     assert_int_equal(eng_backend_create("cpu", 0, &be, &eb), ERR_OK);
     print_message("default: %s\n", eng_backend_describe(be));
-    assert_int_equal(eng_backend_act_dtype(be), ENG_F32);
+    assert_int_equal(eng_backend_act_dtype(be, ENG_F16), ENG_F32);
+    assert_int_equal(eng_backend_copies_weights(be), 0); /* weights are borrowed from the mmap */
+    assert_int_equal(eng_backend_status(be, &eb), ERR_OK);
+    double gbs;
+    assert_int_equal(eng_backend_copy_bandwidth(be, 1 << 20, &gbs), ERR_UNSUPPORTED);
     eng_backend_destroy(be);
 }
 

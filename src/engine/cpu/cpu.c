@@ -7,8 +7,8 @@
  *   named by SUGGESTD_CPU_SIMD=scalar|avx2|avx512 (tests use it to run every path); the choice is stored in the
  *   backend, so nothing here is global.
  * - Matmul splits the weight rows (N) across threads: each weight row is read by one thread, once per call.
- * - Attention is split into (sequence, head, group of up to CPU_ATTN_ROWS query rows) items handed out through an
- *   atomic counter, latest rows first, because causal rows cost more the later they are.
+ * - Attention is split into (sequence, group of up to CPU_ATTN_ROWS query rows, group of heads) items handed out
+ *   through an atomic counter, latest rows first, because causal rows cost more the later they are.
  * - Small element-wise ops run on the calling thread: a pool dispatch costs more than they do.
  * - Per-thread scratch (widened weight blocks, attention scores, RoPE tables) is grown before a dispatch, so
  *   workers never allocate and an allocation failure is an ERR_NOMEM from the op. */
@@ -339,7 +339,7 @@ static err cpu_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const
     cpu_backend *b = CB(be);
     if (need_f32(y) || need_f32(x)) return ERR_UNSUPPORTED;
     const int packed = x->rows >= CPU_MM_PACK_T;
-    if (packed && w->dtype != ENG_F32 && scratch_reserve(b, CPU_MM_WBUF_FLOATS)) return ERR_NOMEM;
+    if (packed && scratch_reserve(b, CPU_MM_WBUF_FLOATS)) return ERR_NOMEM;
     if (bias && bias->dtype != ENG_F32 && vec_reserve(b, (size_t)bias->cols)) return ERR_NOMEM;
     mm_job j = {
         .b = b,
@@ -348,6 +348,8 @@ static err cpu_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const
               .K = w->cols, .accumulate = accumulate},
         .unit = packed ? CPU_MM_NB : 16,
     };
+    /* Enough pieces for every thread (N = 1024 on 16 threads), in multiples of any level's packed panel (32). */
+    while (packed && j.unit > 32 && j.m.N / j.unit < 2 * b->n_threads) j.unit /= 2;
     run(b, mm_work, &j, x->rows * w->rows * w->cols);
     return ERR_OK;
 }
@@ -428,8 +430,8 @@ typedef struct attn_job {
     cpu_backend *b;
     cpu__attn a;
     const eng_batch *batch;
-    int32_t n_head;
-    const int64_t *start; /* [n_seqs + 1]: first work item of each sequence */
+    int32_t n_head, head_group, n_groups; /* heads per work item, items per row group */
+    const int64_t *start;                 /* [n_seqs + 1]: first work item of each sequence */
     atomic_long next;
 } attn_job;
 
@@ -449,32 +451,44 @@ static void attn_work(void *ctx, int ith, int nth) {
         }
         const eng_seq *s = &j->batch->seqs[lo];
         int64_t local = c - j->start[lo];
-        int32_t groups = (s->n_tokens + CPU_ATTN_ROWS - 1) / CPU_ATTN_ROWS;
-        int32_t g = groups - 1 - (int32_t)(local / j->n_head), h = (int32_t)(local % j->n_head);
+        int32_t rows = (s->n_tokens + CPU_ATTN_ROWS - 1) / CPU_ATTN_ROWS;
+        int32_t g = rows - 1 - (int32_t)(local / j->n_groups), hg = (int32_t)(local % j->n_groups);
         int32_t t0 = g * CPU_ATTN_ROWS, nt = s->n_tokens - t0 < CPU_ATTN_ROWS ? s->n_tokens - t0 : CPU_ATTN_ROWS;
-        j->b->k->attn_rows(&j->a, s, h, t0, nt, j->b->scratch[ith]);
+        int32_t h0 = hg * j->head_group, h1 = h0 + j->head_group < j->n_head ? h0 + j->head_group : j->n_head;
+        j->b->k->attn_rows(&j->a, s, t0, nt, h0, h1, j->b->scratch[ith]);
     }
 }
 
+/* Work items are (sequence, group of CPU_ATTN_ROWS rows, group of heads), latest rows first. Whole-head groups
+ * read the cache in whole rows; they are split only as far as needed to give every thread a few items (a
+ * single decoding sequence). */
 static err cpu_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv_, int32_t layer,
                          const eng_batch *batch, eng_attn_shape shape) {
     cpu_backend *b = CB(be);
     const cpu_kv *kv = (const cpu_kv *)kv_;
     if (need_f32(out) || need_f32(q)) return ERR_UNSUPPORTED;
     if (index_reserve(b, (size_t)batch->n_seqs + 1)) return ERR_NOMEM;
-    int64_t total = 0, max_keys = 0, work = 0;
+    int64_t row_groups = 0, max_keys = 0, work = 0;
     for (int32_t s = 0; s < batch->n_seqs; s++) {
         const eng_seq *sq = &batch->seqs[s];
-        b->index[s] = total;
-        total += (int64_t)(sq->n_tokens + CPU_ATTN_ROWS - 1) / CPU_ATTN_ROWS * shape.n_head;
+        row_groups += (sq->n_tokens + CPU_ATTN_ROWS - 1) / CPU_ATTN_ROWS;
         int64_t keys = (int64_t)sq->pos + sq->n_tokens;
-        max_keys = keys > max_keys ? keys : max_keys;
+        if (sq->n_tokens > 0 && keys > max_keys) max_keys = keys;
         work += (int64_t)sq->n_tokens * keys * q->cols * 2;
     }
+    if (row_groups == 0) return ERR_OK;
+    int32_t n_groups = 1;
+    while (n_groups < shape.n_head && row_groups * n_groups < 4 * (int64_t)b->n_threads) n_groups *= 2;
+    const int32_t head_group = (shape.n_head + n_groups - 1) / n_groups;
+    n_groups = (shape.n_head + head_group - 1) / head_group;
+    int64_t total = 0;
+    for (int32_t s = 0; s < batch->n_seqs; s++) {
+        b->index[s] = total;
+        total += (int64_t)(batch->seqs[s].n_tokens + CPU_ATTN_ROWS - 1) / CPU_ATTN_ROWS * n_groups;
+    }
     b->index[batch->n_seqs] = total;
-    if (total == 0) return ERR_OK;
     int64_t stride = (max_keys + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK * ENG_KV_BLOCK;
-    if (scratch_reserve(b, (size_t)(CPU_ATTN_ROWS * stride))) return ERR_NOMEM;
+    if (scratch_reserve(b, (size_t)head_group * CPU_ATTN_ROWS * (size_t)(stride + shape.head_dim))) return ERR_NOMEM;
     attn_job j = {
         .b = b,
         .a = {.out = out->data, .os = out->stride, .q = q->data, .qs = q->stride,
@@ -482,6 +496,8 @@ static err cpu_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, 
               .kvdt = kv->base.dtype, .d_model = kv->base.d_model, .head_dim = shape.head_dim},
         .batch = batch,
         .n_head = shape.n_head,
+        .head_group = head_group,
+        .n_groups = n_groups,
         .start = b->index,
     };
     atomic_init(&j.next, 0);
@@ -494,7 +510,7 @@ const eng_backend_ops cpu__backend_ops = {
     .create = cpu_create,
     .destroy = cpu_destroy,
     .describe = cpu_describe,
-    .act_dtype = ENG_F32,
+    .act_dtype = eng__act_dtype_f32,
     .tensor_alloc = cpu_tensor_alloc,
     .tensor_free = cpu_tensor_free,
     .weight_from_host = cpu_weight_from_host,

@@ -22,15 +22,13 @@ static inline float cpu__rope_angle(int32_t pos, int32_t i, int32_t rotary_dim) 
 /* sqrt(2/pi), the NewGELU constant, as the f32 that HF multiplies by. */
 #define CPU_GELU_C 0.7978845608028654f
 
-/* Matmul blocking (see cpu_kern.h). Below CPU_MM_PACK_T rows, weights are converted in registers as they stream
- * (decode); from it on, blocks of CPU_MM_NB weight rows x CPU_MM_KC columns are converted to f32 once into a
+/* Matmul blocking (see cpu_kern.h). Below CPU_MM_PACK_T rows, weights are widened in registers as they stream
+ * (decode); from it on, blocks of CPU_MM_NB weight rows x CPU_MM_KC columns are widened and packed once into a
  * per-thread buffer and reused for all rows (prefill). */
-#define CPU_MM_PACK_T 8
-#define CPU_MM_NB 64
+#define CPU_MM_PACK_T 32
+#define CPU_MM_NB 128
 #define CPU_MM_KC 1024
-#define CPU_MM_TB 64
-#define CPU_MM_WBUF_STRIDE (CPU_MM_KC + 16) /* padded so the rows of a block don't share L1 sets */
-#define CPU_MM_WBUF_FLOATS ((size_t)CPU_MM_NB * CPU_MM_WBUF_STRIDE)
+#define CPU_MM_WBUF_FLOATS ((size_t)CPU_MM_NB * CPU_MM_KC)
 
 /* One matmul call as the kernels see it: y[T, N] (+)= x[T, K] . w[N, K]^T + bias[N]. Activations are f32; the
  * bias has been converted to f32 by cpu.c. */
@@ -65,11 +63,12 @@ typedef struct cpu__attn {
 typedef struct cpu__kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
     /* Rows [n_lo, n_hi) of w (all T rows of x). wbuf: CPU_MM_WBUF_FLOATS floats, 64-byte aligned, used when
-     * T >= CPU_MM_PACK_T and w is not f32. */
+     * T >= CPU_MM_PACK_T. */
     void (*matmul)(const cpu__matmul *m, int64_t n_lo, int64_t n_hi, float *wbuf);
-    /* Rows t0 .. t0+nt-1 (nt <= CPU_ATTN_ROWS, indices within sequence s) of head h. scores: CPU_ATTN_ROWS x
-     * (keys rounded up to ENG_KV_BLOCK) floats. */
-    void (*attn_rows)(const cpu__attn *a, const eng_seq *s, int32_t h, int32_t t0, int32_t nt, float *scores);
+    /* Rows t0 .. t0+nt-1 (nt <= CPU_ATTN_ROWS, indices within sequence s), heads [h0, h1). scratch:
+     * (h1 - h0) * nt * (keys rounded up to ENG_KV_BLOCK + head_dim) floats. */
+    void (*attn_rows)(const cpu__attn *a, const eng_seq *s, int32_t t0, int32_t nt, int32_t h0, int32_t h1,
+                      float *scratch);
     void (*to_f32)(float *dst, const void *src, eng_dtype dt, int64_t n);
     void (*from_f32)(void *dst, eng_dtype dt, const float *src, int64_t n); /* round to nearest even */
     void (*layernorm_row)(float *y, const float *x, const float *w, const float *b, int64_t n, float eps);

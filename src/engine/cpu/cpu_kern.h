@@ -4,18 +4,17 @@
  * CPU_KERN_NAME, then includes this, so every kernel below is compiled once per instruction set.
  *
  * DESIGN
- * - Matmul is written in dot-product form: a register tile of MR activation rows by NR weight rows keeps MR*NR
- *   vector accumulators running along K, then folds them with one transposing reduction (vf_hsum_tile). Both
- *   operands are read along their contiguous K axis, so nothing is transposed or packed except that f16/bf16
- *   weights are widened to f32.
- * - Decode (T < CPU_MM_PACK_T): each weight row is read from memory exactly once and widened in registers; the
- *   T <= 7 activation rows sit in L1, and the few-KB weight tile is reused from L1 across row tiles. This path is
- *   bandwidth bound by design.
- * - Prefill: a block of CPU_MM_NB weight rows x CPU_MM_KC columns is widened once into a per-thread f32 buffer
- *   (L2) and then swept by all T rows in blocks of CPU_MM_TB (their K slice stays in L2), so it is compute bound.
- * - Attention works on up to CPU_ATTN_ROWS query rows of one head: scores with the same dot-product tiles (K rows
- *   are the "weights"), an f32 softmax, probabilities rounded to the cache dtype, then P.V in outer-product form
- *   (each V row is read once for all rows and broadcast-multiplied).
+ * - Decode (T < CPU_MM_PACK_T rows) is bandwidth bound by design: weights stream from memory exactly once, widened
+ *   in registers, in dot-product tiles of up to 4 activation rows by VF_TILE_NR (or, for one row, VF_WIDE_NR)
+ *   weight rows that keep vector accumulators along K and fold them at the end (vf_hsum_tile). Weight rows are
+ *   only 2-8 KB, too short for the hardware prefetcher, so each tile prefetches the next tile's rows; more row
+ *   tiles reuse the few-KB weight tile from L1.
+ * - Prefill is compute bound: an outer-product GEMM over weight blocks that are widened and packed once into a
+ *   per-thread buffer (see mm_packed); no horizontal sums, and x is read as broadcasts.
+ * - Attention works on up to CPU_ATTN_ROWS query rows and a group of heads: scores with the same dot-product tiles
+ *   (K rows are the "weights"), an f32 softmax, probabilities rounded to the cache dtype, then P.V in
+ *   outer-product form (each V row is read once for all rows and broadcast-multiplied). Key blocks are the outer
+ *   loop so the cache is read in whole rows.
  * - Tiles are instantiated for constant shapes so the accumulators live in registers; a switch picks one. */
 
 #include <math.h>
@@ -32,8 +31,10 @@
 #define KI static inline __attribute__((always_inline))
 #define KMIN(a, b) ((a) < (b) ? (a) : (b))
 
-/* A 1 x VF_N tile (one activation row against VF_N weight rows, one full reduction) serves batch-1 rows. */
-#define HAVE_WIDE (VF_N > VF_TILE_NR)
+/* A 1 x VF_WIDE_NR tile (one activation row against more weight rows) serves batch-1 rows. Wider is not better:
+ * rows of a power-of-two width (2 KB for K = 1024 f16) fall into the same L1 sets, and 16 of them plus their
+ * prefetched successors overflow the ways (measured: 1x16 streams at half the speed of 1x8). */
+#define HAVE_WIDE (VF_WIDE_NR > VF_TILE_NR)
 
 /* ---- loads by element type ------------------------------------------------------------------------------- */
 
@@ -49,9 +50,8 @@ KI vf ld_w_n(const void *w, int64_t i, eng_dtype dt, int n) {
     return vf_loadu_n((const float *)w + i, n);
 }
 
-#ifndef CPU_MM_PF_LOCALITY
+/* Decode prefetches go to L1 (measured faster than L2 for both K = 1024 and 4096). */
 #define CPU_MM_PF_LOCALITY 3
-#endif
 
 /* ---- dot-product tiles ------------------------------------------------------------------------------------- */
 
@@ -111,9 +111,9 @@ typedef void (*tile_fn)(const float *x, int64_t xs, const void *w, int64_t ws, i
 #define TILES(DT)                                                                                               \
     TILE(DT, 1, 1, 0, one) TILE(DT, 2, 1, 0, one) TILE(DT, 3, 1, 0, one) TILE(DT, 4, 1, 0, one)               \
     TILE(DT, 1, VF_TILE_NR, 0, nr) TILE(DT, 2, VF_TILE_NR, 0, nr) TILE(DT, 3, VF_TILE_NR, 0, nr)              \
-    TILE(DT, 4, VF_TILE_NR, 0, nr) TILE(DT, 1, VF_N, 0, wide)                                                 \
-    TILE(DT, 1, VF_TILE_NR, 1, nrpf) TILE(DT, 2, VF_TILE_NR, 1, nrpf) TILE(DT, 3, VF_TILE_NR, 1, nrpf)        \
-    TILE(DT, 4, VF_TILE_NR, 1, nrpf) TILE(DT, 1, VF_N, 1, widepf)
+    TILE(DT, 4, VF_TILE_NR, 0, nr) TILE(DT, 1, VF_TILE_NR, 1, nrpf) TILE(DT, 2, VF_TILE_NR, 1, nrpf)          \
+    TILE(DT, 3, VF_TILE_NR, 1, nrpf) TILE(DT, 4, VF_TILE_NR, 1, nrpf) TILE(DT, 1, VF_WIDE_NR, 1, widepf)      \
+    TILE(DT, 1, VF_N, 0, row)
 TILES(F32)
 TILES(F16)
 TILES(BF16)
@@ -122,26 +122,23 @@ TILES(BF16)
      {tile_##DT##_2_one, tile_##DT##_2_##S},                                                                    \
      {tile_##DT##_3_one, tile_##DT##_3_##S},                                                                    \
      {tile_##DT##_4_one, tile_##DT##_4_##S}}
-/* tiles[dtype][MR - 1][NR == VF_TILE_NR]; the _pf ones prefetch the next tile's rows (decode) */
+/* tiles[dtype][MR - 1][NR == VF_TILE_NR]; the _pf ones prefetch the next tile's rows (decode); row: 1 x VF_N, one
+ * tree reduction (attention, one query row against a block of keys) */
 static const tile_fn tiles[3][4][2] = {TILE_ROW(F32, nr), TILE_ROW(F16, nr), TILE_ROW(BF16, nr)};
 static const tile_fn tiles_pf[3][4][2] = {TILE_ROW(F32, nrpf), TILE_ROW(F16, nrpf), TILE_ROW(BF16, nrpf)};
-static const tile_fn tiles_wide[3] = {tile_F32_1_wide, tile_F16_1_wide, tile_BF16_1_wide};
 static const tile_fn tiles_wide_pf[3] = {tile_F32_1_widepf, tile_F16_1_widepf, tile_BF16_1_widepf};
+static const tile_fn tiles_row[3] = {tile_F32_1_row, tile_F16_1_row, tile_BF16_1_row}; /* attention, 1 row */
 
 /* ---- matmul ------------------------------------------------------------------------------------------------ */
 
-/* Writes an mr x nr tile of results: the first K block also adds the bias and (if accumulating) the old y. */
-static void mm_store(const cpu__matmul *m, int64_t t0, int mr, int64_t n0, int nr, const float *r, int first) {
+/* y[t0 + i][n0 + j] = r[i][j] + bias (+ the old y when accumulating) for an mr x nr tile. */
+static void mm_store(const cpu__matmul *m, int64_t t0, int mr, int64_t n0, int nr, const float *r) {
     for (int i = 0; i < mr; i++) {
         float *y = m->y + (t0 + i) * m->ys + n0;
         for (int j = 0; j < nr; j++) {
             float v = r[i * nr + j];
-            if (!first) {
-                v += y[j];
-            } else {
-                if (m->bias) v += m->bias[n0 + j];
-                if (m->accumulate) v += y[j];
-            }
+            if (m->bias) v += m->bias[n0 + j];
+            if (m->accumulate) v += y[j];
             y[j] = v;
         }
     }
@@ -153,52 +150,128 @@ static void mm_stream(const cpu__matmul *m, int64_t n_lo, int64_t n_hi) {
     const int wide = HAVE_WIDE && m->T == 1;
     float r[16];
     for (int64_t n0 = n_lo; n0 < n_hi;) {
-        int nr = wide && n_hi - n0 >= VF_N ? VF_N : n_hi - n0 >= VF_TILE_NR ? VF_TILE_NR : 1;
+        int nr = wide && n_hi - n0 >= VF_WIDE_NR ? VF_WIDE_NR : n_hi - n0 >= VF_TILE_NR ? VF_TILE_NR : 1;
         const void *w = (const char *)m->w + (size_t)(n0 * m->ws) * esz;
         for (int64_t t0 = 0; t0 < m->T; t0 += 4) {
             int mr = (int)KMIN(4, m->T - t0);
-            tile_fn f = nr == VF_N && wide ? tiles_wide_pf[m->wdt] : tiles_pf[m->wdt][mr - 1][nr != 1];
+            tile_fn f = nr == VF_WIDE_NR && wide ? tiles_wide_pf[m->wdt] : tiles_pf[m->wdt][mr - 1][nr != 1];
             f(m->x + t0 * m->xs, m->xs, w, m->ws, m->K, r);
-            mm_store(m, t0, mr, n0, nr, r, 1);
+            mm_store(m, t0, mr, n0, nr, r);
         }
         n0 += nr;
     }
 }
 
-/* Prefill: blocks of weight rows widened once to f32 (unless already f32), swept by all rows. */
+/* Prefill is an outer-product GEMM: a block of weight rows is widened and packed into panels of PR rows laid out
+ * k-major (panel[k][PR], an in-register transpose per VF_N x VF_N block), so one k step of a VF_GEMM_MR x PR
+ * micro-tile is two aligned vector loads of the panel, VF_GEMM_MR broadcasts of x and 2 * VF_GEMM_MR FMAs: no
+ * horizontal sums, and 8x less cache traffic per FMA than the dot-product tiles. */
+#define PR (2 * VF_N)
+
+static float ld1(const void *w, int64_t i, eng_dtype dt) {
+    if (dt == ENG_F16) return fp16_to_f32(((const uint16_t *)w)[i]);
+    if (dt == ENG_BF16) return bf16_to_f32(((const uint16_t *)w)[i]);
+    return ((const float *)w)[i];
+}
+
+/* dst[k * PR + r] = w[n0 + r][kb + k] for r < nr (0 for nr <= r < PR), k < kc. Also prefetches the same columns
+ * of the next PR rows: the next panel mm_packed packs (the hardware prefetcher does poorly on 32 short streams). */
+KI void pack_body(const eng_dtype dt, float *dst, const cpu__matmul *m, int64_t n0, int nr, int64_t kb, int64_t kc) {
+    const size_t esz = dt == ENG_F32 ? 4 : 2;
+    const char *w0 = (const char *)m->w + (size_t)(n0 * m->ws + kb) * esz;
+    int64_t k = 0;
+#if VF_N > 1
+    for (; k + VF_N <= kc; k += VF_N)
+        for (int h = 0; h < 2; h++) {
+            if (VF_N * esz >= 64 || (k & (64 / esz - 1)) == 0)
+                for (int r = 0; r < VF_N; r++)
+                    __builtin_prefetch(w0 + (size_t)((PR + h * VF_N + r) * m->ws + k) * esz, 0, 3);
+            vf rows[VF_N];
+#pragma GCC unroll 16
+            for (int r = 0; r < VF_N; r++)
+                rows[r] = h * VF_N + r < nr ? ld_w(w0 + (size_t)((h * VF_N + r) * m->ws) * esz, k, dt) : vf_zero();
+            vf_transpose(rows);
+#pragma GCC unroll 16
+            for (int j = 0; j < VF_N; j++) vf_storeu(dst + (k + j) * PR + h * VF_N, rows[j]);
+        }
+#endif
+    for (; k < kc; k++)
+        for (int r = 0; r < PR; r++) dst[k * PR + r] = r < nr ? ld1(w0 + (size_t)(r * m->ws) * esz, k, dt) : 0.0f;
+}
+
+static void pack_panel(float *dst, const cpu__matmul *m, int64_t n0, int nr, int64_t kb, int64_t kc) {
+    if (m->wdt == ENG_F16)
+        pack_body(ENG_F16, dst, m, n0, nr, kb, kc);
+    else if (m->wdt == ENG_BF16)
+        pack_body(ENG_BF16, dst, m, n0, nr, kb, kc);
+    else
+        pack_body(ENG_F32, dst, m, n0, nr, kb, kc);
+}
+
+/* y[t0 + i][n0 .. n0 + nr) (+)= sum_k x[i][k] * panel[k][..] for i < MR; the first K block also adds the bias and
+ * (if accumulating) the old y, later blocks add to y. */
+KI void gemm_body(const int MR, const cpu__matmul *m, int64_t t0, int64_t n0, int nr, const float *x,
+                  const float *wp, int64_t kc, int first) {
+    vf acc[2 * 12];
+#pragma GCC unroll 24
+    for (int a = 0; a < 2 * MR; a++) acc[a] = vf_zero();
+    for (int64_t k = 0; k < kc; k++) {
+        vf w0 = vf_loadu(wp + k * PR), w1 = vf_loadu(wp + k * PR + VF_N);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            vf b = vf_set1(x[i * m->xs + k]);
+            acc[2 * i] = vf_fma(b, w0, acc[2 * i]);
+            acc[2 * i + 1] = vf_fma(b, w1, acc[2 * i + 1]);
+        }
+    }
+    const int c0 = KMIN(nr, VF_N), c1 = nr - c0;
+    const int add_y = !first || m->accumulate, add_b = first && m->bias;
+    vf b0 = vf_zero(), b1 = vf_zero();
+    if (add_b) {
+        b0 = c0 == VF_N ? vf_loadu(m->bias + n0) : vf_loadu_n(m->bias + n0, c0);
+        b1 = c1 == VF_N ? vf_loadu(m->bias + n0 + VF_N) : vf_loadu_n(m->bias + n0 + VF_N, c1);
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        float *y = m->y + (t0 + i) * m->ys + n0;
+        vf v0 = vf_add(acc[2 * i], b0), v1 = vf_add(acc[2 * i + 1], b1);
+        if (c0 == VF_N && c1 == VF_N) {
+            if (add_y) v0 = vf_add(v0, vf_loadu(y)), v1 = vf_add(v1, vf_loadu(y + VF_N));
+            vf_storeu(y, v0);
+            vf_storeu(y + VF_N, v1);
+        } else {
+            if (add_y) v0 = vf_add(v0, vf_loadu_n(y, c0)), v1 = vf_add(v1, vf_loadu_n(y + VF_N, c1));
+            vf_storeu_n(y, v0, c0);
+            if (c1 > 0) vf_storeu_n(y + VF_N, v1, c1);
+        }
+    }
+}
+
+typedef void (*gemm_fn)(const cpu__matmul *m, int64_t t0, int64_t n0, int nr, const float *x, const float *wp,
+                        int64_t kc, int first);
+#define GEMM(MR)                                                                                                \
+    static void gemm_##MR(const cpu__matmul *m, int64_t t0, int64_t n0, int nr, const float *x, const float *wp, \
+                          int64_t kc, int first) {                                                             \
+        gemm_body(MR, m, t0, n0, nr, x, wp, kc, first);                                                        \
+    }
+GEMM(1) GEMM(2) GEMM(3) GEMM(4) GEMM(5) GEMM(6) GEMM(7) GEMM(8)
+static const gemm_fn gemms[8] = {gemm_1, gemm_2, gemm_3, gemm_4, gemm_5, gemm_6, gemm_7, gemm_8};
+
+/* Prefill: for each block of CPU_MM_NB weight rows and CPU_MM_KC columns, pack once (L2), then sweep all T rows in
+ * micro-tiles; the x slice of a micro-tile (VF_GEMM_MR x KC) stays in L1 across the block's panels. Column blocks
+ * are the outer loop so that consecutive panels are consecutive rows in memory, which pack_body prefetches. */
 static void mm_packed(const cpu__matmul *m, int64_t n_lo, int64_t n_hi, float *wbuf) {
-    float r[16];
-    for (int64_t nb = n_lo; nb < n_hi; nb += CPU_MM_NB) {
-        int64_t nbn = KMIN(CPU_MM_NB, n_hi - nb);
-        for (int64_t kb = 0; kb < m->K; kb += CPU_MM_KC) {
-            int64_t kc = KMIN(CPU_MM_KC, m->K - kb);
-            const float *wp;
-            int64_t wps;
-            if (m->wdt == ENG_F32) {
-                wp = (const float *)m->w + nb * m->ws + kb;
-                wps = m->ws;
-            } else {
-                for (int64_t i = 0; i < nbn; i++) {
-                    const uint16_t *src = (const uint16_t *)m->w + (nb + i) * m->ws + kb;
-                    float *dst = wbuf + i * CPU_MM_WBUF_STRIDE;
-                    int64_t k = 0;
-                    for (; k + VF_N <= kc; k += VF_N) vf_storeu(dst + k, ld_w(src, k, m->wdt));
-                    if (k < kc) vf_storeu_n(dst + k, ld_w_n(src, k, m->wdt, (int)(kc - k)), (int)(kc - k));
-                }
-                wp = wbuf;
-                wps = CPU_MM_WBUF_STRIDE;
-            }
-            for (int64_t tb = 0; tb < m->T; tb += CPU_MM_TB) {
-                int64_t te = KMIN(tb + CPU_MM_TB, m->T);
-                for (int64_t n0 = 0; n0 < nbn;) {
-                    int nr = nbn - n0 >= VF_TILE_NR ? VF_TILE_NR : 1;
-                    for (int64_t t0 = tb; t0 < te; t0 += 4) {
-                        int mr = (int)KMIN(4, te - t0);
-                        tiles[ENG_F32][mr - 1][nr != 1](m->x + t0 * m->xs + kb, m->xs, wp + n0 * wps, wps, kc, r);
-                        mm_store(m, t0, mr, nb + n0, nr, r, kb == 0);
-                    }
-                    n0 += nr;
-                }
+    for (int64_t kb = 0; kb < m->K; kb += CPU_MM_KC) {
+        const int64_t kc = KMIN(CPU_MM_KC, m->K - kb);
+        for (int64_t nb = n_lo; nb < n_hi; nb += CPU_MM_NB) {
+            const int64_t nbn = KMIN(CPU_MM_NB, n_hi - nb), np = (nbn + PR - 1) / PR;
+            for (int64_t p = 0; p < np; p++)
+                pack_panel(wbuf + p * CPU_MM_KC * PR, m, nb + p * PR, (int)KMIN(PR, nbn - p * PR), kb, kc);
+            for (int64_t t0 = 0; t0 < m->T; t0 += VF_GEMM_MR) {
+                const int mr = (int)KMIN(VF_GEMM_MR, m->T - t0);
+                for (int64_t p = 0; p < np; p++)
+                    gemms[mr - 1](m, t0, nb + p * PR, (int)KMIN(PR, nbn - p * PR), m->x + t0 * m->xs + kb,
+                                  wbuf + p * CPU_MM_KC * PR, kc, kb == 0);
             }
         }
     }
@@ -339,50 +412,48 @@ static void rope_row(float *x, int32_t n_head, int32_t head_dim, int32_t rotary_
 
 /* ---- attention --------------------------------------------------------------------------------------------- */
 
-/* out rows i < NT, columns [col0, col0 + (NC-1)*VF_N + tail) += sum_j S[i][j] * V[j][...] over keys j < nk. */
-KI void pv_body(const int NT, const int NC, const eng_dtype dt, const cpu__attn *a, const eng_seq *s, int64_t col0,
-                int64_t row0, const float *S, int64_t ss, int32_t nk, int tail) {
+/* One key block of P.V for one head: O[i][0 .. (NC-1)*VF_N + tail) += sum_{j < jn} P[i][j] * v[j][...] for i < NT,
+ * with O (row stride os) in L1 between blocks. v points at the head's slice of the block's first key row. */
+KI void pv_body(const int NT, const int NC, const eng_dtype dt, float *O, int64_t os, const void *v, int64_t vs,
+                const float *P, int64_t ps, int32_t jn, int tail) {
     const size_t esz = dt == ENG_F16 ? 2 : 4;
     vf acc[16];
-#pragma GCC unroll 16
-    for (int c = 0; c < NT * NC; c++) acc[c] = vf_zero();
-    for (int32_t b = 0; b * ENG_KV_BLOCK < nk; b++) {
-        const char *vb = (const char *)a->v + (size_t)((int64_t)s->blocks[b] * ENG_KV_BLOCK * a->d_model + col0) * esz;
-        int32_t jn = KMIN(ENG_KV_BLOCK, nk - b * ENG_KV_BLOCK);
-        const float *Sb = S + b * ENG_KV_BLOCK;
-        for (int32_t j = 0; j < jn; j++) {
-            const void *vr = vb + (size_t)(j * a->d_model) * esz;
-            vf vv[4];
 #pragma GCC unroll 4
-            for (int c = 0; c < NC; c++)
-                vv[c] = c == NC - 1 && tail < VF_N ? ld_w_n(vr, c * VF_N, dt, tail) : ld_w(vr, c * VF_N, dt);
+    for (int i = 0; i < NT; i++)
 #pragma GCC unroll 4
-            for (int i = 0; i < NT; i++) {
-                vf p = vf_set1(Sb[i * ss + j]);
+        for (int c = 0; c < NC; c++)
+            acc[i * NC + c] = c == NC - 1 && tail < VF_N ? vf_loadu_n(O + i * os + c * VF_N, tail)
+                                                         : vf_loadu(O + i * os + c * VF_N);
+    for (int32_t j = 0; j < jn; j++) {
+        const void *vr = (const char *)v + (size_t)(j * vs) * esz;
+        vf vv[4];
 #pragma GCC unroll 4
-                for (int c = 0; c < NC; c++) acc[i * NC + c] = vf_fma(p, vv[c], acc[i * NC + c]);
-            }
+        for (int c = 0; c < NC; c++)
+            vv[c] = c == NC - 1 && tail < VF_N ? ld_w_n(vr, c * VF_N, dt, tail) : ld_w(vr, c * VF_N, dt);
+#pragma GCC unroll 4
+        for (int i = 0; i < NT; i++) {
+            vf p = vf_set1(P[i * ps + j]);
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++) acc[i * NC + c] = vf_fma(p, vv[c], acc[i * NC + c]);
         }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < NT; i++) {
-        float *o = a->out + (row0 + i) * a->os + col0;
+    for (int i = 0; i < NT; i++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) {
             if (c == NC - 1 && tail < VF_N)
-                vf_storeu_n(o + c * VF_N, acc[i * NC + c], tail);
+                vf_storeu_n(O + i * os + c * VF_N, acc[i * NC + c], tail);
             else
-                vf_storeu(o + c * VF_N, acc[i * NC + c]);
+                vf_storeu(O + i * os + c * VF_N, acc[i * NC + c]);
         }
-    }
 }
 
-typedef void (*pv_fn)(const cpu__attn *a, const eng_seq *s, int64_t col0, int64_t row0, const float *S, int64_t ss,
-                      int32_t nk, int tail);
+typedef void (*pv_fn)(float *O, int64_t os, const void *v, int64_t vs, const float *P, int64_t ps, int32_t jn,
+                      int tail);
 #define PV(DT, NT, NC)                                                                                          \
-    static void pv_##DT##_##NT##_##NC(const cpu__attn *a, const eng_seq *s, int64_t col0, int64_t row0,       \
-                                      const float *S, int64_t ss, int32_t nk, int tail) {                     \
-        pv_body(NT, NC, ENG_##DT, a, s, col0, row0, S, ss, nk, tail);                                          \
+    static void pv_##DT##_##NT##_##NC(float *O, int64_t os, const void *v, int64_t vs, const float *P,        \
+                                      int64_t ps, int32_t jn, int tail) {                                      \
+        pv_body(NT, NC, ENG_##DT, O, os, v, vs, P, ps, jn, tail);                                              \
     }
 #define PV_NT(DT, NT) PV(DT, NT, 1) PV(DT, NT, 2) PV(DT, NT, 3) PV(DT, NT, 4)
 #define PV_DT(DT) PV_NT(DT, 1) PV_NT(DT, 2) PV_NT(DT, 3) PV_NT(DT, 4)
@@ -433,36 +504,75 @@ static void softmax_row(float *Si, int32_t n, int32_t nk, float scale_div, int r
     for (j = n; j < nk; j++) Si[j] = 0.0f;
 }
 
-static void attn_rows(const cpu__attn *a, const eng_seq *s, int32_t h, int32_t t0, int32_t nt, float *S) {
+/* Prefetches the slice [c0, c0 + bytes) of every row of one cache block: the next block, while this one computes.
+ * Blocks are scattered and each is only ENG_KV_BLOCK rows, too little for the hardware prefetcher. */
+static void prefetch_block(const char *block, int64_t row_bytes, int64_t c0, int64_t bytes) {
+    for (int j = 0; j < ENG_KV_BLOCK; j++)
+        for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(block + j * row_bytes + c0 + o, 0, 3);
+}
+
+/* Rows t0 .. t0+nt-1 of sequence s, heads [h0, h1). Key blocks are the outer loop, so each cached K/V row is read
+ * once, contiguously, for all the item's heads (per-head sweeps would read 128-byte slices 2 KB apart). */
+static void attn_rows(const cpu__attn *a, const eng_seq *s, int32_t t0, int32_t nt, int32_t h0, int32_t h1,
+                      float *scratch) {
     const int64_t hd = a->head_dim, dm = a->d_model;
-    const int32_t p0 = s->pos + t0, nk = p0 + nt; /* row i sees keys 0 .. p0 + i */
+    const int32_t nh = h1 - h0, p0 = s->pos + t0, nk = p0 + nt; /* row i sees keys 0 .. p0 + i */
     const int64_t ss = (nk + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK * ENG_KV_BLOCK;
     const size_t esz = a->kvdt == ENG_F16 ? 2 : 4;
     const int64_t row0 = s->row0 + t0;
-    const float *q = a->q + row0 * a->qs + h * hd;
-    const int wide = HAVE_WIDE && nt == 1;
-    const int nr = wide ? VF_N : VF_TILE_NR;
-    const tile_fn f = wide ? tiles_wide[a->kvdt] : tiles[a->kvdt][nt - 1][1];
+    float *S = scratch;                          /* [nh][nt][ss] scores, then probabilities */
+    float *O = scratch + (int64_t)nh * nt * ss;  /* [nh][nt][hd] outputs */
+    const int row = VF_N > VF_TILE_NR && nt == 1; /* 1 x VF_N keys: one tree reduction */
+    const int nr = row ? VF_N : VF_TILE_NR;
+    const tile_fn f = row ? tiles_row[a->kvdt] : tiles[a->kvdt][nt - 1][1];
     float r[16];
 
+    const int64_t row_bytes = dm * (int64_t)esz, bstride = ENG_KV_BLOCK * row_bytes;
+    const int64_t c0 = h0 * hd * (int64_t)esz, cbytes = nh * hd * (int64_t)esz;
     for (int32_t b = 0; b * ENG_KV_BLOCK < nk; b++) {
-        const char *kb = (const char *)a->k + (size_t)((int64_t)s->blocks[b] * ENG_KV_BLOCK * dm + h * hd) * esz;
-        for (int32_t jj = 0; jj < ENG_KV_BLOCK && b * ENG_KV_BLOCK + jj < nk; jj += nr) {
-            f(q, a->qs, kb + (size_t)(jj * dm) * esz, dm, hd, r);
-            for (int i = 0; i < nt; i++)
-                memcpy(S + i * ss + b * ENG_KV_BLOCK + jj, r + i * nr, (size_t)nr * sizeof(float));
+        const char *kb = (const char *)a->k + s->blocks[b] * bstride;
+        if ((b + 1) * ENG_KV_BLOCK < nk)
+            prefetch_block((const char *)a->k + s->blocks[b + 1] * bstride, row_bytes, c0, cbytes);
+        for (int32_t h = h0; h < h1; h++) {
+            float *Sh = S + (int64_t)(h - h0) * nt * ss + b * ENG_KV_BLOCK;
+            for (int32_t jj = 0; jj < ENG_KV_BLOCK && b * ENG_KV_BLOCK + jj < nk; jj += nr) {
+                const char *kr = kb + (size_t)(jj * dm + h * hd) * esz;
+                if (nt == 1) { /* one row: the tile's results are already in S's layout */
+                    f(a->q + row0 * a->qs + h * hd, a->qs, kr, dm, hd, Sh + jj);
+                    continue;
+                }
+                f(a->q + row0 * a->qs + h * hd, a->qs, kr, dm, hd, r);
+                for (int i = 0; i < nt; i++) memcpy(Sh + i * ss + jj, r + i * VF_TILE_NR, VF_TILE_NR * sizeof(float));
+            }
         }
     }
     const float scale_div = sqrtf((float)hd);
-    for (int i = 0; i < nt; i++) softmax_row(S + i * ss, p0 + i + 1, nk, scale_div, a->kvdt == ENG_F16);
+    for (int32_t h = 0; h < nh; h++)
+        for (int i = 0; i < nt; i++)
+            softmax_row(S + ((int64_t)h * nt + i) * ss, p0 + i + 1, nk, scale_div, a->kvdt == ENG_F16);
 
+    memset(O, 0, (size_t)(nh * nt * hd) * sizeof(float));
     const int64_t slice = (int64_t)VF_PV_CHUNKS * VF_N;
-    for (int64_t d0 = 0; d0 < hd; d0 += slice) {
-        int64_t nd = KMIN(slice, hd - d0);
-        int nc = (int)((nd + VF_N - 1) / VF_N);
-        int tail = (int)(nd - (int64_t)(nc - 1) * VF_N);
-        pvs[a->kvdt == ENG_F16][nt - 1][nc - 1](a, s, h * hd + d0, row0, S, ss, nk, tail);
+    for (int32_t b = 0; b * ENG_KV_BLOCK < nk; b++) {
+        const char *vb = (const char *)a->v + s->blocks[b] * bstride;
+        const int32_t jn = KMIN(ENG_KV_BLOCK, nk - b * ENG_KV_BLOCK);
+        if ((b + 1) * ENG_KV_BLOCK < nk)
+            prefetch_block((const char *)a->v + s->blocks[b + 1] * bstride, row_bytes, c0, cbytes);
+        for (int32_t h = h0; h < h1; h++)
+            for (int64_t d0 = 0; d0 < hd; d0 += slice) {
+                int64_t nd = KMIN(slice, hd - d0);
+                int nc = (int)((nd + VF_N - 1) / VF_N);
+                int tail = (int)(nd - (int64_t)(nc - 1) * VF_N);
+                pvs[a->kvdt == ENG_F16][nt - 1][nc - 1](O + (int64_t)(h - h0) * nt * hd + d0, hd,
+                                                        vb + (size_t)(h * hd + d0) * esz, dm,
+                                                        S + (int64_t)(h - h0) * nt * ss + b * ENG_KV_BLOCK, ss, jn,
+                                                        tail);
+            }
     }
+    for (int32_t h = h0; h < h1; h++)
+        for (int i = 0; i < nt; i++)
+            memcpy(a->out + (row0 + i) * a->os + h * hd, O + ((int64_t)(h - h0) * nt + i) * hd,
+                   (size_t)hd * sizeof(float));
 }
 
 const cpu__kernels CPU_KERN_TABLE = {

@@ -11,7 +11,9 @@
 typedef __m256 vf;
 #define VF_N 8
 #define VF_TILE_NR 2   /* matmul register tile: 4 x rows by 2 weight rows = 8 accumulators of 16 registers */
+#define VF_WIDE_NR 8   /* batch-1 tile: 1 x row by 8 weight rows */
 #define VF_PV_CHUNKS 2 /* attention P.V: head_dim slices of 2 vectors per pass */
+#define VF_GEMM_MR 6   /* prefill micro-tile: 6 x rows by 2 vectors of outputs = 12 accumulators */
 
 #define VF__RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
@@ -100,6 +102,25 @@ static inline vf vf_hsum_tile(const vf *a) {
     __m256d lo = _mm256_unpacklo_pd(_mm256_castps_pd(g[0]), _mm256_castps_pd(g[1]));
     __m256d hi = _mm256_unpackhi_pd(_mm256_castps_pd(g[0]), _mm256_castps_pd(g[1]));
     return _mm256_add_ps(_mm256_castpd_ps(lo), _mm256_castpd_ps(hi));
+}
+
+/* r[j] <- column j of the 8 x 8 matrix whose rows are r[0..7]. */
+static inline void vf_transpose(vf *r) {
+    vf t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 2; g++) {
+        u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+        u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+    }
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
 }
 
 #endif

@@ -9,7 +9,9 @@
 typedef __m512 vf;
 #define VF_N 16
 #define VF_TILE_NR 4   /* matmul register tile: 4 x rows by 4 weight rows = 16 accumulators */
+#define VF_WIDE_NR 8   /* batch-1 tile: 1 x row by 8 weight rows */
 #define VF_PV_CHUNKS 4 /* attention P.V: head_dim slices of 4 vectors per pass */
+#define VF_GEMM_MR 8   /* prefill micro-tile: 8 x rows by 2 vectors of outputs = 16 accumulators */
 
 static inline __mmask16 vf__mask(int n) { return (__mmask16)((1u << n) - 1); }
 
@@ -80,6 +82,35 @@ static inline vf vf_hsum_tile(const vf *a) {
     __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(g[0]), _mm512_castps_pd(g[1]));
     __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(g[0]), _mm512_castps_pd(g[1]));
     return _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+}
+
+/* r[j] <- column j of the 16 x 16 matrix whose rows are r[0..15]. */
+static inline void vf_transpose(vf *r) {
+    vf t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* r[4g + c], quad q: rows 4g..4g+3 of column 4q + c */
+        __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+        r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int c = 0; c < 4; c++) {
+        t[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+        t[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+        t[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+    }
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xdd);
+        r[4 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xdd);
+    }
 }
 
 #endif

@@ -11,7 +11,9 @@
 typedef float vf;
 #define VF_N 1
 #define VF_TILE_NR 4
+#define VF_WIDE_NR 1 /* no separate batch-1 tile */
 #define VF_PV_CHUNKS 4
+#define VF_GEMM_MR 4
 
 static inline vf vf_zero(void) { return 0.0f; }
 static inline vf vf_set1(float a) { return a; }
@@ -46,5 +48,6 @@ static inline vf vf_exp2i(vf n) { return fp32_from_bits((uint32_t)((int32_t)n + 
 static inline float vf_hsum(vf v) { return v; }
 static inline float vf_hmax(vf v) { return v; }
 static inline vf vf_hsum_tile(const vf *a) { return a[0]; }
+static inline void vf_transpose(vf *r) { (void)r; }
 
 #endif

@@ -43,8 +43,13 @@ static void store(eng_dtype dt, void *p, size_t i, float v) {
     ((float *)p)[i] = v;
 }
 
-static float get(const eng_tensor *t, int64_t r, int64_t c) { return load(t->dtype, t->data, (size_t)(r * t->stride + c)); }
-static void set(eng_tensor *t, int64_t r, int64_t c, float v) { store(t->dtype, t->data, (size_t)(r * t->stride + c), v); }
+static float get(const eng_tensor *t, int64_t r, int64_t c) {
+    return load(t->dtype, t->data, (size_t)(r * t->stride + c));
+}
+
+static void set(eng_tensor *t, int64_t r, int64_t c, float v) {
+    store(t->dtype, t->data, (size_t)(r * t->stride + c), v);
+}
 
 /* Element `col` of the cached key/value row at (layer, sequence position p) of sequence s. */
 static size_t kv_index(const ref_kv *kv, int32_t layer, const eng_seq *s, int32_t p, int64_t col) {
@@ -294,7 +299,7 @@ const eng_backend_ops ref__backend_ops = {
     .create = ref_create,
     .destroy = ref_destroy,
     .describe = ref_describe,
-    .act_dtype = ENG_F32,
+    .act_dtype = eng__act_dtype_f32,
     .tensor_alloc = ref_tensor_alloc,
     .tensor_free = ref_tensor_free,
     .weight_from_host = ref_weight_from_host,

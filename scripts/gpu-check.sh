@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# gpu-check.sh - the GPU machine's one-call check of the CUDA backend: build with CUDA, the GPU parity test (every
+# op against ref), the golden tests on the cuda backend, compute-sanitizer memcheck, and the benchmarks
+# (`suggestd bench` with the bandwidth floor, and HF transformers eager fp16 on the same shapes) with a summary table.
+#
+#   bash scripts/gpu-check.sh [SHAPE...]        default shapes: codegen-350M codegen-2B
+#
+# Everything goes to $OUT (the device tool's output folder; build-gpu/out elsewhere): gpu-check.log (all output),
+# bench.txt (RESULT lines), summary.txt. Libraries the GPU machine lacks come from .gpu-deps/*.deb (fetched on a
+# dev machine by scripts/gpu-deps.sh; carry .gpu-deps), unpacked with dpkg -x into build-gpu/deps, never into /.
+# Environment: CUDA_ARCHS (default 90: this machine only, to build fast), SKIP_MEMCHECK=1, SKIP_HF=1,
+# CONTEXTS (default 128,1024,2048), PROMPT (default 1536).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/build-gpu/out}
+mkdir -p "$OUT"
+SHAPES=${*:-codegen-350M codegen-2B}
+CONTEXTS=${CONTEXTS:-128,1024,2048}
+PROMPT=${PROMPT:-1536}
+T_START=$(date +%s)
+summary=()
+failed=0
+
+step() { # name, timeout seconds, command...
+    local name=$1 limit=$2 t0 rc
+    shift 2
+    t0=$(date +%s)
+    echo
+    echo "== $name  (limit ${limit}s, at +$((t0 - T_START))s)"
+    timeout --kill-after=10 "$limit" "$@"
+    rc=$?
+    if [ $rc = 0 ]; then
+        summary+=("ok    $name ($(($(date +%s) - t0)) s)")
+    else
+        summary+=("FAIL  $name (exit $rc$([ $rc = 124 ] && echo ', timed out'), $(($(date +%s) - t0)) s)")
+        failed=$((failed + 1))
+    fi
+    return $rc
+}
+
+main() {
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
+NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+"$NVCC" --version | tail -2 || true
+cmake --version | head -1
+cc --version | head -1
+
+# --- libraries missing here -> build-gpu/deps ---------------------------------------------------------------
+cmake_extra=()
+if [ ! -f /usr/include/jansson.h ] || [ ! -f /usr/include/microhttpd.h ]; then
+    DEPS=$ROOT/build-gpu/deps
+    LIBDIR=$DEPS/usr/lib/x86_64-linux-gnu
+    mkdir -p "$DEPS"
+    for f in .gpu-deps/*.deb; do dpkg -x "$f" "$DEPS" || echo "cannot unpack $f"; done
+    if ! ldconfig -p | grep -q 'libgnutls.so.30 '; then
+        echo "(no libgnutls.so.30 here: unpacking the fallback libraries too)"
+        for f in .gpu-deps/extra/*.deb; do dpkg -x "$f" "$DEPS"; done
+    fi
+    export LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    cmake_extra=(-DCMAKE_PREFIX_PATH="$DEPS/usr" -DCMAKE_LIBRARY_PATH="$LIBDIR"
+                 -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$LIBDIR")
+fi
+
+# --- build -----------------------------------------------------------------------------------------------------
+B=build-gpu/build
+step "configure (CUDA, archs ${CUDA_ARCHS:-90})" 120 cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DSUGGESTD_CUDA=ON \
+    -DSUGGESTD_TESTS=OFF -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" "${cmake_extra[@]}" >/dev/null
+step "build GPU tests" 300 cmake --build $B -j"$(nproc)" --target test_gpu_parity test_gpu_golden
+step "build suggestd" 200 cmake --build $B -j"$(nproc)" --target suggestd
+
+# --- tests -----------------------------------------------------------------------------------------------------
+step "GPU parity: every op vs ref" 420 $B/test_gpu_parity
+step "golden: cuda vs HF" 240 $B/test_gpu_golden
+$B/suggestd --version || true
+
+# --- benchmarks ------------------------------------------------------------------------------------------------
+: >"$OUT/bench.txt"
+for s in $SHAPES; do
+    step "bench suggestd $s" 300 bash -c "set -o pipefail; $B/suggestd bench --shape $s --device cuda --dtype f16 \
+        --prompt-tokens $PROMPT --prefill-chunk $PROMPT --decode-tokens 32 --contexts $CONTEXTS | tee -a '$OUT/bench.txt'"
+done
+if [ "${SKIP_HF:-0}" != 1 ]; then
+    for s in $SHAPES; do
+        step "bench HF eager $s" 300 bash -c "set -o pipefail; PYTHONUNBUFFERED=1 python3 tools/bench_hf.py \
+            --shape $s --contexts $CONTEXTS --prompt-tokens $PROMPT | tee -a '$OUT/bench.txt'"
+    done
+fi
+
+# --- memcheck last: the slowest step, so a tight time limit cuts it rather than the numbers -----------------
+if [ "${SKIP_MEMCHECK:-0}" != 1 ]; then
+    CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    step "memcheck: golden" 300 "$CS" --tool memcheck --error-exitcode 99 --print-limit 20 $B/test_gpu_golden
+    step "memcheck: parity (element ops, rope, attention)" 300 "$CS" --tool memcheck --error-exitcode 99 \
+        --print-limit 20 $B/test_gpu_parity cuda embed layernorm gelu rope add attention
+fi
+
+# --- summary ---------------------------------------------------------------------------------------------------
+{
+    echo
+    echo "== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), $(($(date +%s) - T_START)) s)"
+    printf '%s\n' "${summary[@]}"
+    echo
+    echo "benchmarks (fp16, batch 1; floor = bytes per token / measured device-to-device copy bandwidth):"
+    awk '/^RESULT/ {
+            shape = $2; who = $4; kind = $5
+            for (i = 6; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            if (kind == "prefill") { key = shape " prefill " v["tokens"]; }
+            else { key = shape " decode ctx " v["ctx"]; }
+            if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+            if (who == "hf-eager") hf[key] = v["ms"]; else { ours[key] = v["ms"]; fl[key] = v["floor_ms"] }
+            delete v
+         }
+         END {
+            printf "  %-34s %12s %12s %8s %12s %8s\n", "", "suggestd ms", "floor ms", "x floor", "HF eager ms", "HF/ours"
+            for (i = 1; i <= n; i++) {
+                k = order[i]
+                printf "  %-34s %12s %12s %8s %12s %8s\n", k, ours[k], (k in fl && fl[k] != "") ? fl[k] : "-",
+                       (k in fl && fl[k] > 0) ? sprintf("%.2f", ours[k] / fl[k]) : "-", (k in hf) ? hf[k] : "-",
+                       (k in hf && ours[k] > 0) ? sprintf("%.2f", hf[k] / ours[k]) : "-"
+            }
+         }' "$OUT/bench.txt"
+    echo
+    echo "$((${#summary[@]} - failed)) passed, $failed failed"
+} | tee "$OUT/summary.txt"
+[ "$failed" = 0 ]
+}
+
+main 2>&1 | tee "$OUT/gpu-check.log"
+exit "${PIPESTATUS[0]}"

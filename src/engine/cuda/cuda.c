@@ -1,0 +1,600 @@
+/* cuda.c - the CUDA backend: device and stream, memory, host transfers, errors, and the ops other than matmul
+ * (cuda_matmul.c). Kernels live in the .cu files (cuda_kern.h); this file only validates, uploads the small host
+ * arrays an op needs and launches.
+ *
+ * DESIGN
+ * - One non-blocking stream per backend; every op only enqueues, and the host waits in exactly two places:
+ *   reading a tensor back (eng_tensor_read_f32: the logits) and uploading weights. So a forward pass runs ahead
+ *   of the GPU until its logits are read.
+ * - Ops receive host arrays (token ids, positions, the batch's block tables). They are packed into int32 arrays,
+ *   looked up by content in a small cache of device copies, and uploaded through a pinned ring only when new: a
+ *   forward pass uploads each once, not once per layer, and never waits for the upload.
+ * - Errors: every CUDA and cuBLAS status is checked. Out-of-memory returns ERR_NOMEM and leaves the backend usable;
+ *   anything else is sticky (a kernel fault poisons the context): the backend records the first message, returns
+ *   ERR_CUDA from every later op, and eng_backend_status reports it so the server can mark the engine unhealthy.
+ *   Nothing here aborts.
+ * - Activations follow the weights: f32 checkpoints run in f32 (exact parity with ref), f16/bf16 in that dtype
+ *   with f32 accumulation everywhere (cuBLAS compute type, LayerNorm statistics, softmax). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "cpu/cpu_impl.h" /* cpu__rope_angle: the RoPE table must match ref.c bit for bit */
+#include "cuda_impl.h"
+
+typedef struct cuda_kv {
+    eng_kv_base base;
+    void *k, *v; /* [n_layer][n_blocks][ENG_KV_BLOCK][d_model] of base.dtype, device */
+} cuda_kv;
+
+/* ---- errors ---------------------------------------------------------------------------------------------------- */
+
+err cuda__fail(cuda_backend *b, cudaError_t e, const char *what) {
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError(); /* not sticky: clear it */
+        return ERR_NOMEM;
+    }
+    if (!b->sticky) {
+        b->sticky = ERR_CUDA;
+        snprintf(b->msg, sizeof(b->msg), "cuda:%d: %s: %s (%s)", b->device, what, cudaGetErrorString(e),
+                 cudaGetErrorName(e));
+    }
+    return ERR_CUDA;
+}
+
+err cuda__fail_blas(cuda_backend *b, cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_ALLOC_FAILED) return ERR_NOMEM;
+    if (!b->sticky) {
+        b->sticky = ERR_CUDA;
+        snprintf(b->msg, sizeof(b->msg), "cuda:%d: %s: %s", b->device, what, cublasGetStatusString(s));
+    }
+    return ERR_CUDA;
+}
+
+static err cuda_status(const eng_backend *be, errbuf *eb) {
+    const cuda_backend *b = (const cuda_backend *)be;
+    if (!b->sticky) return ERR_OK;
+    return errbuf_set(eb, b->sticky, "%s", b->msg);
+}
+
+/* The CUDA runtime's current device is per host thread; the engine may be driven from a thread other than the one
+ * that created it, so every entry point selects the backend's device (a no-op when it already is current). */
+static _Thread_local int tls_device = -1;
+
+static err enter(cuda_backend *b) {
+    if (b->sticky) return b->sticky;
+    if (tls_device != b->device) {
+        CUDA_CHECK(b, cudaSetDevice(b->device));
+        tls_device = b->device;
+    }
+    return ERR_OK;
+}
+
+#define ENTER(b)                                                                                                     \
+    do {                                                                                                             \
+        err rc_ = enter(b);                                                                                          \
+        if (rc_ != ERR_OK) return rc_;                                                                               \
+    } while (0)
+
+/* ---- scratch and uploads --------------------------------------------------------------------------------------- */
+
+err cuda__scratch(cuda_backend *b, int i, size_t bytes, void **out) {
+    if (bytes > b->scratch_cap[i]) {
+        /* cudaFree waits for the device, so kernels still reading the old buffer finish first */
+        if (b->scratch[i]) CUDA_CHECK(b, cudaFree(b->scratch[i]));
+        b->scratch[i] = NULL;
+        b->scratch_cap[i] = 0;
+        size_t cap = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes + bytes / 4;
+        CUDA_CHECK(b, cudaMalloc(&b->scratch[i], cap));
+        b->scratch_cap[i] = cap;
+    }
+    *out = b->scratch[i];
+    return ERR_OK;
+}
+
+/* Asynchronous host -> device copy of n bytes through the pinned ring. A region is reused only after a stream
+ * synchronize, so a pending copy never reads overwritten bytes. */
+static err upload(cuda_backend *b, void *dev, const void *src, size_t n) {
+    const size_t need = (n + 255) & ~(size_t)255;
+    if (b->pinned_off + need > b->pinned_cap) {
+        CUDA_CHECK(b, cudaStreamSynchronize(b->stream));
+        b->pinned_off = 0;
+        if (need > b->pinned_cap) {
+            if (b->pinned) CUDA_CHECK(b, cudaFreeHost(b->pinned));
+            b->pinned = NULL;
+            b->pinned_cap = 0;
+            size_t cap = need > ((size_t)1 << 20) ? need : (size_t)1 << 20;
+            CUDA_CHECK(b, cudaMallocHost((void **)&b->pinned, cap));
+            b->pinned_cap = cap;
+        }
+    }
+    unsigned char *p = b->pinned + b->pinned_off;
+    memcpy(p, src, n);
+    b->pinned_off += need;
+    CUDA_CHECK(b, cudaMemcpyAsync(dev, p, n, cudaMemcpyHostToDevice, b->stream));
+    return ERR_OK;
+}
+
+/* Device copy of ints[0..n): found by content among the recent uploads, else uploaded into the oldest slot. */
+static err meta_get(cuda_backend *b, const int32_t *ints, size_t n, const int32_t **out) {
+    for (int i = 0; i < CUDA_META_SLOTS; i++) {
+        cuda_meta *m = &b->meta[i];
+        if (m->dev && m->n == n && !memcmp(m->host, ints, n * sizeof(int32_t))) {
+            *out = m->dev;
+            return ERR_OK;
+        }
+    }
+    cuda_meta *m = &b->meta[b->meta_next];
+    b->meta_next = (b->meta_next + 1) % CUDA_META_SLOTS;
+    if (n > m->cap || !m->dev) {
+        size_t cap = n < 1024 ? 1024 : n + n / 2;
+        int32_t *h = xmalloc_array(cap, sizeof(int32_t));
+        if (!h) return ERR_NOMEM;
+        xfree(m->host);
+        m->host = h;
+        m->n = 0;
+        if (m->dev) CUDA_CHECK(b, cudaFree(m->dev));
+        m->dev = NULL;
+        m->cap = 0;
+        CUDA_CHECK(b, cudaMalloc((void **)&m->dev, cap * sizeof(int32_t)));
+        m->cap = cap;
+    }
+    m->n = 0; /* invalid until the upload is queued */
+    err rc = upload(b, m->dev, ints, n * sizeof(int32_t));
+    if (rc != ERR_OK) return rc;
+    memcpy(m->host, ints, n * sizeof(int32_t));
+    m->n = n;
+    *out = m->dev;
+    return ERR_OK;
+}
+
+static err hbuf_reserve(cuda_backend *b, size_t n) {
+    if (n <= b->hbuf_cap) return ERR_OK;
+    size_t cap = n + n / 2 + 256;
+    int32_t *p = xrealloc(b->hbuf, cap * sizeof(int32_t));
+    if (!p) return ERR_NOMEM;
+    b->hbuf = p;
+    b->hbuf_cap = cap;
+    return ERR_OK;
+}
+
+/* ---- backend --------------------------------------------------------------------------------------------------- */
+
+static void cuda_destroy(eng_backend *be) {
+    cuda_backend *b = (cuda_backend *)be;
+    if (!b) return;
+    if (cudaSetDevice(b->device) == cudaSuccess) {
+        tls_device = b->device;
+        if (b->stream) (void)cudaStreamSynchronize(b->stream);
+        for (int i = 0; i < CUDA_META_SLOTS; i++) {
+            if (b->meta[i].dev) (void)cudaFree(b->meta[i].dev);
+            xfree(b->meta[i].host);
+        }
+        for (int i = 0; i < 2; i++)
+            if (b->scratch[i]) (void)cudaFree(b->scratch[i]);
+        if (b->rope_cs) (void)cudaFree(b->rope_cs);
+        if (b->pinned) (void)cudaFreeHost(b->pinned);
+        if (b->blas) (void)cublasDestroy(b->blas);
+        if (b->stream) (void)cudaStreamDestroy(b->stream);
+    }
+    xfree(b->hbuf);
+    xfree(b);
+}
+
+/* `device` arrives through eng_backend_create's n_threads argument ("cuda:N"; plain "cuda" is device 0). */
+static err cuda_create(int device, eng_backend **out, errbuf *eb) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        (void)cudaGetLastError();
+        return errbuf_set(eb, ERR_UNSUPPORTED, "cuda: no usable NVIDIA GPU (%s); use --backend cpu",
+                          e != cudaSuccess ? cudaGetErrorString(e) : "no devices");
+    }
+    if (device < 0 || device >= n)
+        return errbuf_set(eb, ERR_INVALID, "cuda:%d: no such device (%d GPU%s present)", device, n, n == 1 ? "" : "s");
+    cuda_backend *b = xcalloc(1, sizeof(*b));
+    if (!b) return errbuf_set(eb, ERR_NOMEM, "cuda backend: out of memory");
+    b->base.ops = &cuda__backend_ops;
+    b->device = device;
+    struct cudaDeviceProp prop;
+    err rc = enter(b);
+    if (rc == ERR_OK && (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) rc = cuda__fail(b, e, "cudaGetDeviceProperties");
+    if (rc == ERR_OK && (e = cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        rc = cuda__fail(b, e, "cudaStreamCreate");
+    if (rc == ERR_OK) {
+        cublasStatus_t s = cublasCreate(&b->blas);
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(b->blas, b->stream);
+        /* f32 GEMMs stay f32: no TF32 behind our back */
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(b->blas, CUBLAS_DEFAULT_MATH);
+        if (s != CUBLAS_STATUS_SUCCESS) rc = cuda__fail_blas(b, s, "cublasCreate");
+    }
+    if (rc != ERR_OK) {
+        errbuf_set(eb, rc, "cuda:%d: %s", device, b->sticky ? b->msg : "out of memory");
+        cuda_destroy((eng_backend *)b);
+        return rc;
+    }
+    b->n_sms = prop.multiProcessorCount;
+    snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
+             prop.minor, prop.multiProcessorCount, (double)prop.totalGlobalMem / (1024.0 * 1024 * 1024));
+    *out = (eng_backend *)b;
+    return ERR_OK;
+}
+
+static const char *cuda_describe(const eng_backend *be) { return ((const cuda_backend *)be)->desc; }
+
+/* f32 checkpoints keep exact f32 math; half checkpoints keep half activations (as HF does in fp16/bf16 mode). */
+static eng_dtype cuda_act_dtype(eng_dtype weights) { return weights; }
+
+/* ---- memory ---------------------------------------------------------------------------------------------------- */
+
+static err cuda_tensor_alloc(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    size_t esz = eng_dtype_size(dtype);
+    if (cols && (uint64_t)rows > SIZE_MAX / 2 / esz / (uint64_t)cols) return ERR_NOMEM;
+    size_t bytes = (size_t)rows * (size_t)cols * esz;
+    void *p = NULL;
+    CUDA_CHECK(b, cudaMalloc(&p, bytes ? bytes : 256));
+    *out = (eng_tensor){.data = p, .dtype = dtype, .rows = rows, .cols = cols, .stride = cols};
+    return ERR_OK;
+}
+
+static void cuda_tensor_free(eng_backend *be, eng_tensor *t) {
+    cuda_backend *b = (cuda_backend *)be;
+    if (tls_device != b->device && cudaSetDevice(b->device) == cudaSuccess) tls_device = b->device;
+    cudaError_t e = cudaFree(t->data);
+    if (e != cudaSuccess) cuda__fail(b, e, "cudaFree");
+}
+
+/* Copies: the host buffer may be freed as soon as this returns. */
+static err cuda_weight_from_host(eng_backend *be, const void *host, eng_dtype dtype, int64_t rows, int64_t cols,
+                                 eng_tensor *out) {
+    cuda_backend *b = (cuda_backend *)be;
+    err rc = cuda_tensor_alloc(be, dtype, rows, cols, out);
+    if (rc != ERR_OK) return rc;
+    size_t bytes = (size_t)rows * (size_t)cols * eng_dtype_size(dtype);
+    CUDA_CHECK(b, cudaMemcpyAsync(out->data, host, bytes, cudaMemcpyHostToDevice, b->stream));
+    CUDA_CHECK(b, cudaStreamSynchronize(b->stream));
+    return ERR_OK;
+}
+
+static err cuda_read_f32(eng_backend *be, const eng_tensor *t, float *dst) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    if (t->rows == 0 || t->cols == 0) return ERR_OK;
+    eng_tensor src = *t;
+    if (t->dtype != ENG_F32) {
+        void *p;
+        err rc = cuda__scratch(b, 0, (size_t)t->rows * (size_t)t->cols * 4, &p);
+        if (rc != ERR_OK) return rc;
+        src = (eng_tensor){.data = p, .dtype = ENG_F32, .rows = t->rows, .cols = t->cols, .stride = t->cols};
+        CUDA_CHECK(b, cuda__copy_rows(b->stream, src, *t, NULL, t->rows));
+    }
+    CUDA_CHECK(b, cudaMemcpy2DAsync(dst, (size_t)t->cols * 4, src.data, (size_t)src.stride * 4, (size_t)t->cols * 4,
+                                    (size_t)t->rows, cudaMemcpyDeviceToHost, b->stream));
+    CUDA_CHECK(b, cudaStreamSynchronize(b->stream));
+    return ERR_OK;
+}
+
+static err cuda_write_f32(eng_backend *be, eng_tensor *t, const float *src) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    if (t->rows == 0 || t->cols == 0) return ERR_OK;
+    void *p;
+    err rc = cuda__scratch(b, 1, (size_t)t->rows * (size_t)t->cols * 4, &p);
+    if (rc != ERR_OK) return rc;
+    eng_tensor s = {.data = p, .dtype = ENG_F32, .rows = t->rows, .cols = t->cols, .stride = t->cols};
+    CUDA_CHECK(b, cudaMemcpyAsync(p, src, (size_t)t->rows * (size_t)t->cols * 4, cudaMemcpyHostToDevice, b->stream));
+    CUDA_CHECK(b, cuda__copy_rows(b->stream, *t, s, NULL, t->rows));
+    CUDA_CHECK(b, cudaStreamSynchronize(b->stream)); /* src may change once we return */
+    return ERR_OK;
+}
+
+/* ---- element ops ----------------------------------------------------------------------------------------------- */
+
+static err cuda_embed(eng_backend *be, eng_tensor *y, const eng_tensor *wte, const int32_t *tokens, int32_t n_rows) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    if (n_rows == 0) return ERR_OK;
+    const int32_t *d_tok;
+    err rc = meta_get(b, tokens, (size_t)n_rows, &d_tok);
+    if (rc != ERR_OK) return rc;
+    CUDA_CHECK(b, cuda__copy_rows(b->stream, eng_tensor_rows(*y, 0, n_rows), *wte, d_tok, n_rows));
+    return ERR_OK;
+}
+
+static err cuda_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
+                          const eng_tensor *bb, float eps) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    CUDA_CHECK(b, cuda__layernorm(b->stream, *y, *x, *w, *bb, eps));
+    return ERR_OK;
+}
+
+static err cuda_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
+                       const eng_tensor *bias, int accumulate) {
+    ENTER((cuda_backend *)be);
+    return cuda__matmul(be, y, x, w, bias, accumulate);
+}
+
+static err cuda_gelu(eng_backend *be, eng_tensor *x) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    CUDA_CHECK(b, cuda__gelu(b->stream, *x));
+    return ERR_OK;
+}
+
+static err cuda_add(eng_backend *be, eng_tensor *y, const eng_tensor *x) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    CUDA_CHECK(b, cuda__add(b->stream, *y, *x));
+    return ERR_OK;
+}
+
+/* (cos, sin) of every position < npos and pair, computed exactly as ref.c does, uploaded once per rotary_dim and
+ * regrown (rarely) when a position beyond the table shows up. */
+static err rope_table(cuda_backend *b, int32_t rd, int32_t max_pos) {
+    if (b->rope_cs && b->rope_rd == rd && max_pos < b->rope_npos) return ERR_OK;
+    int32_t npos = 2048;
+    while (npos <= max_pos) npos *= 2;
+    const int32_t half = rd / 2;
+    float *h = xmalloc_array((size_t)npos * (size_t)half * 2, sizeof(float));
+    if (!h) return ERR_NOMEM;
+    for (int32_t p = 0; p < npos; p++)
+        for (int32_t i = 0; i < half; i++) {
+            float a = cpu__rope_angle(p, i, rd);
+            h[((size_t)p * half + i) * 2] = cosf(a);
+            h[((size_t)p * half + i) * 2 + 1] = sinf(a);
+        }
+    err rc = ERR_OK;
+    cudaError_t e = cudaSuccess;
+    if (b->rope_cs) e = cudaFree(b->rope_cs); /* waits for kernels using the old table */
+    b->rope_cs = NULL;
+    b->rope_npos = 0;
+    size_t bytes = (size_t)npos * (size_t)half * 2 * sizeof(float);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&b->rope_cs, bytes);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(b->rope_cs, h, bytes, cudaMemcpyHostToDevice, b->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(b->stream);
+    if (e != cudaSuccess) rc = cuda__fail(b, e, "RoPE table upload");
+    xfree(h);
+    if (rc != ERR_OK) return rc;
+    b->rope_rd = rd;
+    b->rope_npos = npos;
+    return ERR_OK;
+}
+
+static err cuda_rope(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape s) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    if (x->rows == 0 || s.rotary_dim == 0) return ERR_OK;
+    int32_t max_pos = 0;
+    for (int64_t r = 0; r < x->rows; r++) {
+        if (positions[r] < 0 || positions[r] >= (1 << 24)) return ERR_INVALID;
+        if (positions[r] > max_pos) max_pos = positions[r];
+    }
+    err rc = rope_table(b, s.rotary_dim, max_pos);
+    const int32_t *d_pos = NULL;
+    if (rc == ERR_OK) rc = meta_get(b, positions, (size_t)x->rows, &d_pos);
+    if (rc != ERR_OK) return rc;
+    CUDA_CHECK(b, cuda__rope(b->stream, *x, d_pos, b->rope_cs, s));
+    return ERR_OK;
+}
+
+/* ---- KV cache and attention ------------------------------------------------------------------------------------ */
+
+static err cuda_kv_create(eng_backend *be, int32_t n_layer, int32_t d_model, int32_t n_blocks, eng_dtype dtype,
+                          eng_kv **out) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    if (dtype != ENG_F32 && dtype != ENG_F16) return ERR_UNSUPPORTED;
+    size_t n = (size_t)n_layer * (size_t)n_blocks * ENG_KV_BLOCK * (size_t)d_model, bytes = n * eng_dtype_size(dtype);
+    cuda_kv *kv = xcalloc(1, sizeof(*kv));
+    if (!kv) return ERR_NOMEM;
+    kv->base = (eng_kv_base){.n_layer = n_layer, .d_model = d_model, .n_blocks = n_blocks, .dtype = dtype,
+                             .bytes = 2 * bytes};
+    cudaError_t e = cudaMalloc(&kv->k, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&kv->v, bytes);
+    /* zeroed like ref's, so a read of a never-written slot is deterministic */
+    if (e == cudaSuccess) e = cudaMemsetAsync(kv->k, 0, bytes, b->stream);
+    if (e == cudaSuccess) e = cudaMemsetAsync(kv->v, 0, bytes, b->stream);
+    if (e != cudaSuccess) {
+        err rc = cuda__fail(b, e, "KV cache allocation");
+        if (kv->k) (void)cudaFree(kv->k);
+        if (kv->v) (void)cudaFree(kv->v);
+        xfree(kv);
+        return rc;
+    }
+    *out = (eng_kv *)kv;
+    return ERR_OK;
+}
+
+static void cuda_kv_destroy(eng_backend *be, eng_kv *kv_) {
+    cuda_backend *b = (cuda_backend *)be;
+    cuda_kv *kv = (cuda_kv *)kv_;
+    if (tls_device != b->device && cudaSetDevice(b->device) == cudaSuccess) tls_device = b->device;
+    cudaError_t e = cudaFree(kv->k);
+    if (e == cudaSuccess) e = cudaFree(kv->v);
+    if (e != cudaSuccess) cuda__fail(b, e, "cudaFree (KV cache)");
+    xfree(kv);
+}
+
+/* The batch as the KV kernels read it, one int32 array (kv_store and attention of every layer build the same one,
+ * so it is uploaded once per forward):
+ *   [0] n_rows  [1] total blocks  [2] tiles of 8 rows  [3] tiles of 1 row
+ *   slot[n_rows]            cache slot of each row (block * ENG_KV_BLOCK + position % ENG_KV_BLOCK)
+ *   blocks[total]           every sequence's block table, concatenated
+ *   tiles8[4 * n8], tiles1[4 * n1]   {row0, n_rows, pos0, offset of the sequence's table in blocks}
+ * Sequences with at least 4 new rows (prefill chunks) go into tiles of 8 rows that share K/V reads; decode rows
+ * get tiles of one. */
+#define ATTN_TILE_ROWS 8
+
+typedef struct batch_layout {
+    const int32_t *dev;
+    int32_t n_rows, n_blocks, n8, n1, max_keys8, max_keys1;
+} batch_layout;
+
+static err layout_batch(cuda_backend *b, const eng_batch *batch, batch_layout *lo) {
+    int64_t total_blocks = 0, n8 = 0, n1 = 0;
+    for (int32_t s = 0; s < batch->n_seqs; s++) {
+        const eng_seq *q = &batch->seqs[s];
+        total_blocks += q->n_blocks;
+        if (q->n_tokens >= 4) n8 += (q->n_tokens + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
+        else n1 += q->n_tokens;
+    }
+    size_t n = 4 + (size_t)batch->n_rows + (size_t)total_blocks + 4 * (size_t)(n8 + n1);
+    err rc = hbuf_reserve(b, n);
+    if (rc != ERR_OK) return rc;
+    int32_t *h = b->hbuf, *slot = h + 4, *blocks = slot + batch->n_rows, *t8 = blocks + total_blocks,
+            *t1 = t8 + 4 * n8;
+    memset(lo, 0, sizeof(*lo));
+    h[0] = batch->n_rows, h[1] = (int32_t)total_blocks, h[2] = (int32_t)n8, h[3] = (int32_t)n1;
+    int32_t off = 0, i8 = 0, i1 = 0;
+    for (int32_t s = 0; s < batch->n_seqs; s++) {
+        const eng_seq *q = &batch->seqs[s];
+        memcpy(blocks + off, q->blocks, (size_t)q->n_blocks * sizeof(int32_t));
+        for (int32_t t = 0; t < q->n_tokens; t++) {
+            int32_t p = q->pos + t;
+            slot[q->row0 + t] = q->blocks[p / ENG_KV_BLOCK] * ENG_KV_BLOCK + p % ENG_KV_BLOCK;
+        }
+        const int tiled = q->n_tokens >= 4;
+        const int32_t per = tiled ? ATTN_TILE_ROWS : 1;
+        for (int32_t t = 0; t < q->n_tokens; t += per) {
+            int32_t nr = q->n_tokens - t < per ? q->n_tokens - t : per;
+            int32_t *e = tiled ? t8 + 4 * i8++ : t1 + 4 * i1++;
+            e[0] = q->row0 + t, e[1] = nr, e[2] = q->pos + t, e[3] = off;
+            int32_t keys = q->pos + t + nr;
+            if (tiled && keys > lo->max_keys8) lo->max_keys8 = keys;
+            if (!tiled && keys > lo->max_keys1) lo->max_keys1 = keys;
+        }
+        off += q->n_blocks;
+    }
+    rc = meta_get(b, h, n, &lo->dev);
+    if (rc != ERR_OK) return rc;
+    lo->n_rows = batch->n_rows, lo->n_blocks = (int32_t)total_blocks, lo->n8 = (int32_t)n8, lo->n1 = (int32_t)n1;
+    return ERR_OK;
+}
+
+static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_tensor *k, const eng_tensor *v,
+                         const eng_batch *batch) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    cuda_kv *kv = (cuda_kv *)kv_;
+    batch_layout lo;
+    err rc = layout_batch(b, batch, &lo);
+    if (rc != ERR_OK) return rc;
+    size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
+                       eng_dtype_size(kv->base.dtype);
+    CUDA_CHECK(b, cuda__kv_store(b->stream, (char *)kv->k + layer_off, (char *)kv->v + layer_off, kv->base.dtype, *k,
+                                 *v, lo.dev + 4));
+    return ERR_OK;
+}
+
+/* Splits the keys of one launch into chunks so that tiles x heads x chunks fills the GPU about twice. */
+static void plan_splits(const cuda_backend *b, cuda__attn_args *a, int32_t max_keys) {
+    const int64_t base = (int64_t)a->n_tiles * a->n_head, want = 2 * (int64_t)b->n_sms;
+    int64_t splits = base >= want ? 1 : (want + base - 1) / base;
+    const int64_t max_splits = (max_keys + 127) / 128;
+    if (splits > max_splits) splits = max_splits;
+    if (splits < 1) splits = 1;
+    int64_t chunk = (max_keys + splits - 1) / splits;
+    chunk = (chunk + 127) / 128 * 128;
+    a->chunk = (int32_t)chunk;
+    a->n_splits = (int32_t)((max_keys + chunk - 1) / chunk);
+}
+
+static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv_, int32_t layer,
+                          const eng_batch *batch, eng_attn_shape shape) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    const cuda_kv *kv = (const cuda_kv *)kv_;
+    if (shape.head_dim % 2 || shape.head_dim > 256) return ERR_UNSUPPORTED;
+    batch_layout lo;
+    err rc = layout_batch(b, batch, &lo);
+    if (rc != ERR_OK) return rc;
+    size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
+                       eng_dtype_size(kv->base.dtype);
+    const int32_t *blocks = lo.dev + 4 + lo.n_rows;
+    for (int pass = 0; pass < 2; pass++) {
+        cuda__attn_args a = {
+            .out = *out, .q = *q, .k = (const char *)kv->k + layer_off, .v = (const char *)kv->v + layer_off,
+            .kvdt = kv->base.dtype, .d_model = kv->base.d_model, .n_head = shape.n_head,
+            .head_dim = shape.head_dim, .blocks = blocks, .scale = 1.0f / sqrtf((float)shape.head_dim),
+        };
+        a.rows = pass == 0 ? ATTN_TILE_ROWS : 1;
+        a.n_tiles = pass == 0 ? lo.n8 : lo.n1;
+        a.tiles = blocks + lo.n_blocks + (pass == 0 ? 0 : 4 * lo.n8);
+        if (a.n_tiles == 0) continue;
+        plan_splits(b, &a, pass == 0 ? lo.max_keys8 : lo.max_keys1);
+        size_t pf = cuda__attention_part_floats(&a);
+        if (pf) {
+            void *p;
+            rc = cuda__scratch(b, 0, pf * sizeof(float), &p);
+            if (rc != ERR_OK) return rc;
+            a.part = p;
+        }
+        CUDA_CHECK(b, cuda__attention(b->stream, &a));
+    }
+    return ERR_OK;
+}
+
+/* ---- measurement ------------------------------------------------------------------------------------------------ */
+
+/* Best of 10 cudaMemcpy device-to-device copies of `bytes`, timed with events after a warm-up; counts the bytes read
+ * and the bytes written, as the usual STREAM-style copy figure does. */
+static err cuda_copy_bandwidth(eng_backend *be, size_t bytes, double *gbs) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    void *src = NULL, *dst = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    cudaError_t e = cudaMalloc(&src, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&dst, bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(src, 1, bytes, b->stream);
+    if (e == cudaSuccess) e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    float best = 0;
+    for (int it = 0; it < 11 && e == cudaSuccess; it++) {
+        float ms = 0;
+        e = cudaEventRecord(e0, b->stream);
+        if (e == cudaSuccess) e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, b->stream);
+        if (e == cudaSuccess) e = cudaEventRecord(e1, b->stream);
+        if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+        if (e == cudaSuccess && it > 0 && (best == 0 || ms < best)) best = ms;
+    }
+    if (e0) (void)cudaEventDestroy(e0);
+    if (e1) (void)cudaEventDestroy(e1);
+    if (src) (void)cudaFree(src);
+    if (dst) (void)cudaFree(dst);
+    if (e != cudaSuccess) return cuda__fail(b, e, "copy bandwidth probe");
+    *gbs = best > 0 ? 2.0 * (double)bytes / ((double)best * 1e6) : 0;
+    return ERR_OK;
+}
+
+const eng_backend_ops cuda__backend_ops = {
+    .name = "cuda",
+    .create = cuda_create,
+    .destroy = cuda_destroy,
+    .describe = cuda_describe,
+    .act_dtype = cuda_act_dtype,
+    .copies_weights = 1,
+    .status = cuda_status,
+    .copy_bandwidth = cuda_copy_bandwidth,
+    .tensor_alloc = cuda_tensor_alloc,
+    .tensor_free = cuda_tensor_free,
+    .weight_from_host = cuda_weight_from_host,
+    .weight_free = cuda_tensor_free,
+    .read_f32 = cuda_read_f32,
+    .write_f32 = cuda_write_f32,
+    .embed = cuda_embed,
+    .layernorm = cuda_layernorm,
+    .matmul = cuda_matmul,
+    .gelu = cuda_gelu,
+    .rope = cuda_rope,
+    .add = cuda_add,
+    .kv_create = cuda_kv_create,
+    .kv_destroy = cuda_kv_destroy,
+    .kv_store = cuda_kv_store,
+    .attention = cuda_attention,
+};

@@ -1,0 +1,201 @@
+/* cuda_attn.cu - causal attention over the paged KV cache, for prefill chunks and decode rows in one launch.
+ *
+ * DESIGN
+ * A block (4 warps) takes one tile of up to ROWS consecutive query rows of one sequence, one head, and one chunk
+ * of that sequence's keys (the "split": decode rows have one query row per sequence and head, so the context is
+ * cut into chunks to fill the GPU; a second kernel merges the chunks). Within a block, warp w takes keys
+ * w*32 + lane of every 128-key step: each lane computes its key's score against all ROWS queries (held in shared
+ * memory, pre-scaled by 1/sqrt(head_dim)), the warp keeps an online softmax per row, and then walks its 32 keys
+ * accumulating p * V with lanes across head dims (coalesced V reads). The 4 warps' (max, sum, acc) are merged in
+ * shared memory at the end.
+ * Precision: f32 scores, softmax and accumulation over f32 or f16 K/V. Unlike ref.c the probabilities are not
+ * rounded to the cache dtype before the value product (the flash formulation never holds normalized
+ * probabilities); the parity test states the tolerance this costs.
+ * This is the SIMT version; a tensor-core (mma) prefill kernel is the next step for long prompts. */
+#include "cuda_common.cuh"
+
+#include <math_constants.h>
+
+template <typename KT> struct kv_load;
+template <> struct kv_load<float> {
+    static __device__ __forceinline__ float2 two(const float *p) { return *(const float2 *)p; }
+};
+template <> struct kv_load<__half> {
+    static __device__ __forceinline__ float2 two(const __half *p) { return __half22float2(*(const __half2 *)p); }
+};
+
+/* {row0, n_rows, pos0, blocks offset}; the tile array sits at any int offset of the batch layout, so no int4 load */
+static __device__ __forceinline__ int4 load_tile(const int32_t *tiles, int i) {
+    const int32_t *t = tiles + 4 * i;
+    return make_int4(t[0], t[1], t[2], t[3]);
+}
+
+#define ATTN_WARPS 4
+#define ATTN_STEP (ATTN_WARPS * 32)
+
+template <typename KT, int ROWS, int DP>
+static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn_args a) {
+    extern __shared__ float sm[];
+    const int hd = a.head_dim, h = blockIdx.y, split = blockIdx.z;
+    const int4 tile = load_tile(a.tiles, blockIdx.x);
+    const int n_keys = tile.z + tile.y;
+    const int k_begin = split * a.chunk, k_end = min(n_keys, k_begin + a.chunk);
+    if (k_begin >= n_keys) return; /* the combine kernel skips chunks past this tile's keys */
+    float *qs = sm;               /* [ROWS][hd] */
+    float *mrg = sm + ROWS * hd;  /* [ATTN_WARPS][ROWS][hd + 2]: max, sum, acc */
+    for (int i = threadIdx.x; i < ROWS * hd; i += blockDim.x) {
+        const int r = i / hd, d = i % hd;
+        qs[i] = r < tile.y ? cu_ld(a.q.data, a.q.dtype, (int64_t)(tile.x + r) * a.q.stride + (int64_t)h * hd + d) *
+                                 a.scale
+                           : 0.0f;
+    }
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const KT *kh = (const KT *)a.k + (int64_t)h * hd, *vh = (const KT *)a.v + (int64_t)h * hd;
+    const int32_t *blocks = a.blocks + tile.w;
+    float m[ROWS], l[ROWS];
+    float2 acc[ROWS][DP];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        m[r] = -CUDART_INF_F, l[r] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < DP; j++) acc[r][j] = make_float2(0.0f, 0.0f);
+    }
+    for (int kb = k_begin + warp * 32; kb < k_end; kb += ATTN_STEP) {
+        const int j = kb + lane;
+        float s[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) s[r] = 0.0f;
+        if (j < k_end) {
+            const KT *kr = kh + ((int64_t)blocks[j / ENG_KV_BLOCK] * ENG_KV_BLOCK + j % ENG_KV_BLOCK) * a.d_model;
+            for (int d = 0; d < hd; d += 2) {
+                const float2 kv = kv_load<KT>::two(kr + d);
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+                    const float2 qv = *(const float2 *)(qs + r * hd + d);
+                    s[r] += qv.x * kv.x + qv.y * kv.y;
+                }
+            }
+        }
+        float p[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            const bool ok = j < k_end && j <= tile.z + r;
+            const float sv = ok ? s[r] : -CUDART_INF_F;
+            const float mn = fmaxf(m[r], cu_warp_max(sv));
+            if (mn == -CUDART_INF_F) { /* no visible key in this step for row r (uniform across the warp) */
+                p[r] = 0.0f;
+                continue;
+            }
+            const float corr = expf(m[r] - mn); /* 0 when m[r] is still -inf */
+            p[r] = ok ? expf(sv - mn) : 0.0f;
+            l[r] = l[r] * corr + p[r]; /* per-lane partial sums; corr is uniform, so they reduce at the end */
+#pragma unroll
+            for (int q = 0; q < DP; q++) acc[r][q].x *= corr, acc[r][q].y *= corr;
+            m[r] = mn;
+        }
+        const int nk = min(32, k_end - kb);
+        for (int jj = 0; jj < nk; jj++) {
+            const int key = kb + jj;
+            const KT *vr = vh + ((int64_t)blocks[key / ENG_KV_BLOCK] * ENG_KV_BLOCK + key % ENG_KV_BLOCK) * a.d_model;
+            float pj[ROWS];
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) pj[r] = __shfl_sync(0xffffffffu, p[r], jj);
+#pragma unroll
+            for (int q = 0; q < DP; q++) {
+                const int d = 2 * (lane + 32 * q);
+                if (d < hd) {
+                    const float2 vv = kv_load<KT>::two(vr + d);
+#pragma unroll
+                    for (int r = 0; r < ROWS; r++) acc[r][q].x += pj[r] * vv.x, acc[r][q].y += pj[r] * vv.y;
+                }
+            }
+        }
+    }
+    /* merge the 4 warps */
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        const float lr = cu_warp_sum(l[r]);
+        float *e = mrg + (warp * ROWS + r) * (hd + 2);
+        if (lane == 0) e[0] = m[r], e[1] = lr;
+#pragma unroll
+        for (int q = 0; q < DP; q++) {
+            const int d = 2 * (lane + 32 * q);
+            if (d < hd) e[2 + d] = acc[r][q].x, e[3 + d] = acc[r][q].y;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < ROWS * hd; i += blockDim.x) {
+        const int r = i / hd, d = i % hd;
+        if (r >= tile.y) continue;
+        float M = -CUDART_INF_F, L = 0.0f, A = 0.0f;
+        for (int w = 0; w < ATTN_WARPS; w++) M = fmaxf(M, mrg[(w * ROWS + r) * (hd + 2)]);
+        if (M != -CUDART_INF_F)
+            for (int w = 0; w < ATTN_WARPS; w++) {
+                const float *e = mrg + (w * ROWS + r) * (hd + 2);
+                const float wt = e[0] == -CUDART_INF_F ? 0.0f : expf(e[0] - M);
+                L += wt * e[1];
+                A += wt * e[2 + d];
+            }
+        if (a.n_splits == 1) {
+            cu_st(a.out.data, a.out.dtype, (int64_t)(tile.x + r) * a.out.stride + (int64_t)h * hd + d, A / L);
+        } else {
+            float *pp = a.part + (((int64_t)blockIdx.x * a.n_splits + split) * a.n_head + h) * ROWS * (hd + 2) +
+                        (int64_t)r * (hd + 2);
+            if (d == 0) pp[0] = M, pp[1] = L;
+            pp[2 + d] = A;
+        }
+    }
+}
+
+/* grid (n_tiles * rows, n_head): merges the chunks of one query row and head. */
+static __global__ void attn_combine_kernel(cuda__attn_args a) {
+    const int t = blockIdx.x / a.rows, r = blockIdx.x % a.rows, h = blockIdx.y, hd = a.head_dim;
+    const int4 tile = load_tile(a.tiles, t);
+    if (r >= tile.y) return;
+    const int used = (tile.z + tile.y + a.chunk - 1) / a.chunk;
+    const int64_t step = (int64_t)a.n_head * a.rows * (hd + 2);
+    const float *p0 = a.part + (((int64_t)t * a.n_splits) * a.n_head + h) * a.rows * (hd + 2) + (int64_t)r * (hd + 2);
+    float M = -CUDART_INF_F;
+    for (int s = 0; s < used; s++) M = fmaxf(M, p0[s * step]);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float L = 0.0f, A = 0.0f;
+        for (int s = 0; s < used; s++) {
+            const float *e = p0 + s * step;
+            const float wt = e[0] == -CUDART_INF_F ? 0.0f : expf(e[0] - M);
+            L += wt * e[1];
+            A += wt * e[2 + d];
+        }
+        cu_st(a.out.data, a.out.dtype, (int64_t)(tile.x + r) * a.out.stride + (int64_t)h * hd + d, A / L);
+    }
+}
+
+extern "C" size_t cuda__attention_part_floats(const cuda__attn_args *a) {
+    return a->n_splits > 1 ? (size_t)a->n_tiles * a->n_splits * a->n_head * a->rows * (a->head_dim + 2) : 0;
+}
+
+template <typename KT, int ROWS, int DP> static cudaError_t launch(cudaStream_t st, const cuda__attn_args *a) {
+    const size_t smem = (size_t)(ROWS * a->head_dim + ATTN_WARPS * ROWS * (a->head_dim + 2)) * sizeof(float);
+    dim3 grid((unsigned)a->n_tiles, (unsigned)a->n_head, (unsigned)a->n_splits);
+    attn_kernel<KT, ROWS, DP><<<grid, ATTN_WARPS * 32, smem, st>>>(*a);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess || a->n_splits == 1) return e;
+    attn_combine_kernel<<<dim3((unsigned)(a->n_tiles * a->rows), (unsigned)a->n_head), 128, 0, st>>>(*a);
+    return cudaGetLastError();
+}
+
+template <typename KT, int ROWS> static cudaError_t launch_dp(cudaStream_t st, const cuda__attn_args *a) {
+    if (a->head_dim <= 64) return launch<KT, ROWS, 1>(st, a);
+    if (a->head_dim <= 128) return launch<KT, ROWS, 2>(st, a);
+    return launch<KT, ROWS, 4>(st, a);
+}
+
+template <typename KT> static cudaError_t launch_rows(cudaStream_t st, const cuda__attn_args *a) {
+    return a->rows == 1 ? launch_dp<KT, 1>(st, a) : launch_dp<KT, 8>(st, a);
+}
+
+/* head_dim even and <= 256, rows 1 or 8, kvdt f32 or f16: checked by cuda.c. */
+extern "C" cudaError_t cuda__attention(cudaStream_t st, const cuda__attn_args *a) {
+    if (a->n_tiles <= 0) return cudaSuccess;
+    return a->kvdt == ENG_F16 ? launch_rows<__half>(st, a) : launch_rows<float>(st, a);
+}

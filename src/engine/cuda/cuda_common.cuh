@@ -1,0 +1,55 @@
+/* cuda_common.cuh - what every kernel file shares: element loads/stores by run-time dtype (f32 / f16 / bf16, rounded
+ * to nearest even like core/fp16.h) and warp/block reductions. */
+#ifndef SUGGESTD_ENGINE_CUDA_COMMON_CUH
+#define SUGGESTD_ENGINE_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "cuda_kern.h"
+
+/* The dtype is a kernel argument, the same for every thread, so these switches never diverge. */
+static __device__ __forceinline__ float cu_ld(const void *p, int dt, int64_t i) {
+    if (dt == ENG_F16) return __half2float(((const __half *)p)[i]);
+    if (dt == ENG_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+static __device__ __forceinline__ void cu_st(void *p, int dt, int64_t i, float v) {
+    if (dt == ENG_F16)
+        ((__half *)p)[i] = __float2half_rn(v);
+    else if (dt == ENG_BF16)
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    else
+        ((float *)p)[i] = v;
+}
+
+static __device__ __forceinline__ float cu_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float cu_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. `red` holds 32
+ * floats of shared memory and may be reused after the call returns. */
+static __device__ __forceinline__ float cu_block_sum(float v, float *red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = cu_warp_sum(v);
+    __syncthreads(); /* red may still be read by a previous call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return cu_warp_sum(v);
+}
+
+static inline int cu_blocks(int64_t n, int per) {
+    int64_t b = (n + per - 1) / per;
+    return (int)(b < 1 ? 1 : b > 65535 * 16 ? 65535 * 16 : b);
+}
+
+#endif

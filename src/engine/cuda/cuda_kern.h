@@ -1,0 +1,59 @@
+/* cuda_kern.h - the kernel launchers of the CUDA backend, callable from C (cuda.c, cuda_matmul.c).
+ *
+ * Each launcher enqueues on `st` and returns cudaGetLastError() (launch errors only: faults inside a kernel surface
+ * at the next synchronizing call). Tensors are eng_tensor views whose data points to device memory; device arrays of
+ * indices are int32. Nothing here allocates or synchronizes. */
+#ifndef SUGGESTD_ENGINE_CUDA_KERN_H
+#define SUGGESTD_ENGINE_CUDA_KERN_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "eng.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* dst[r] = src[idx ? idx[r] : r] for r < n_rows, converted to dst's dtype (cols from dst). */
+cudaError_t cuda__copy_rows(cudaStream_t st, eng_tensor dst, eng_tensor src, const int32_t *idx, int64_t n_rows);
+/* y = LayerNorm(x) * w + b, statistics in f32 (two passes); y may alias x. */
+cudaError_t cuda__layernorm(cudaStream_t st, eng_tensor y, eng_tensor x, eng_tensor w, eng_tensor b, float eps);
+/* x = gelu_new(x) in f32 with ref.c's operation order, stored back in x's dtype. */
+cudaError_t cuda__gelu(cudaStream_t st, eng_tensor x);
+/* y = y + x. */
+cudaError_t cuda__add(cudaStream_t st, eng_tensor y, eng_tensor x);
+/* y[r] = (accumulate ? y[r] : 0) + (s ? s[r] : 0) + (bias ? bias : 0), s an f32 [rows, ss] buffer. */
+cudaError_t cuda__epilogue(cudaStream_t st, eng_tensor y, const float *s, int64_t ss, const eng_tensor *bias,
+                           int accumulate);
+/* GPT-J RoPE on x [T, n_head*head_dim]; cs: [n_pos][rotary_dim/2] pairs (cos, sin) computed on the host exactly as
+ * ref.c computes them; pos: device [T] positions (all < n_pos). */
+cudaError_t cuda__rope(cudaStream_t st, eng_tensor x, const int32_t *pos, const float *cs, eng_attn_shape s);
+/* Writes k, v rows r < k.rows into the cache of one layer (kc, vc: [n_blocks*ENG_KV_BLOCK][d_model] of kvdt) at
+ * slot[r] (= block * ENG_KV_BLOCK + position % ENG_KV_BLOCK). */
+cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, eng_tensor k, eng_tensor v,
+                           const int32_t *slot);
+
+/* One attention launch: tiles of up to `rows` (1 or 8) consecutive query rows of one sequence. tiles: device int4
+ * {row0, n_rows, pos0, blocks offset}; blocks: the sequences' block tables, concatenated. Keys are split into
+ * n_splits chunks of `chunk` keys (a multiple of 128); with n_splits > 1 the partial results go to part and a second
+ * kernel combines them. */
+typedef struct cuda__attn_args {
+    eng_tensor out, q;
+    const void *k, *v; /* this layer's cache */
+    eng_dtype kvdt;
+    int32_t d_model, n_head, head_dim;
+    const int32_t *tiles, *blocks;
+    int32_t n_tiles, rows, n_splits, chunk;
+    float *part; /* n_tiles * n_splits * n_head * rows * (head_dim + 2) floats when n_splits > 1 */
+    float scale;
+} cuda__attn_args;
+cudaError_t cuda__attention(cudaStream_t st, const cuda__attn_args *a);
+/* Floats of `part` one launch needs. */
+size_t cuda__attention_part_floats(const cuda__attn_args *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

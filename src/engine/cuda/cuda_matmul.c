@@ -1,0 +1,64 @@
+/* cuda_matmul.c - y (+)= x . w^T + bias through cuBLAS (cublasGemmEx, f32 compute: no TF32, no f16 accumulation).
+ *
+ * Row-major y[T, N] = x[T, K] . w[N, K]^T is, in cuBLAS's column-major terms, C[N, T] = op_T(W[K, N]) . X[K, T]
+ * with the row strides as leading dimensions, so strided views (q/k/v columns of the fused buffer) need no copy.
+ * cuBLAS takes A and B of one type, and C of that type or f32: the forward pass always fits (x and w in the
+ * weight dtype, y too, or f32 logits). Other mixes - the parity tests' f32 activations against half weights -
+ * widen the half operand into scratch and/or compute into an f32 scratch that an epilogue adds into y. */
+#include <stdint.h>
+
+#include "cuda_impl.h"
+
+static cudaDataType_t cu_type(eng_dtype t) {
+    return t == ENG_F16 ? CUDA_R_16F : t == ENG_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+/* An f32 copy of t in scratch i (contiguous, stride = cols). */
+static err widen(cuda_backend *b, int i, const eng_tensor *t, eng_tensor *out) {
+    void *p;
+    err rc = cuda__scratch(b, i, (size_t)t->rows * (size_t)t->cols * 4, &p);
+    if (rc != ERR_OK) return rc;
+    *out = (eng_tensor){.data = p, .dtype = ENG_F32, .rows = t->rows, .cols = t->cols, .stride = t->cols};
+    CUDA_CHECK(b, cuda__copy_rows(b->stream, *out, *t, NULL, t->rows));
+    return ERR_OK;
+}
+
+err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                 int accumulate) {
+    cuda_backend *b = (cuda_backend *)be;
+    if (b->sticky) return b->sticky;
+    const int64_t T = x->rows, K = x->cols, N = w->rows;
+    if (T > INT32_MAX || K > INT32_MAX || N > INT32_MAX || x->stride > INT32_MAX || w->stride > INT32_MAX ||
+        y->stride > INT32_MAX)
+        return ERR_UNSUPPORTED;
+    eng_tensor xa = *x, wa = *w;
+    err rc = ERR_OK;
+    if (x->dtype != w->dtype) { /* widen whichever is the half operand */
+        if (w->dtype != ENG_F32) rc = widen(b, 0, w, &wa);
+        else rc = widen(b, 0, x, &xa);
+        if (rc != ERR_OK) return rc;
+    }
+    const eng_dtype ab = xa.dtype;
+    const int direct = y->dtype == ab || (y->dtype == ENG_F32 && ab != ENG_F32);
+    const float one = 1.0f, zero = 0.0f;
+    const float *beta = &zero;
+    void *c = y->data;
+    int64_t ldc = y->stride;
+    cudaDataType_t ct = cu_type(y->dtype);
+    if (direct) {
+        /* bias first, so cuBLAS adds the product into it (beta = 1) and rounds once when y starts from zero */
+        if (bias) CUDA_CHECK(b, cuda__epilogue(b->stream, *y, NULL, 0, bias, accumulate));
+        if (bias || accumulate) beta = &one;
+    } else {
+        rc = cuda__scratch(b, 1, (size_t)T * (size_t)N * 4, &c);
+        if (rc != ERR_OK) return rc;
+        ldc = N;
+        ct = CUDA_R_32F;
+    }
+    cublasStatus_t s = cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)T, (int)K, &one, wa.data,
+                                    cu_type(wa.dtype), (int)wa.stride, xa.data, cu_type(xa.dtype), (int)xa.stride,
+                                    beta, c, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS) return cuda__fail_blas(b, s, "cublasGemmEx");
+    if (!direct) CUDA_CHECK(b, cuda__epilogue(b->stream, *y, (const float *)c, N, bias, accumulate));
+    return ERR_OK;
+}
