@@ -36,6 +36,8 @@ static void *worker_main(void *arg) {
     worker_arg wa = *(worker_arg *)arg;
     xfree(arg);
     pool *p = wa.p;
+    /* Generation 0 is the pool's creation. Reading gen here instead would race with a pool_run that bumps it
+     * before this thread starts, and the worker would then wait for the next dispatch forever. */
     unsigned seen = 0;
     for (;;) {
         unsigned g;
