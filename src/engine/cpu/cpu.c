@@ -18,6 +18,9 @@
 #include <string.h>
 
 #include "alloc.h"
+#ifdef SUGGESTD_CPU_X86
+#include <cpuid.h>
+#endif
 #include "cpu_impl.h"
 #include "eng_impl.h"
 #include "pool.h"
@@ -55,7 +58,10 @@ static err pick_kernels(const cpu__kernels **out, errbuf *eb) {
     int have_avx2 = 0, have_avx512 = 0;
 #ifdef SUGGESTD_CPU_X86
     __builtin_cpu_init();
-    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    /* clang 14 does not know "f16c" for __builtin_cpu_supports: read CPUID.1:ECX bit 29 ourselves */
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    int have_f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && have_f16c;
     have_avx512 = have_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #endif
