@@ -1,4 +1,4 @@
-/* eng.h - the compute engine: a table of backends (cpu, ref, later cuda) that each implement the same small set of
+/* eng.h - the compute engine: a table of backends (cpu, ref, cuda) that each implement the same small set of
  * tensor ops, a paged KV cache, and the CodeGen forward pass written as a list of those ops.
  *
  * DESIGN
@@ -9,7 +9,7 @@
  *   block table. Today the CLI gives each sequence consecutive blocks; [sched] will share and reuse them.
  * - Tensors are 2-D row-major views into backend memory; `stride` (in elements) lets q/k/v be column views of one
  *   fused qkv buffer. Weights may be borrowed from the checkpoint's mmap when the backend can read host memory.
- * - Every op returns err; a CUDA backend reports failures instead of aborting.
+ * - Every op returns err; the CUDA backend reports failures instead of aborting (eng_backend_status).
  */
 #ifndef SUGGESTD_ENGINE_ENG_H
 #define SUGGESTD_ENGINE_ENG_H

@@ -336,6 +336,30 @@ static void test_matmul(void **state) {
             for (size_t s = 0; s < sizeof(KN) / sizeof(KN[0]); s++)
                 for (int mode = 0; mode < 4; mode++)
                     matmul_case(f, &w[d], wdts[d], Ts[ti], KN[s][0], KN[s][1], mode & 1, mode >> 1);
+    /* K = 0 (only a backend-allocated weight can be that): y = y + bias exactly, streamed and packed */
+    float bv[40], y0[40 * 40];
+    for (int i = 0; i < 40; i++) bv[i] = urand(&f->r, -1, 1);
+    for (int i = 0; i < 40 * 40; i++) y0[i] = urand(&f->r, -1, 1);
+    for (int64_t T = 1; T <= 40; T += 39) {
+        float *out[2];
+        eng_backend *bes[2] = {f->cpu, f->ref};
+        for (int k = 0; k < 2; k++) {
+            eng_tensor tw, tx, tb;
+            gt gy;
+            assert_int_equal(eng_tensor_alloc(bes[k], ENG_F32, 40, 0, &tw), ERR_OK);
+            assert_int_equal(eng_tensor_alloc(bes[k], ENG_F32, T, 0, &tx), ERR_OK);
+            assert_int_equal(eng_weight_from_host(bes[k], bv, ENG_F32, 1, 40, &tb), ERR_OK);
+            gt_init(&gy, bes[k], T, 40, y0);
+            assert_int_equal(eng_matmul(bes[k], &gy.view, &tx, &tw, &tb, 1), ERR_OK);
+            out[k] = malloc((size_t)(T * 40) * 4);
+            gt_read(&gy, out[k]);
+            gt_check_guard(&gy, "matmul K=0");
+            gt_fini(&gy);
+            eng_tensor_free(bes[k], &tw), eng_tensor_free(bes[k], &tx);
+        }
+        check_close(&w[0], "matmul K=0", out[0], out[1], (size_t)(T * 40), 0, 0, 0);
+        free(out[0]), free(out[1]);
+    }
     /* decode shapes big enough to be split across threads */
     for (int d = 0; d < 3; d++)
         for (int64_t T = 1; T <= 4; T++) matmul_case(f, &w[d], wdts[d], T, 1024, 400, 1, T & 1);
