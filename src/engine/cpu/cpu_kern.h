@@ -278,7 +278,7 @@ static void mm_packed(const cpu__matmul *m, int64_t n_lo, int64_t n_hi, float *w
 }
 
 static void matmul(const cpu__matmul *m, int64_t n_lo, int64_t n_hi, float *wbuf) {
-    if (m->T >= CPU_MM_PACK_T)
+    if (m->T >= CPU_MM_PACK_T && m->K > 0) /* K = 0: no column block would write y = bias */
         mm_packed(m, n_lo, n_hi, wbuf);
     else
         mm_stream(m, n_lo, n_hi);
