@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# run.sh - the README's run command: installs build dependencies, builds build/suggestd, and completes a prompt with
-# the default model. Until the HTTP API lands ([api]) this runs `suggestd complete`; until a trained demo model
-# ships ([demo]) the default model is a tiny random-weight CodeGen checkpoint with the real tokenizer, so the
-# completion is well-formed but meaningless. Pass a real model directory to use it instead:
-#   scripts/run.sh [MODEL_DIR] [PROMPT]
+# run.sh - the README's run command: installs build dependencies, builds build/suggestd, and serves the default
+# model on http://127.0.0.1:5000 (FauxPilot/OpenAI /v1 and GitLab /v2 routes).
+#
+# Until a trained demo model ships ([demo]), the default model is a tiny random-weight CodeGen checkpoint with the
+# real tokenizer: completions are well-formed but meaningless. Serve a real model directory instead with
+#   scripts/run.sh /path/to/codegen-350M-mono
+# Authentication: this quickstart listens on loopback only and sets BYPASS_EXTERNAL_AUTH=true unless you set it
+# (or configure API keys / GitLab, see docs/API.md); extra arguments after the model go to `suggestd serve`.
 set -eu
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target suggestd mkckpt >/dev/null
 model=${1:-}
+[ $# -gt 0 ] && shift
 if [ -z "$model" ]; then
-    model=build/models/tiny-random
-    if [ ! -f "$model/model.safetensors" ]; then
-        build/mkckpt "$model" 2 256 8 16 2048 f16 1
-        cp models/codegen-tokenizer/* "$model"/
+    if [ -f models/demo/config.json ]; then
+        model=models/demo
+    else
+        model=build/models/tiny-random
+        if [ ! -f "$model/model.safetensors" ]; then
+            build/mkckpt "$model" 2 256 8 16 2048 f16 1
+            cp models/codegen-tokenizer/* "$model"/
+        fi
     fi
 fi
-prompt=${2:-$'def fibonacci(n):\n    '}
-printf '%s' "$prompt"
-build/suggestd complete --model "$model" --prompt "$prompt" --max-tokens 48
-echo
+export BYPASS_EXTERNAL_AUTH=${BYPASS_EXTERNAL_AUTH:-true}
+echo "serving $model on http://127.0.0.1:5000 - try:"
+echo "  curl -s http://127.0.0.1:5000/v1/completions -H 'Content-Type: application/json' -d '{\"prompt\":\"def fibonacci(n):\",\"max_tokens\":32}'"
+exec build/suggestd serve --model "$model" --host 127.0.0.1 --port 5000 "$@"
