@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # deps.sh - installs what suggestd needs to build and test on Debian 12 (as root), only what is missing.
-# Libraries are checked as Debian packages; tools (node, npm, curl, jq) as commands, so a Node.js installed some
+# Libraries are checked as Debian packages; tools (node, npm, curl, jq, redis-server) as commands, so a Node.js installed some
 # other way (nodesource, nvm) is used as it is instead of fighting Debian's nodejs/npm packages.
 set -eu
-pkgs="build-essential cmake pkg-config libjansson-dev libcmocka-dev clang libmicrohttpd-dev libcurl4-openssl-dev"
+pkgs="build-essential cmake pkg-config libjansson-dev libcmocka-dev clang libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libhiredis-dev"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v jq >/dev/null 2>&1 || missing="$missing jq"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ -n "$missing" ]; then

@@ -9,13 +9,15 @@
 # bench.txt (RESULT lines), summary.txt. Libraries the GPU machine lacks come from .gpu-deps/*.deb (fetched on a
 # dev machine by scripts/gpu-deps.sh; carry .gpu-deps), unpacked with dpkg -x into build-gpu/deps, never into /.
 # Environment: CUDA_ARCHS (default 90: this machine only, to build fast), SKIP_MEMCHECK=1, SKIP_HF=1,
-# CONTEXTS (default 128,1024,2048), PROMPT (default 1536).
+# CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
+# shapes benched again with step graphs off (SUGGESTD_CUDA_GRAPHS=0) at context 1024, the same-card "before".
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/build-gpu/out}
 mkdir -p "$OUT"
 SHAPES=${*:-codegen-350M codegen-2B}
+BASELINE=${BASELINE-$(echo $SHAPES | cut -d' ' -f1-2)}
 CONTEXTS=${CONTEXTS:-128,1024,2048}
 PROMPT=${PROMPT:-1536}
 T_START=$(date +%s)
@@ -64,22 +66,33 @@ if [ ! -f /usr/include/jansson.h ] || [ ! -f /usr/include/microhttpd.h ]; then
 fi
 
 # --- build -----------------------------------------------------------------------------------------------------
+# A GPU-only project: the top-level CMakeLists.txt without the server side (cache, auth, server, app, bench), whose
+# libraries (hiredis, OpenSSL, curl, libmicrohttpd) the GPU machine need not have; the benchmark is gpu_bench
+# (tests/gpu), the same cli_bench.c as `suggestd bench`.
+P=$ROOT/build-gpu/proj
+mkdir -p "$P"
+sed -e '/^add_subdirectory(src\/\(cache\|auth\|server\|app\))/d' -e '/^add_subdirectory(bench)/d' \
+    -e 's|^add_subdirectory(\(src/[a-z]*\))|add_subdirectory('"$ROOT"'/\1 \1)|' \
+    -e 's|add_subdirectory(tests/gpu)|add_subdirectory('"$ROOT"'/tests/gpu tests/gpu)|' CMakeLists.txt >"$P/CMakeLists.txt"
 B=build-gpu/build
-step "configure (CUDA, archs ${CUDA_ARCHS:-90})" 120 cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DSUGGESTD_CUDA=ON \
+step "configure (CUDA, archs ${CUDA_ARCHS:-90})" 120 cmake -S "$P" -B $B -DCMAKE_BUILD_TYPE=Release -DSUGGESTD_CUDA=ON \
     -DSUGGESTD_TESTS=OFF -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" "${cmake_extra[@]}" >/dev/null
-step "build GPU tests" 300 cmake --build $B -j"$(nproc)" --target test_gpu_parity test_gpu_golden
-step "build suggestd" 200 cmake --build $B -j"$(nproc)" --target suggestd
+step "build GPU tests and gpu_bench" 300 cmake --build $B -j"$(nproc)" --target test_gpu_parity test_gpu_golden gpu_bench
 
 # --- tests -----------------------------------------------------------------------------------------------------
 step "GPU parity: every op vs ref" 420 $B/test_gpu_parity
 step "golden: cuda vs HF" 240 $B/test_gpu_golden
-$B/suggestd --version || true
 
 # --- benchmarks ------------------------------------------------------------------------------------------------
 : >"$OUT/bench.txt"
 for s in $SHAPES; do
-    step "bench suggestd $s" 300 bash -c "set -o pipefail; $B/suggestd bench --shape $s --device cuda --dtype f16 \
+    step "bench suggestd $s" 300 bash -c "set -o pipefail; $B/gpu_bench --shape $s --device cuda --dtype f16 \
         --prompt-tokens $PROMPT --prefill-chunk $PROMPT --decode-tokens 32 --contexts $CONTEXTS | tee -a '$OUT/bench.txt'"
+done
+for s in $BASELINE; do
+    step "bench suggestd $s, no graphs" 300 bash -c "set -o pipefail; SUGGESTD_CUDA_GRAPHS=0 $B/gpu_bench \
+        --shape $s --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 --decode-tokens 32 \
+        --contexts 1024 | sed 's/^RESULT \([^ ]*\) \([^ ]*\) cuda /RESULT \1 \2 cuda-nograph /' | tee -a '$OUT/bench.txt'"
 done
 if [ "${SKIP_HF:-0}" != 1 ]; then
     for s in $SHAPES; do
@@ -109,16 +122,19 @@ fi
             if (kind == "prefill") { key = shape " prefill " v["tokens"]; }
             else { key = shape " decode ctx " v["ctx"]; }
             if (!(key in seen)) { seen[key] = 1; order[++n] = key }
-            if (who == "hf-eager") hf[key] = v["ms"]; else { ours[key] = v["ms"]; fl[key] = v["floor_ms"] }
+            if (who == "hf-eager") hf[key] = v["ms"];
+            else if (who == "cuda-nograph") { if (kind != "prefill") ng[key] = v["ms"] }
+            else { ours[key] = v["ms"]; fl[key] = v["floor_ms"] }
             delete v
          }
          END {
-            printf "  %-34s %12s %12s %8s %12s %8s\n", "", "suggestd ms", "floor ms", "x floor", "HF eager ms", "HF/ours"
+            printf "  %-34s %12s %12s %8s %12s %8s %12s\n", "", "suggestd ms", "floor ms", "x floor", "HF eager ms", "HF/ours",
+                   "no graph ms"
             for (i = 1; i <= n; i++) {
                 k = order[i]
-                printf "  %-34s %12s %12s %8s %12s %8s\n", k, ours[k], (k in fl && fl[k] != "") ? fl[k] : "-",
+                printf "  %-34s %12s %12s %8s %12s %8s %12s\n", k, ours[k], (k in fl && fl[k] != "") ? fl[k] : "-",
                        (k in fl && fl[k] > 0) ? sprintf("%.2f", ours[k] / fl[k]) : "-", (k in hf) ? hf[k] : "-",
-                       (k in hf && ours[k] > 0) ? sprintf("%.2f", hf[k] / ours[k]) : "-"
+                       (k in hf && ours[k] > 0) ? sprintf("%.2f", hf[k] / ours[k]) : "-", (k in ng) ? ng[k] : "-"
             }
          }' "$OUT/bench.txt"
     echo

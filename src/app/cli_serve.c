@@ -7,12 +7,56 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth.h"
 #include "cli.h"
 #include "config.h"
 #include "log.h"
 #include "sched_api.h"
 #include "srv.h"
 #include "tok.h"
+
+/* The auth settings of the table -> an auth (modes, cache store, rate limits). ERR_INVALID with the reason. */
+static err open_auth(const cfg *c, auth **out, errbuf *eb) {
+    const char *m = cfg_str(c, CFG_AUTH_MODE);
+    int have_keys = cfg_str(c, CFG_API_KEYS) || cfg_str(c, CFG_API_KEYS_FILE);
+    auth_mode mode;
+    if (!m || !strcmp(m, "auto")) mode = have_keys ? AUTH_MODE_API_KEYS : AUTH_MODE_GITLAB;
+    else if (!strcmp(m, "gitlab")) mode = AUTH_MODE_GITLAB;
+    else if (!strcmp(m, "api-keys")) mode = AUTH_MODE_API_KEYS;
+    else if (!strcmp(m, "gitlab+api-keys")) mode = AUTH_MODE_GITLAB_API_KEYS;
+    else return errbuf_set(eb, ERR_INVALID, "SUGGESTD_AUTH_MODE: expected auto, gitlab, api-keys or gitlab+api-keys, "
+                                            "got '%s'", m);
+    auth_config ac = {
+        .mode = mode,
+        .gitlab_api_url = cfg_str(c, CFG_GITLAB_API_URL),
+        .gitlab_url = cfg_str(c, CFG_GITLAB_URL),
+        .gitlab_timeout_ms = (int)cfg_int(c, CFG_GITLAB_TIMEOUT_MS),
+        .oidc_audience = cfg_str(c, CFG_OIDC_AUDIENCE),
+        .jwks_ttl_s = (int)cfg_int(c, CFG_JWKS_TTL_S),
+        .api_keys = cfg_str(c, CFG_API_KEYS),
+        .api_keys_file = cfg_str(c, CFG_API_KEYS_FILE),
+        .cache_secret = cfg_str(c, CFG_CACHE_SECRET),
+        .use_local_cache = cfg_bool(c, CFG_USE_LOCAL_CACHE),
+        .cache_max_entries = (size_t)cfg_int(c, CFG_AUTH_CACHE_MAX),
+        .allow_ttl_s = (int)cfg_int(c, CFG_AUTH_ALLOW_TTL_S),
+        .deny_ttl_s = (int)cfg_int(c, CFG_AUTH_DENY_TTL_S),
+        .redis = {.url = cfg_str(c, CFG_REDIS_URL),
+                  .host = cfg_str(c, CFG_REDIS_HOST),
+                  .port = (int)cfg_int(c, CFG_REDIS_PORT),
+                  .password = cfg_str(c, CFG_REDIS_PASS),
+                  .db = (int)cfg_int(c, CFG_REDIS_DB),
+                  .timeout_ms = (int)cfg_int(c, CFG_REDIS_TIMEOUT_MS),
+                  .pool_size = (int)cfg_int(c, CFG_REDIS_POOL)},
+        .rate_per_minute = (int)cfg_int(c, CFG_RATE_LIMIT_RPM),
+        .rate_burst = (int)cfg_int(c, CFG_RATE_LIMIT_BURST),
+    };
+    err rc = auth_create(&ac, out, eb);
+    if (rc == ERR_OK)
+        LOG_INFO("authentication: %s, decision cache %s%s", m && strcmp(m, "auto") ? m
+                 : mode == AUTH_MODE_API_KEYS ? "api-keys" : "gitlab", auth_store_kind(*out),
+                 ac.rate_per_minute ? ", rate limited" : "");
+    return rc;
+}
 
 int cli_serve(int argc, char **argv) {
     srv_block_signals(); /* before any thread exists, so SIGINT/SIGTERM reach srv_run's sigwait */
@@ -28,19 +72,21 @@ int cli_serve(int argc, char **argv) {
         cfg_fini(&c);
         return 0;
     }
-    if (!cfg_bool(&c, CFG_BYPASS_AUTH)) {
-        fprintf(stderr, "suggestd serve: authentication is on by default and not available in this build yet; set "
-                        "BYPASS_EXTERNAL_AUTH=true (or --bypass-external-auth) to serve without it\n");
-        cfg_fini(&c);
-        return 2;
-    }
     const char *model_dir = cfg_str(&c, CFG_MODEL);
     if (!model_dir) {
         fprintf(stderr, "suggestd serve: --model DIR (or SUGGESTD_MODEL) is required (models/demo does not exist)\n");
         cfg_fini(&c);
         return 2;
     }
-    LOG_WARN("serving without authentication (BYPASS_EXTERNAL_AUTH): anyone who can reach the port can use it");
+    auth *au = NULL;
+    if (cfg_bool(&c, CFG_BYPASS_AUTH)) {
+        LOG_WARN("!!! AUTHENTICATION IS OFF (BYPASS_EXTERNAL_AUTH=true): anyone who can reach the port can use the "
+                 "completion routes; never expose this server beyond a trusted network !!!");
+    } else if (open_auth(&c, &au, &eb) != ERR_OK) {
+        fprintf(stderr, "suggestd serve: %s\n", eb.msg);
+        cfg_fini(&c);
+        return 2;
+    }
     char name_buf[256];
     snprintf(name_buf, sizeof(name_buf), "%s", model_dir);
     size_t nl = strlen(name_buf);
@@ -63,10 +109,12 @@ int cli_serve(int argc, char **argv) {
         .docs_url = cfg_str(&c, CFG_DOCS_URL),
         .openapi_url = cfg_str(&c, CFG_OPENAPI_URL),
         .redoc_url = cfg_str(&c, CFG_REDOC_URL),
+        .auth = au,
     };
     srv *s = NULL;
     if (srv_create(&sc, &s, &eb) != ERR_OK) {
         fprintf(stderr, "suggestd serve: %s\n", eb.msg);
+        auth_destroy(au);
         cfg_fini(&c);
         return 1;
     }
@@ -96,6 +144,7 @@ out:
     sched_destroy(engine);
     tok_destroy(tk);
     cli_runtime_close(&rt);
+    auth_destroy(au); /* after the server: its handlers borrow it */
     cfg_fini(&c);
     return rc;
 }

@@ -195,3 +195,32 @@ err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const e
     return OPS(be)->attention(be, out, q, kv, layer, batch, shape);
 }
 
+err eng_graphs_create(eng_backend *be, eng_graphs **out) {
+    *out = NULL;
+    return OPS(be)->graphs_create ? OPS(be)->graphs_create(be, out) : ERR_UNSUPPORTED;
+}
+
+void eng_graphs_destroy(eng_backend *be, eng_graphs *g) {
+    if (g) OPS(be)->graphs_destroy(be, g);
+}
+
+err eng_graphs_begin(eng_backend *be, eng_graphs *g, const eng_kv *kv, const eng_batch *batch,
+                     const int32_t *logit_rows, int32_t n_logits, eng_step *step) {
+    *step = ENG_STEP_RUN;
+    if (!g) return ERR_OK;
+    if (batch->n_rows <= 0 || n_logits < 0 || batch_ok(kv, batch) != ERR_OK) return ERR_INVALID;
+    return OPS(be)->graphs_begin(be, g, batch, logit_rows, n_logits, step);
+}
+
+err eng_graphs_end(eng_backend *be, eng_graphs *g, err ops_rc, eng_step *step) {
+    if (!g || *step == ENG_STEP_DONE) {
+        *step = ENG_STEP_DONE;
+        return ops_rc;
+    }
+    return OPS(be)->graphs_end(be, g, ops_rc, step);
+}
+
+void eng_graphs_stats(const eng_graphs *g, eng_graph_stats *out) {
+    if (g) *out = ((const eng_graphs_base *)g)->stats;
+    else memset(out, 0, sizeof(*out));
+}

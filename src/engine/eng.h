@@ -144,4 +144,31 @@ err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k
 err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                   const eng_batch *batch, eng_attn_shape shape);
 
+/* --- step graphs (optional: the CUDA backend) ---------------------------------------------------------------
+ * A small forward step (decode rows of a few sequences) costs the host more than the GPU: ~300-450 ops of a few
+ * microseconds each. A backend with graphs records the op list of a step once and replays it with one launch.
+ * The caller (forward.c) brackets its op list: begin stages the step's host inputs (tokens, positions, logit rows,
+ * the batch's block tables) at fixed device addresses with one copy, then either replays the graph made for this
+ * step's shape (ENG_STEP_DONE: skip the ops) or asks for the ops (ENG_STEP_RUN: run them, they execute now;
+ * ENG_STEP_CAPTURE: run them, they are recorded and execute at end). end closes the step and may ask for the ops
+ * once more (ENG_STEP_RUN again) when a capture could not be made; loop until ENG_STEP_DONE.
+ * A graph remembers every buffer address the ops used, so one eng_graphs belongs to one model (weights, KV pool,
+ * activations) and is destroyed before any of them. */
+typedef struct eng_graphs eng_graphs;
+typedef enum eng_step { ENG_STEP_DONE = 0, ENG_STEP_RUN, ENG_STEP_CAPTURE } eng_step;
+typedef struct eng_graph_stats {
+    uint64_t replays, captures, runs; /* steps replayed, captured (and launched), run op by op inside begin/end */
+} eng_graph_stats;
+
+/* ERR_UNSUPPORTED (*out = NULL) on backends without graphs, or when the environment has SUGGESTD_CUDA_GRAPHS=0. */
+err eng_graphs_create(eng_backend *be, eng_graphs **out);
+void eng_graphs_destroy(eng_backend *be, eng_graphs *g);
+/* The batch is checked as eng_kv_store checks it (a replay runs no op's checks); token ids and logit rows must
+ * already be valid. The host arrays stay untouched until end. */
+err eng_graphs_begin(eng_backend *be, eng_graphs *g, const eng_kv *kv, const eng_batch *batch,
+                     const int32_t *logit_rows, int32_t n_logits, eng_step *step);
+/* ops_rc: what the op list returned. g may be NULL (no graphs): then *step = ENG_STEP_DONE and ops_rc comes back. */
+err eng_graphs_end(eng_backend *be, eng_graphs *g, err ops_rc, eng_step *step);
+void eng_graphs_stats(const eng_graphs *g, eng_graph_stats *out);
+
 #endif

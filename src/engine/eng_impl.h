@@ -44,6 +44,13 @@ typedef struct eng_backend_ops {
                     const eng_batch *batch);
     err (*attention)(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                      const eng_batch *batch, eng_attn_shape shape);
+
+    /* Optional (NULL on the CPU backends): step graphs, see eng.h. eng.c checks the batch before graphs_begin. */
+    err (*graphs_create)(eng_backend *be, eng_graphs **out);
+    void (*graphs_destroy)(eng_backend *be, eng_graphs *g);
+    err (*graphs_begin)(eng_backend *be, eng_graphs *g, const eng_batch *batch, const int32_t *logit_rows,
+                        int32_t n_logits, eng_step *step);
+    err (*graphs_end)(eng_backend *be, eng_graphs *g, err ops_rc, eng_step *step);
 } eng_backend_ops;
 
 /* Every backend struct starts with this header so engine/ can find its ops. */
@@ -57,6 +64,11 @@ typedef struct eng_kv_base {
     eng_dtype dtype;
     size_t bytes;
 } eng_kv_base;
+
+/* Every step-graph cache starts with this header (counters engine/ reports without asking the backend). */
+typedef struct eng_graphs_base {
+    eng_graph_stats stats;
+} eng_graphs_base;
 
 extern const eng_backend_ops cpu__backend_ops; /* engine/cpu/cpu.c */
 extern const eng_backend_ops ref__backend_ops; /* engine/cpu/ref.c */

@@ -3,7 +3,9 @@
  * DESIGN: weights stay where the checkpoint put them (mmap) except qkv_proj, which is repacked once at load from
  * HF's mp_num=4 [q v k] chunk layout into plain [Q; K; V] rows, so one GEMM yields per-head contiguous q, k and v.
  * Attention and MLP read the same LayerNorm output and both add into the residual stream x (the matmul op's
- * accumulate flag), which is the parallel GPT-J block without extra passes over memory. */
+ * accumulate flag), which is the parallel GPT-J block without extra passes over memory.
+ * On a backend with step graphs (CUDA) the op list of a small step is recorded once per batch shape and replayed
+ * (eng.h, "step graphs"); the list itself is the same either way. */
 #include "forward.h"
 
 #include <math.h>
@@ -24,6 +26,7 @@ struct eng_model {
     layer_w *layers;
     void **qkv_host; /* repacked qkv rows per layer, host memory the backend may borrow */
     eng_kv *kv;
+    eng_graphs *graphs; /* NULL when the backend has none */
     int32_t max_rows;
     /* activations [max_rows, ...] */
     eng_tensor x, h, qkv, att, mlp, sel, logits;
@@ -68,6 +71,7 @@ static err weight(eng_model *em, const st_tensor *t, eng_tensor *out) {
 void eng_model_destroy(eng_model *em) {
     if (!em) return;
     eng_backend *be = em->be;
+    eng_graphs_destroy(be, em->graphs); /* first: its graphs point into everything below */
     eng_tensor *acts[] = {&em->x, &em->h, &em->qkv, &em->att, &em->mlp, &em->sel, &em->logits};
     for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]); i++) eng_tensor_free(be, acts[i]);
     eng_kv_destroy(be, em->kv);
@@ -149,6 +153,8 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     }
     if (rc == ERR_OK) rc = eng_tensor_alloc(be, ENG_F32, R, V, &em->logits);
     em->workspace_bytes += (size_t)R * V * 4;
+    /* optional: without graphs every step runs op by op */
+    if (rc == ERR_OK && eng_graphs_create(be, &em->graphs) != ERR_OK) em->graphs = NULL;
     if (rc != ERR_OK) {
         errbuf st = {0};
         eng_backend_status(be, &st);
@@ -164,6 +170,7 @@ const model_config *eng_model_config(const eng_model *em) { return &em->cfg; }
 eng_kv *eng_model_kv(eng_model *em) { return em->kv; }
 int32_t eng_model_max_rows(const eng_model *em) { return em->max_rows; }
 eng_backend *eng_model_backend(eng_model *em) { return em->be; }
+void eng_model_graph_stats(const eng_model *em, eng_graph_stats *out) { eng_graphs_stats(em->graphs, out); }
 
 void eng_model_memory(const eng_model *em, size_t *weights, size_t *kv, size_t *workspace) {
     if (weights) *weights = em->weight_bytes_own;
@@ -185,20 +192,11 @@ static err forward_failed(eng_model *em, err rc, const char *call, errbuf *eb) {
                       st.code ? st.msg : "");
 }
 
-err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logit_rows, int32_t n_logits,
-                      float *logits, errbuf *eb) {
+/* The op list of one step, up to the logits in em->logits (rows 0..n_logits). */
+static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *logit_rows, int32_t n_logits,
+                       errbuf *eb) {
     const model_config *c = &em->cfg;
     const int64_t R = batch->n_rows, D = c->n_embd;
-    if (R <= 0 || R > em->max_rows || n_logits < 0 || n_logits > em->max_rows)
-        return errbuf_set(eb, ERR_INVALID, "forward: %lld rows, %d logit rows (max %d)", (long long)R, n_logits,
-                          em->max_rows);
-    for (int32_t i = 0; i < n_logits; i++)
-        if (logit_rows[i] < 0 || logit_rows[i] >= R)
-            return errbuf_set(eb, ERR_INVALID, "forward: logit row %d outside the batch", logit_rows[i]);
-    for (int64_t r = 0; r < R; r++)
-        if (batch->tokens[r] < 0 || batch->tokens[r] >= c->vocab_size)
-            return errbuf_set(eb, ERR_INVALID, "forward: token id %d outside the vocabulary (%d)", batch->tokens[r],
-                              c->vocab_size);
     eng_backend *be = em->be;
     const eng_attn_shape shape = {c->n_head, c->head_dim, c->rotary_dim};
     eng_tensor x = eng_tensor_rows(em->x, 0, R), h = eng_tensor_rows(em->h, 0, R);
@@ -229,6 +227,34 @@ err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logi
     TRY(eng_embed(be, &sel, &x, logit_rows, n_logits));
     TRY(eng_layernorm(be, &sel, &sel, &em->ln_f_w, &em->ln_f_b, c->layer_norm_eps));
     TRY(eng_matmul(be, &out, &sel, &em->lm_head_w, &em->lm_head_b, 0));
+    return ERR_OK;
+}
+
+err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logit_rows, int32_t n_logits,
+                      float *logits, errbuf *eb) {
+    const model_config *c = &em->cfg;
+    const int64_t R = batch->n_rows;
+    if (R <= 0 || R > em->max_rows || n_logits < 0 || n_logits > em->max_rows)
+        return errbuf_set(eb, ERR_INVALID, "forward: %lld rows, %d logit rows (max %d)", (long long)R, n_logits,
+                          em->max_rows);
+    for (int32_t i = 0; i < n_logits; i++)
+        if (logit_rows[i] < 0 || logit_rows[i] >= R)
+            return errbuf_set(eb, ERR_INVALID, "forward: logit row %d outside the batch", logit_rows[i]);
+    for (int64_t r = 0; r < R; r++)
+        if (batch->tokens[r] < 0 || batch->tokens[r] >= c->vocab_size)
+            return errbuf_set(eb, ERR_INVALID, "forward: token id %d outside the vocabulary (%d)", batch->tokens[r],
+                              c->vocab_size);
+    eng_backend *be = em->be;
+    /* Replay a graph of this step's shape, or run (and maybe record) the op list; see eng.h, "step graphs". */
+    eng_step step = ENG_STEP_RUN;
+    if (em->graphs) TRY(eng_graphs_begin(be, em->graphs, em->kv, batch, logit_rows, n_logits, &step));
+    while (step != ENG_STEP_DONE) {
+        err rc = forward_ops(em, batch, logit_rows, n_logits, eb);
+        err end = eng_graphs_end(be, em->graphs, rc, &step);
+        if (end != ERR_OK) return rc != ERR_OK ? rc : forward_failed(em, end, "eng_graphs_end", eb);
+    }
+    if (n_logits == 0) return ERR_OK;
+    eng_tensor out = eng_tensor_rows(em->logits, 0, n_logits);
     TRY(eng_tensor_read_f32(be, &out, logits));
     return ERR_OK;
 }

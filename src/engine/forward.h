@@ -24,6 +24,8 @@ const model_config *eng_model_config(const eng_model *em);
 eng_kv *eng_model_kv(eng_model *em);
 int32_t eng_model_max_rows(const eng_model *em);
 eng_backend *eng_model_backend(eng_model *em);
+/* How many steps ran from step graphs (all zero on backends without them). */
+void eng_model_graph_stats(const eng_model *em, eng_graph_stats *out);
 /* Bytes the model holds on the backend: weights it copied or repacked, KV pool, activations. */
 void eng_model_memory(const eng_model *em, size_t *weights, size_t *kv, size_t *workspace);
 

@@ -236,7 +236,7 @@ static enum MHD_Result dispatch(srv_req *r, const char *url) {
     }
     case SRV_ROUTE_METRICS: {
         size_t len;
-        char *b = srv_metrics_render(&s->metrics, srv_engine(s), &len);
+        char *b = srv_metrics_render(&s->metrics, srv_engine(s), s->cfg.auth, &len);
         if (!b) return srv_reply_err(r, ERR_NOMEM, "out of memory");
         return srv_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", b, len, 0);
     }
@@ -249,6 +249,10 @@ static enum MHD_Result dispatch(srv_req *r, const char *url) {
     }
     return srv_reply_status(r, 404, "Not Found", NULL);
 }
+
+/* The routes behind authentication: completions and the model list. Health, metrics, docs and the copilot token
+ * stub stay open (orchestrators and scrapers carry no user token). */
+static int needs_auth(srv_route rt) { return rt <= SRV_ROUTE_MODELS; }
 
 static void copy_request_id(srv_req *r) {
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-ID");
@@ -298,6 +302,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (r->route != SRV_ROUTE_UNKNOWN && (want_post ? !is_post(method) : !is_get(method))) {
             r->dispatched = 1;
             return srv_reply_status(r, 405, "Method Not Allowed", NULL);
+        }
+        /* authentication on the headers, before any body is read: an unauthenticated body is never buffered */
+        if (s->cfg.auth && needs_auth(r->route)) {
+            auth_result ar;
+            auth_check(s->cfg.auth, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+                       MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Gitlab-Authentication-Type"), &ar);
+            if (ar.outcome != AUTH_OUTCOME_ALLOWED) {
+                r->dispatched = 1;
+                return srv_reply_auth(r, &ar);
+            }
         }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > (unsigned long long)s->cfg.max_body_bytes) {

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "auth.h"
 #include "err.h"
 #include "sched_api.h"
 #include "tok.h"
@@ -34,6 +35,7 @@ typedef struct srv_config {
     const char *model_name;    /* reported in /v1/models and responses */
     const char *web_dir;       /* holds swagger-ui-dist/ and redoc/ */
     const char *docs_url, *openapi_url, *redoc_url;
+    auth *auth;                /* borrowed, outlives the server; NULL = no authentication (bypass) */
 } srv_config;
 
 /* Binds and starts serving (health 503 until an engine is set). ERR_IO with the address in eb when it can't bind. */

@@ -4,7 +4,10 @@
  *   {"error":{"message":"...","type":"invalid_request_error","param":null,"code":null}}
  * /v2 and the service routes speak FastAPI's: {"detail":"..."} for HTTP errors, and pydantic's list for 422:
  *   {"detail":[{"loc":["body","current_file","file_name"],"msg":"...","type":"..."}]}
- * A busy engine answers 429 and a loading or failed one 503, both with Retry-After. */
+ * A busy engine answers 429 and a loading or failed one 503, both with Retry-After.
+ * Authentication failures have their own rows (auth_table) and body: {"error":"..."} on /v2, and OpenAI's object on
+ * /v1 (so OpenAI clients show the message); see docs/AUTH.md for the mapping from the seed's 400/404. */
+#include <stdio.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -43,6 +46,21 @@ static const status_row status_table[] = {
     {405, "invalid_request_error"}, {413, "invalid_request_error"}, {422, "invalid_request_error"},
     {429, "server_overloaded"},     {500, "server_error"},          {503, "server_error"},
     {504, "timeout"},
+};
+
+/* auth.h outcomes -> status. 401 = no/bad credentials, 403 = a valid token whose user may not use suggestions. */
+typedef struct auth_row {
+    auth_outcome outcome;
+    int status;
+    const char *type;
+} auth_row;
+
+static const auth_row auth_table[] = {
+    {AUTH_OUTCOME_MISSING, 401, "authentication_error"},
+    {AUTH_OUTCOME_INVALID, 401, "authentication_error"},
+    {AUTH_OUTCOME_FORBIDDEN, 403, "permission_error"},
+    {AUTH_OUTCOME_RATE_LIMITED, 429, "rate_limit_exceeded"},
+    {AUTH_OUTCOME_UNAVAILABLE, 503, "server_error"}, /* GitLab or its keys unreachable: not the client's fault */
 };
 
 static const err_row *row_of(err code) {
@@ -105,6 +123,17 @@ enum MHD_Result srv_reply_status(srv_req *r, int status, const char *msg, const 
     if (!r->note[0]) snprintf(r->note, sizeof(r->note), "%.150s", msg);
     int retry = status == 429 || status == 503 ? 1 : 0;
     return reply_body(r, status, body_of(r->style, status, type_of_status(status), msg, param), retry);
+}
+
+enum MHD_Result srv_reply_auth(srv_req *r, const auth_result *ar) {
+    const auth_row *row = &auth_table[1];
+    for (size_t i = 0; i < sizeof(auth_table) / sizeof(auth_table[0]); i++)
+        if (auth_table[i].outcome == ar->outcome) row = &auth_table[i];
+    /* the note is the outcome's name: the log line never carries the token or its header */
+    snprintf(r->note, sizeof(r->note), "auth: %s", auth_outcome_name(ar->outcome));
+    json_t *j = r->style == SRV_STYLE_OPENAI ? body_of(r->style, row->status, row->type, ar->message, NULL)
+                                             : json_pack("{s:s}", "error", ar->message);
+    return reply_body(r, row->status, j, ar->retry_after_s);
 }
 
 json_t *srv_v2_detail_item(json_t *loc, const char *msg, const char *type, json_t *ctx) {

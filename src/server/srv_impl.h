@@ -59,8 +59,8 @@ void srv_metrics_begin(srv_metrics *m);
 /* One finished request. engine_s < 0 when the request did not reach the engine. */
 void srv_metrics_end(srv_metrics *m, srv_route route, int status, double latency_s, double engine_s,
                      int32_t prompt_tokens, int32_t completion_tokens, int cancelled);
-/* Prometheus text exposition (heap string, xfree). sched may be NULL (loading). */
-char *srv_metrics_render(srv_metrics *m, sched *engine, size_t *len);
+/* Prometheus text exposition (heap string, xfree). sched may be NULL (loading), auth NULL (bypass). */
+char *srv_metrics_render(srv_metrics *m, sched *engine, auth *a, size_t *len);
 
 /* --- the server ---------------------------------------------------------------------------------------------- */
 struct srv {
@@ -141,6 +141,9 @@ enum MHD_Result srv_reply_422(srv_req *r, json_t *detail_items);
 /* The error body for a failure after a stream's headers went out: {"error":{...}} (heap JSON). */
 char *srv_err_body_json(srv_style style, err code, const char *msg, size_t *len);
 int srv_err_status(err code);
+/* Replies for a request auth_check did not let in: 401/403/429/503 with {"error": ...} (OpenAI's object shape on
+ * /v1, a plain message elsewhere) and Retry-After where the outcome has one. */
+enum MHD_Result srv_reply_auth(srv_req *r, const auth_result *ar);
 
 /* --- routes ------------------------------------------------------------------------------------------------- */
 enum MHD_Result srv_v1_completions(srv_req *r);

@@ -107,7 +107,40 @@ static void histogram(sbuf *b, const char *name, const char *labels, const uint6
     else sb_printf(b, "%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
 }
 
-char *srv_metrics_render(srv_metrics *m, sched *engine, size_t *len) {
+/* Authentication counters (labels are outcome names, never tokens). */
+static void render_auth(sbuf *b, auth *a) {
+    auth_stats st;
+    auth_get_stats(a, &st);
+    sb_printf(b, "# HELP suggestd_auth_requests_total Authentication decisions by outcome.\n"
+                 "# TYPE suggestd_auth_requests_total counter\n");
+    for (int i = 0; i < AUTH_OUTCOME_COUNT; i++)
+        sb_printf(b, "suggestd_auth_requests_total{outcome=\"%s\"} %llu\n", auth_outcome_name((auth_outcome)i),
+                  (unsigned long long)st.outcome[i]);
+    sb_printf(b,
+              "# HELP suggestd_auth_cache_total Decision cache lookups of GitLab tokens.\n"
+              "# TYPE suggestd_auth_cache_total counter\n"
+              "suggestd_auth_cache_total{store=\"%s\",result=\"hit\"} %llu\n"
+              "suggestd_auth_cache_total{store=\"%s\",result=\"miss\"} %llu\n"
+              "# HELP suggestd_auth_store_errors_total Cache store failures (Redis down or slow); decided without it.\n"
+              "# TYPE suggestd_auth_store_errors_total counter\nsuggestd_auth_store_errors_total %llu\n"
+              "# HELP suggestd_auth_gitlab_requests_total Calls to GitLab's ml/ai-assist, and those that failed.\n"
+              "# TYPE suggestd_auth_gitlab_requests_total counter\n"
+              "suggestd_auth_gitlab_requests_total{result=\"answered\"} %llu\n"
+              "suggestd_auth_gitlab_requests_total{result=\"failed\"} %llu\n"
+              "# HELP suggestd_auth_single_flight_waits_total Requests that waited for another's GitLab call.\n"
+              "# TYPE suggestd_auth_single_flight_waits_total counter\nsuggestd_auth_single_flight_waits_total %llu\n"
+              "# HELP suggestd_auth_jwks_fetches_total OIDC discovery + JWKS fetches.\n"
+              "# TYPE suggestd_auth_jwks_fetches_total counter\nsuggestd_auth_jwks_fetches_total %llu\n"
+              "# HELP suggestd_auth_rate_limit_fallbacks_total Rate-limit checks done locally because the store failed.\n"
+              "# TYPE suggestd_auth_rate_limit_fallbacks_total counter\nsuggestd_auth_rate_limit_fallbacks_total %llu\n",
+              auth_store_kind(a), (unsigned long long)st.cache_hits, auth_store_kind(a),
+              (unsigned long long)st.cache_misses, (unsigned long long)st.store_errors,
+              (unsigned long long)(st.gitlab_calls - st.gitlab_errors), (unsigned long long)st.gitlab_errors,
+              (unsigned long long)st.single_flight_waits, (unsigned long long)st.jwks_fetches,
+              (unsigned long long)st.rate_store_fallbacks);
+}
+
+char *srv_metrics_render(srv_metrics *m, sched *engine, auth *a, size_t *len) {
     sbuf b = {xmalloc(8192), 0, 8192, 0};
     if (!b.p) return NULL;
     pthread_mutex_lock(&m->mu);
@@ -162,6 +195,7 @@ char *srv_metrics_render(srv_metrics *m, sched *engine, size_t *len) {
               engine && sched_healthy(engine) ? 1 : 0, st.queued, st.queue_max, st.running,
               (unsigned long long)st.completed, (unsigned long long)st.cancelled, (unsigned long long)st.rejected,
               (unsigned long long)st.failed);
+    if (a) render_auth(&b, a);
     if (b.oom) {
         xfree(b.p);
         return NULL;

@@ -5,12 +5,16 @@
  *     identical to HF's, and teacher-forced top-5 logprobs within 1e-4 of HF's fp32 math;
  *   - tiny-fp16 runs in f16 activations with an f16 KV cache (HF's fp16 mode): its teacher-forced top-5 logprobs
  *     must be within 5e-2 of HF's own fp16-mode run (the two round in different places; CPU vs HF fp16 mode is
- *     held to 3e-2 with f32 activations); the distance to HF's fp32 math and the greedy agreement are printed.
+ *     held to 3e-2 with f32 activations); the distance to HF's fp32 math and the greedy agreement are printed;
+ *   - step graphs: the same prefill and decode steps (batch 1 and small batches of growing block tables, across the
+ *     attention key budgets 128 / 256) on a model with graphs and one without (SUGGESTD_CUDA_GRAPHS=0) give the
+ *     same logits (the same kernels and split plan: bit for bit expected), and the graphs were replayed.
  * Plain C + jansson (no cmocka): it runs on the GPU machine. */
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -208,6 +212,119 @@ static void run_model(const char *name, int strict, double tol) {
     free_fixture(&fx);
 }
 
+/* ---- step graphs ----------------------------------------------------------------------------------------------- */
+
+#define GS_SEQS 3
+#define GS_BLOCKS 40 /* per sequence */
+
+typedef struct gs_side {
+    eng_backend *be;
+    eng_model *em;
+} gs_side;
+
+static int gs_open(gs_side *sd, model *m, int graphs, errbuf *eb) {
+    memset(sd, 0, sizeof(*sd));
+    if (!graphs) setenv("SUGGESTD_CUDA_GRAPHS", "0", 1);
+    eng_model_opts mo = {64, GS_SEQS * GS_BLOCKS, -1};
+    int ok = eng_backend_create(backend_name, 0, &sd->be, eb) == ERR_OK &&
+             eng_model_create(sd->be, m, &mo, &sd->em, eb) == ERR_OK;
+    unsetenv("SUGGESTD_CUDA_GRAPHS");
+    return ok ? 0 : -1;
+}
+
+static void gs_close(gs_side *sd) {
+    eng_model_destroy(sd->em);
+    eng_backend_destroy(sd->be);
+}
+
+typedef struct gs_state {
+    int32_t len[GS_SEQS], table[GS_SEQS][GS_BLOCKS];
+    uint64_t rng;
+    double worst;
+} gs_state;
+
+/* One step on both sides: sequence s gets n_new[s] tokens (0: not in the batch); logits of every row compared. */
+static int gs_step(gs_state *st, gs_side sd[2], const int32_t *n_new, int32_t V, errbuf *eb) {
+    eng_seq seqs[GS_SEQS];
+    int32_t toks[64], pos[64], lrows[64], n_seqs = 0, rows = 0;
+    for (int s = 0; s < GS_SEQS; s++) {
+        if (!n_new[s]) continue;
+        int32_t need = (st->len[s] + n_new[s] + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK; /* tables grow with the sequence */
+        seqs[n_seqs++] = (eng_seq){rows, n_new[s], st->len[s], st->table[s], need};
+        for (int32_t t = 0; t < n_new[s]; t++, rows++) {
+            st->rng = st->rng * 6364136223846793005ull + 1442695040888963407ull;
+            toks[rows] = (int32_t)((st->rng >> 33) % 50000), pos[rows] = st->len[s] + t, lrows[rows] = rows;
+        }
+        st->len[s] += n_new[s];
+    }
+    eng_batch b = {n_seqs, seqs, rows, toks, pos};
+    float *lg[2];
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        lg[i] = xmalloc_array((size_t)rows * V, sizeof(float));
+        if (eng_model_forward(sd[i].em, &b, lrows, rows, lg[i], eb) != ERR_OK) rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < (size_t)rows * V; i++) {
+        double d = fabs((double)lg[0][i] - lg[1][i]);
+        if (!(d <= st->worst)) st->worst = d; /* a NaN sticks */
+    }
+    xfree(lg[0]);
+    xfree(lg[1]);
+    return rc;
+}
+
+static void graphs_case(const char *name, double tol) {
+    fixture fx;
+    GC_CHECK(load_fixture(&fx, name) == 0, "could not set up %s", name);
+    errbuf eb = {0};
+    gs_side sd[2];
+    GC_CHECK(gs_open(&sd[0], fx.m, 1, &eb) == 0 && gs_open(&sd[1], fx.m, 0, &eb) == 0, "%s: %s", name, eb.msg);
+    const int32_t V = fx.m->cfg.vocab_size;
+    gs_state st = {.rng = 42};
+    for (int s = 0; s < GS_SEQS; s++)
+        for (int i = 0; i < GS_BLOCKS; i++) st.table[s][i] = (GS_SEQS - 1 - s) * GS_BLOCKS + (i * 7) % GS_BLOCKS;
+    /* prefill: 100, 230 and 9 tokens, in chunks of up to 64 rows (those run as graphs too when seen twice) */
+    const int32_t prompt[GS_SEQS] = {100, 230, 9};
+    for (int s = 0; s < GS_SEQS; s++)
+        for (int32_t done = 0; done < prompt[s];) {
+            int32_t n[GS_SEQS] = {0};
+            n[s] = prompt[s] - done < 64 ? prompt[s] - done : 64;
+            GC_CHECK(gs_step(&st, sd, n, V, &eb) == 0, "%s: prefill: %s", name, eb.msg);
+            done += n[s];
+        }
+    /* decode: batch 1 (sequence 0, context 100 -> 260, across the key budgets 128 and 256) and every third step a
+     * batch of three (1, 2 and 1 new tokens) */
+    for (int i = 0; i < 120; i++) {
+        int32_t n1[GS_SEQS] = {1, 0, 0}, n3[GS_SEQS] = {1, 2, 1};
+        GC_CHECK(gs_step(&st, sd, i % 3 == 2 ? n3 : n1, V, &eb) == 0, "%s: decode step %d: %s", name, i,
+                 eb.msg);
+    }
+    eng_graph_stats gs[2];
+    eng_model_graph_stats(sd[0].em, &gs[0]);
+    eng_model_graph_stats(sd[1].em, &gs[1]);
+    printf("  %-30s graphs: %llu replays, %llu captures, %llu steps op by op; without: %llu/%llu/%llu; "
+           "max |logit diff| %.3g\n",
+           name, (unsigned long long)gs[0].replays, (unsigned long long)gs[0].captures,
+           (unsigned long long)gs[0].runs, (unsigned long long)gs[1].replays, (unsigned long long)gs[1].captures,
+           (unsigned long long)gs[1].runs, st.worst);
+    GC_CHECK(st.worst <= tol, "%s: logits with graphs differ by %.3g (limit %.0e)", name, st.worst, tol);
+    GC_CHECK(gs[0].replays >= 100 && gs[0].captures >= 3, "%s: graphs were not used (%llu replays, %llu captures)",
+             name, (unsigned long long)gs[0].replays, (unsigned long long)gs[0].captures);
+    GC_CHECK(gs[1].replays == 0 && gs[1].captures == 0, "%s: SUGGESTD_CUDA_GRAPHS=0 still made graphs", name);
+    for (int i = 0; i < 2; i++) {
+        errbuf bst = {0};
+        GC_CHECK(eng_backend_status(sd[i].be, &bst) == ERR_OK, "backend unhealthy: %s", bst.msg);
+        gs_close(&sd[i]);
+    }
+    free_fixture(&fx);
+}
+
+static void test_graphs(void) {
+    if (strncmp(backend_name, "cuda", 4)) return; /* graphs are the CUDA backend's */
+    graphs_case("tiny-fp32", 1e-3); /* expected 0: the limits only allow another cuBLAS kernel */
+    graphs_case("tiny-fp16", 5e-2);
+}
+
 static void test_fp32(void) { run_model("tiny-fp32", 1, 1e-4); }
 static void test_fp16(void) { run_model("tiny-fp16", 0, 5e-2); }
 
@@ -222,6 +339,7 @@ int main(int argc, char **argv) {
     eng_backend_destroy(probe);
     GC_RUN(test_fp32);
     GC_RUN(test_fp16);
+    GC_RUN(test_graphs);
     printf("%s: %d failure%s\n", gc_failures ? "FAILED" : "PASSED", gc_failures, gc_failures == 1 ? "" : "s");
     return gc_failures ? 1 : 0;
 }

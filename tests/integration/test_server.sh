@@ -79,9 +79,10 @@ jqb() { jq -r "$1" <<<"$BODY" 2>/dev/null; }
 is_json() { jq -e . >/dev/null 2>&1 <<<"$BODY"; }
 
 # --- configuration and startup ---------------------------------------------------------------------------------
-out=$(env -u BYPASS_EXTERNAL_AUTH "$BIN" serve --model "$M" --port 1 2>&1); rc=$?
-[ $rc = 2 ] && grep -q BYPASS_EXTERNAL_AUTH <<<"$out" && ok "refuses to start without BYPASS_EXTERNAL_AUTH" \
-    || bad "refuses to start without auth bypass" "rc=$rc" "$out"
+# authentication itself is tested by test_auth.sh; here only that a bad auth setup stops startup with a reason
+out=$(env -u BYPASS_EXTERNAL_AUTH -u SUGGESTD_CACHE_SECRET USE_LOCAL_CACHE=false "$BIN" serve --model "$M" --port 1 2>&1); rc=$?
+[ $rc = 2 ] && grep -q SUGGESTD_CACHE_SECRET <<<"$out" && ok "Redis auth cache without SUGGESTD_CACHE_SECRET refuses to start" \
+    || bad "Redis auth cache without SUGGESTD_CACHE_SECRET refuses to start" "rc=$rc" "$out"
 out=$(BYPASS_EXTERNAL_AUTH=maybe "$BIN" serve --model "$M" 2>&1); rc=$?
 [ $rc = 2 ] && grep -q "env BYPASS_EXTERNAL_AUTH" <<<"$out" && ok "bad boolean names the variable" \
     || bad "bad boolean names the variable" "rc=$rc" "$out"

@@ -8,7 +8,8 @@
  *   of the GPU until its logits are read.
  * - Ops receive host arrays (token ids, positions, the batch's block tables). They are packed into int32 arrays,
  *   looked up by content in a small cache of device copies, and uploaded through a pinned ring only when new: a
- *   forward pass uploads each once, not once per layer, and never waits for the upload.
+ *   forward pass uploads each once, not once per layer, and never waits for the upload. Inside a step
+ *   (cuda_graph.c) the step's arrays are already on the device at fixed addresses and the ops use those.
  * - Errors: every CUDA and cuBLAS status is checked. Out-of-memory returns ERR_NOMEM and leaves the backend usable;
  *   anything else is sticky (a kernel fault poisons the context): the backend records the first message, returns
  *   ERR_CUDA from every later op, and eng_backend_status reports it so the server can mark the engine unhealthy.
@@ -31,7 +32,18 @@ typedef struct cuda_kv {
 
 /* ---- errors ---------------------------------------------------------------------------------------------------- */
 
+err cuda__capture_refuse(cuda_backend *b) {
+    b->capture_broken = 1;
+    return ERR_UNSUPPORTED;
+}
+
+/* During a capture nothing executes, so a failure there is the capture's: it is dropped and the ops run again
+ * directly, where a real fault shows (and turns sticky). */
 err cuda__fail(cuda_backend *b, cudaError_t e, const char *what) {
+    if (b->capturing) {
+        (void)cudaGetLastError();
+        return cuda__capture_refuse(b);
+    }
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError(); /* not sticky: clear it */
         return ERR_NOMEM;
@@ -45,6 +57,7 @@ err cuda__fail(cuda_backend *b, cudaError_t e, const char *what) {
 }
 
 err cuda__fail_blas(cuda_backend *b, cublasStatus_t s, const char *what) {
+    if (b->capturing) return cuda__capture_refuse(b);
     if (s == CUBLAS_STATUS_ALLOC_FAILED) return ERR_NOMEM;
     if (!b->sticky) {
         b->sticky = ERR_CUDA;
@@ -63,7 +76,7 @@ static err cuda_status(const eng_backend *be, errbuf *eb) {
  * that created it, so every entry point selects the backend's device (a no-op when it already is current). */
 static _Thread_local int tls_device = -1;
 
-static err enter(cuda_backend *b) {
+err cuda__enter(cuda_backend *b) {
     if (b->sticky) return b->sticky;
     if (tls_device != b->device) {
         CUDA_CHECK(b, cudaSetDevice(b->device));
@@ -74,7 +87,7 @@ static err enter(cuda_backend *b) {
 
 #define ENTER(b)                                                                                                     \
     do {                                                                                                             \
-        err rc_ = enter(b);                                                                                          \
+        err rc_ = cuda__enter(b);                                                                                    \
         if (rc_ != ERR_OK) return rc_;                                                                               \
     } while (0)
 
@@ -82,6 +95,8 @@ static err enter(cuda_backend *b) {
 
 err cuda__scratch(cuda_backend *b, int i, size_t bytes, void **out) {
     if (bytes > b->scratch_cap[i]) {
+        if (b->capturing) return cuda__capture_refuse(b);
+        b->epoch++; /* graphs holding the old buffer are stale */
         /* cudaFree waits for the device, so kernels still reading the old buffer finish first */
         if (b->scratch[i]) CUDA_CHECK(b, cudaFree(b->scratch[i]));
         b->scratch[i] = NULL;
@@ -96,7 +111,8 @@ err cuda__scratch(cuda_backend *b, int i, size_t bytes, void **out) {
 
 /* Asynchronous host -> device copy of n bytes through the pinned ring. A region is reused only after a stream
  * synchronize, so a pending copy never reads overwritten bytes. */
-static err upload(cuda_backend *b, void *dev, const void *src, size_t n) {
+err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n) {
+    if (b->capturing) return cuda__capture_refuse(b); /* would bake this step's pinned bytes into the graph */
     const size_t need = (n + 255) & ~(size_t)255;
     if (b->pinned_off + need > b->pinned_cap) {
         CUDA_CHECK(b, cudaStreamSynchronize(b->stream));
@@ -142,11 +158,23 @@ static err meta_get(cuda_backend *b, const int32_t *ints, size_t n, const int32_
         m->cap = cap;
     }
     m->n = 0; /* invalid until the upload is queued */
-    err rc = upload(b, m->dev, ints, n * sizeof(int32_t));
+    err rc = cuda__upload(b, m->dev, ints, n * sizeof(int32_t));
     if (rc != ERR_OK) return rc;
     memcpy(m->host, ints, n * sizeof(int32_t));
     m->n = n;
     *out = m->dev;
+    return ERR_OK;
+}
+
+/* Device copy of a per-step host array: the open step's fixed copy when ints is one of its arrays (by address),
+ * else the meta cache. A capture may only use the step's: a meta slot is overwritten by later uploads. */
+static err step_ints(cuda_backend *b, const int32_t *ints, size_t n, const int32_t **out) {
+    const cuda_step *s = b->step;
+    if (s && ints == s->tokens && n == (size_t)s->n_rows) *out = s->d_tokens;
+    else if (s && ints == s->positions && n == (size_t)s->n_rows) *out = s->d_positions;
+    else if (s && s->n_logits && ints == s->logit_rows && n == (size_t)s->n_logits) *out = s->d_logit_rows;
+    else if (b->capturing) return cuda__capture_refuse(b);
+    else return meta_get(b, ints, n, out);
     return ERR_OK;
 }
 
@@ -177,6 +205,7 @@ static void cuda_destroy(eng_backend *be) {
         if (b->rope_cs) (void)cudaFree(b->rope_cs);
         if (b->pinned) (void)cudaFreeHost(b->pinned);
         if (b->blas) (void)cublasDestroy(b->blas);
+        if (b->blas_ws) (void)cudaFree(b->blas_ws);
         if (b->stream) (void)cudaStreamDestroy(b->stream);
     }
     xfree(b->hbuf);
@@ -199,7 +228,7 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
     b->base.ops = &cuda__backend_ops;
     b->device = device;
     struct cudaDeviceProp prop;
-    err rc = enter(b);
+    err rc = cuda__enter(b);
     if (rc == ERR_OK && (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) rc = cuda__fail(b, e, "cudaGetDeviceProperties");
     if (rc == ERR_OK && (e = cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking)) != cudaSuccess)
         rc = cuda__fail(b, e, "cudaStreamCreate");
@@ -209,6 +238,13 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         /* f32 GEMMs stay f32: no TF32 behind our back */
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(b->blas, CUBLAS_DEFAULT_MATH);
         if (s != CUBLAS_STATUS_SUCCESS) rc = cuda__fail_blas(b, s, "cublasCreate");
+    }
+    /* our own workspace (after cublasSetStream, which resets it): cuBLAS then never allocates inside a capture */
+    if (rc == ERR_OK && (e = cudaMalloc(&b->blas_ws, CUDA_BLAS_WS)) != cudaSuccess)
+        rc = cuda__fail(b, e, "cudaMalloc (cuBLAS workspace)");
+    if (rc == ERR_OK) {
+        cublasStatus_t s = cublasSetWorkspace(b->blas, b->blas_ws, CUDA_BLAS_WS);
+        if (s != CUBLAS_STATUS_SUCCESS) rc = cuda__fail_blas(b, s, "cublasSetWorkspace");
     }
     if (rc != ERR_OK) {
         errbuf_set(eb, rc, "cuda:%d: %s", device, b->sticky ? b->msg : "out of memory");
@@ -299,7 +335,7 @@ static err cuda_embed(eng_backend *be, eng_tensor *y, const eng_tensor *wte, con
     ENTER(b);
     if (n_rows == 0) return ERR_OK;
     const int32_t *d_tok;
-    err rc = meta_get(b, tokens, (size_t)n_rows, &d_tok);
+    err rc = step_ints(b, tokens, (size_t)n_rows, &d_tok);
     if (rc != ERR_OK) return rc;
     CUDA_CHECK(b, cuda__copy_rows(b->stream, eng_tensor_rows(*y, 0, n_rows), *wte, d_tok, n_rows));
     return ERR_OK;
@@ -337,6 +373,7 @@ static err cuda_add(eng_backend *be, eng_tensor *y, const eng_tensor *x) {
  * regrown (rarely) when a position beyond the table shows up. */
 static err rope_table(cuda_backend *b, int32_t rd, int32_t max_pos) {
     if (b->rope_cs && b->rope_rd == rd && max_pos < b->rope_npos) return ERR_OK;
+    if (b->capturing) return cuda__capture_refuse(b);
     int32_t npos = 2048;
     while (npos <= max_pos) npos *= 2;
     const int32_t half = rd / 2;
@@ -348,6 +385,7 @@ static err rope_table(cuda_backend *b, int32_t rd, int32_t max_pos) {
             h[((size_t)p * half + i) * 2] = cosf(a);
             h[((size_t)p * half + i) * 2 + 1] = sinf(a);
         }
+    b->epoch++; /* graphs holding the old table are stale */
     err rc = ERR_OK;
     cudaError_t e = cudaSuccess;
     if (b->rope_cs) e = cudaFree(b->rope_cs); /* waits for kernels using the old table */
@@ -376,7 +414,7 @@ static err cuda_rope(eng_backend *be, eng_tensor *x, const int32_t *positions, e
     }
     err rc = rope_table(b, s.rotary_dim, max_pos);
     const int32_t *d_pos = NULL;
-    if (rc == ERR_OK) rc = meta_get(b, positions, (size_t)x->rows, &d_pos);
+    if (rc == ERR_OK) rc = step_ints(b, positions, (size_t)x->rows, &d_pos);
     if (rc != ERR_OK) return rc;
     CUDA_CHECK(b, cuda__rope(b->stream, *x, d_pos, b->rope_cs, s));
     return ERR_OK;
@@ -420,22 +458,9 @@ static void cuda_kv_destroy(eng_backend *be, eng_kv *kv_) {
     xfree(kv);
 }
 
-/* The batch as the KV kernels read it, one int32 array (kv_store and attention of every layer build the same one,
- * so it is uploaded once per forward):
- *   [0] n_rows  [1] total blocks  [2] tiles of 8 rows  [3] tiles of 1 row
- *   slot[n_rows]            cache slot of each row (block * ENG_KV_BLOCK + position % ENG_KV_BLOCK)
- *   blocks[total]           every sequence's block table, concatenated
- *   tiles8[4 * n8], tiles1[4 * n1]   {row0, n_rows, pos0, offset of the sequence's table in blocks}
- * Sequences with at least 4 new rows (prefill chunks) go into tiles of 8 rows that share K/V reads; decode rows
- * get tiles of one. */
-#define ATTN_TILE_ROWS 8
+#define ATTN_TILE_ROWS 8 /* the layout's tiles8 (cuda_impl.h) */
 
-typedef struct batch_layout {
-    const int32_t *dev;
-    int32_t n_rows, n_blocks, n8, n1, max_keys8, max_keys1;
-} batch_layout;
-
-static err layout_batch(cuda_backend *b, const eng_batch *batch, batch_layout *lo) {
+void cuda__layout_count(const eng_batch *batch, cuda__layout *lo) {
     int64_t total_blocks = 0, n8 = 0, n1 = 0;
     for (int32_t s = 0; s < batch->n_seqs; s++) {
         const eng_seq *q = &batch->seqs[s];
@@ -443,13 +468,19 @@ static err layout_batch(cuda_backend *b, const eng_batch *batch, batch_layout *l
         if (q->n_tokens >= 4) n8 += (q->n_tokens + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
         else n1 += q->n_tokens;
     }
-    size_t n = 4 + (size_t)batch->n_rows + (size_t)total_blocks + 4 * (size_t)(n8 + n1);
-    err rc = hbuf_reserve(b, n);
-    if (rc != ERR_OK) return rc;
-    int32_t *h = b->hbuf, *slot = h + 4, *blocks = slot + batch->n_rows, *t8 = blocks + total_blocks,
-            *t1 = t8 + 4 * n8;
     memset(lo, 0, sizeof(*lo));
-    h[0] = batch->n_rows, h[1] = (int32_t)total_blocks, h[2] = (int32_t)n8, h[3] = (int32_t)n1;
+    lo->n_rows = batch->n_rows, lo->total_blocks = lo->blocks_cap = (int32_t)total_blocks;
+    lo->n8 = (int32_t)n8, lo->n1 = (int32_t)n1;
+}
+
+size_t cuda__layout_ints(const cuda__layout *lo) {
+    return 4 + (size_t)lo->n_rows + (size_t)lo->blocks_cap + 4 * (size_t)(lo->n8 + lo->n1);
+}
+
+void cuda__layout_fill(const eng_batch *batch, cuda__layout *lo, int32_t *h) {
+    int32_t *slot = h + 4, *blocks = slot + lo->n_rows, *t8 = blocks + lo->blocks_cap, *t1 = t8 + 4 * lo->n8;
+    h[0] = lo->n_rows, h[1] = lo->blocks_cap, h[2] = lo->n8, h[3] = lo->n1;
+    lo->max_keys8 = lo->max_keys1 = 0;
     int32_t off = 0, i8 = 0, i1 = 0;
     for (int32_t s = 0; s < batch->n_seqs; s++) {
         const eng_seq *q = &batch->seqs[s];
@@ -470,10 +501,29 @@ static err layout_batch(cuda_backend *b, const eng_batch *batch, batch_layout *l
         }
         off += q->n_blocks;
     }
-    rc = meta_get(b, h, n, &lo->dev);
+    for (int32_t i = off; i < lo->blocks_cap; i++) blocks[i] = 0; /* unused room: defined bytes */
+}
+
+int32_t cuda__keys_bucket(int32_t keys) {
+    int32_t b = 128;
+    while (b < keys && b < (1 << 30)) b *= 2;
+    return b;
+}
+
+/* The device layout of batch: the open step's (already on the device), else built and found in / sent to the meta
+ * cache: kv_store and attention of every layer ask for the same one, so a forward uploads it once. */
+static err batch_layout(cuda_backend *b, const eng_batch *batch, cuda__layout *lo) {
+    if (b->step && batch == b->step->batch) {
+        *lo = b->step->lo;
+        return ERR_OK;
+    }
+    if (b->capturing) return cuda__capture_refuse(b);
+    cuda__layout_count(batch, lo);
+    size_t n = cuda__layout_ints(lo);
+    err rc = hbuf_reserve(b, n);
     if (rc != ERR_OK) return rc;
-    lo->n_rows = batch->n_rows, lo->n_blocks = (int32_t)total_blocks, lo->n8 = (int32_t)n8, lo->n1 = (int32_t)n1;
-    return ERR_OK;
+    cuda__layout_fill(batch, lo, b->hbuf);
+    return meta_get(b, b->hbuf, n, &lo->dev);
 }
 
 static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_tensor *k, const eng_tensor *v,
@@ -481,8 +531,8 @@ static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_
     cuda_backend *b = (cuda_backend *)be;
     ENTER(b);
     cuda_kv *kv = (cuda_kv *)kv_;
-    batch_layout lo;
-    err rc = layout_batch(b, batch, &lo);
+    cuda__layout lo;
+    err rc = batch_layout(b, batch, &lo);
     if (rc != ERR_OK) return rc;
     size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
                        eng_dtype_size(kv->base.dtype);
@@ -491,17 +541,19 @@ static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_
     return ERR_OK;
 }
 
-/* Splits the keys of one launch into chunks so that tiles x heads x chunks fills the GPU about twice. */
-static void plan_splits(const cuda_backend *b, cuda__attn_args *a, int32_t max_keys) {
+/* Splits a key budget into chunks so that tiles x heads x chunks fills the GPU about twice. The budget is the
+ * launch's longest key range rounded up (cuda__keys_bucket), not the positions themselves, so a step graph keeps
+ * its plan while the context grows inside the budget: chunks past a tile's keys exit at once. */
+static void plan_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budget) {
     const int64_t base = (int64_t)a->n_tiles * a->n_head, want = 2 * (int64_t)b->n_sms;
     int64_t splits = base >= want ? 1 : (want + base - 1) / base;
-    const int64_t max_splits = (max_keys + 127) / 128;
+    const int64_t max_splits = (budget + 127) / 128;
     if (splits > max_splits) splits = max_splits;
     if (splits < 1) splits = 1;
-    int64_t chunk = (max_keys + splits - 1) / splits;
+    int64_t chunk = (budget + splits - 1) / splits;
     chunk = (chunk + 127) / 128 * 128;
     a->chunk = (int32_t)chunk;
-    a->n_splits = (int32_t)((max_keys + chunk - 1) / chunk);
+    a->n_splits = (int32_t)((budget + chunk - 1) / chunk);
 }
 
 static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv_, int32_t layer,
@@ -510,8 +562,8 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
     ENTER(b);
     const cuda_kv *kv = (const cuda_kv *)kv_;
     if (shape.head_dim % 2 || shape.head_dim > 256) return ERR_UNSUPPORTED;
-    batch_layout lo;
-    err rc = layout_batch(b, batch, &lo);
+    cuda__layout lo;
+    err rc = batch_layout(b, batch, &lo);
     if (rc != ERR_OK) return rc;
     size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
                        eng_dtype_size(kv->base.dtype);
@@ -524,9 +576,9 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
         };
         a.rows = pass == 0 ? ATTN_TILE_ROWS : 1;
         a.n_tiles = pass == 0 ? lo.n8 : lo.n1;
-        a.tiles = blocks + lo.n_blocks + (pass == 0 ? 0 : 4 * lo.n8);
+        a.tiles = blocks + lo.blocks_cap + (pass == 0 ? 0 : 4 * lo.n8);
         if (a.n_tiles == 0) continue;
-        plan_splits(b, &a, pass == 0 ? lo.max_keys8 : lo.max_keys1);
+        plan_splits(b, &a, cuda__keys_bucket(pass == 0 ? lo.max_keys8 : lo.max_keys1));
         size_t pf = cuda__attention_part_floats(&a);
         if (pf) {
             void *p;
@@ -597,4 +649,8 @@ const eng_backend_ops cuda__backend_ops = {
     .kv_destroy = cuda_kv_destroy,
     .kv_store = cuda_kv_store,
     .attention = cuda_attention,
+    .graphs_create = cuda__graphs_create,
+    .graphs_destroy = cuda__graphs_destroy,
+    .graphs_begin = cuda__graphs_begin,
+    .graphs_end = cuda__graphs_end,
 };

@@ -11,6 +11,7 @@
 #include "eng_impl.h"
 
 #define CUDA_META_SLOTS 8
+#define CUDA_BLAS_WS ((size_t)32 << 20) /* cuBLAS workspace bytes (NVIDIA suggests 32 MiB on Hopper) */
 
 /* A small int32 array (token ids, positions, the batch layout) already on the device: ops of one forward pass
  * ask for the same arrays layer after layer, so each is uploaded once and found again by content. */
@@ -18,6 +19,38 @@ typedef struct cuda_meta {
     int32_t *host, *dev;
     size_t n, cap;
 } cuda_meta;
+
+/* The batch as the KV kernels read it, one int32 array:
+ *   [0] n_rows  [1] blocks_cap  [2] tiles of 8 rows  [3] tiles of 1 row
+ *   slot[n_rows]            cache slot of each row (block * ENG_KV_BLOCK + position % ENG_KV_BLOCK)
+ *   blocks[blocks_cap]      every sequence's block table, concatenated (total_blocks used, the rest unused room)
+ *   tiles8[4 * n8], tiles1[4 * n1]   {row0, n_rows, pos0, offset of the sequence's table in blocks}
+ * Sequences with at least 4 new rows (prefill chunks) go into tiles of 8 rows that share K/V reads; decode rows
+ * get tiles of one. blocks_cap > total_blocks lets a step graph keep its offsets while block tables grow. */
+typedef struct cuda__layout {
+    const int32_t *dev; /* the array on the device */
+    int32_t n_rows, total_blocks, blocks_cap, n8, n1, max_keys8, max_keys1;
+} cuda__layout;
+
+/* Counts (n_rows, total_blocks, n8, n1; blocks_cap = total_blocks) for batch. */
+void cuda__layout_count(const eng_batch *batch, cuda__layout *lo);
+/* Ints the array of a counted layout takes. */
+size_t cuda__layout_ints(const cuda__layout *lo);
+/* Writes the array into h (cuda__layout_ints of it) and sets max_keys8 / max_keys1. */
+void cuda__layout_fill(const eng_batch *batch, cuda__layout *lo, int32_t *h);
+/* The attention key budget the split plan is made for: keys rounded up to a power of two (at least 128), so that
+ * steps of one graph share a plan whatever their positions. */
+int32_t cuda__keys_bucket(int32_t keys);
+
+/* An open step (cuda_graph.c): the caller's per-step host arrays, recognised by address, and their fixed device
+ * copies, which the ops use instead of uploading (during a capture they must). */
+typedef struct cuda_step {
+    const eng_batch *batch;
+    const int32_t *tokens, *positions, *logit_rows;
+    int32_t n_rows, n_logits;
+    const int32_t *d_tokens, *d_positions, *d_logit_rows;
+    cuda__layout lo;
+} cuda_step;
 
 typedef struct cuda_backend {
     eng_backend_base base;
@@ -41,6 +74,12 @@ typedef struct cuda_backend {
     /* (cos, sin) table for RoPE: [rope_npos][rope_rd / 2] float pairs */
     float *rope_cs;
     int32_t rope_rd, rope_npos;
+    void *blas_ws; /* cuBLAS workspace, ours so a capture never makes cuBLAS allocate */
+    /* step graphs (cuda_graph.c): the open step, whether the stream is capturing and whether an op refused to be
+     * captured; epoch counts replacements of the buffers above that a graph may point to (scratch, RoPE table) */
+    const cuda_step *step;
+    int capturing, capture_broken;
+    uint64_t epoch;
 } cuda_backend;
 
 /* Records a CUDA runtime failure of `what` on b and returns its code: ERR_NOMEM for an out-of-memory (the backend
@@ -49,6 +88,19 @@ err cuda__fail(cuda_backend *b, cudaError_t e, const char *what);
 err cuda__fail_blas(cuda_backend *b, cublasStatus_t s, const char *what);
 /* Device scratch i of at least `bytes`, contents undefined, valid until the next call for the same i. */
 err cuda__scratch(cuda_backend *b, int i, size_t bytes, void **out);
+/* Selects b's device on this thread; b->sticky when unhealthy. */
+err cuda__enter(cuda_backend *b);
+/* Asynchronous host -> device copy of n bytes through the pinned ring (src may change once this returns). */
+err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n);
+/* What an op returns when it cannot be captured (it would allocate, synchronize or upload): marks the capture
+ * broken, so cuda_graph.c drops it and the ops run again directly. */
+err cuda__capture_refuse(cuda_backend *b);
+
+err cuda__graphs_create(eng_backend *be, eng_graphs **out);
+void cuda__graphs_destroy(eng_backend *be, eng_graphs *g);
+err cuda__graphs_begin(eng_backend *be, eng_graphs *g, const eng_batch *batch, const int32_t *logit_rows,
+                       int32_t n_logits, eng_step *step);
+err cuda__graphs_end(eng_backend *be, eng_graphs *g, err ops_rc, eng_step *step);
 
 err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                  int accumulate);
