@@ -26,7 +26,10 @@ step "tests (asan+ubsan)" env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_st
 step "fuzz (build)" bash -c "cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DSUGGESTD_FUZZ=ON -DSUGGESTD_TESTS=OFF -DSUGGESTD_CUDA=OFF -DCMAKE_C_COMPILER=clang >/dev/null && cmake --build build-fuzz -j$jobs"
 for f in build-fuzz/fuzz_*; do
     [ -x "$f" ] || continue
-    step "fuzz $(basename "$f") (20 s)" bash -c "SUGGESTD_SOURCE_DIR=$PWD '$f' -max_total_time=20 -rss_limit_mb=4096 tests/fuzz/corpus/$(basename "$f" | sed 's/^fuzz_//') >/dev/null 2>build-fuzz/$(basename "$f").log || { tail -30 build-fuzz/$(basename "$f").log; exit 1; }"
+    # new inputs go to a scratch corpus (first dir); the committed seeds (second dir) are only read
+    name=$(basename "$f" | sed 's/^fuzz_//')
+    mkdir -p "build-fuzz/corpus-$name"
+    step "fuzz $(basename "$f") (20 s)" bash -c "SUGGESTD_SOURCE_DIR=$PWD '$f' -max_total_time=20 -rss_limit_mb=4096 build-fuzz/corpus-$name tests/fuzz/corpus/$name >/dev/null 2>build-fuzz/$(basename "$f").log || { tail -30 build-fuzz/$(basename "$f").log; exit 1; }"
 done
 
 echo
