@@ -10,7 +10,8 @@
 # dev machine by scripts/gpu-deps.sh; carry .gpu-deps), unpacked with dpkg -x into build-gpu/deps, never into /.
 # Environment: CUDA_ARCHS (default 90: this machine only, to build fast), SKIP_MEMCHECK=1, SKIP_HF=1,
 # CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
-# shapes benched again with step graphs off (SUGGESTD_CUDA_GRAPHS=0) at context 1024, the same-card "before".
+# shapes benched again at context 1024 with BASELINE_ENV set (default SUGGESTD_CUDA_GEMV=0: cuBLAS for decode rows;
+# SUGGESTD_CUDA_GRAPHS=0 for the no-graph run), the same-card "before" in the summary's last column.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +19,9 @@ OUT=${OUT:-$ROOT/build-gpu/out}
 mkdir -p "$OUT"
 SHAPES=${*:-codegen-350M codegen-2B}
 BASELINE=${BASELINE-$(echo $SHAPES | cut -d' ' -f1-2)}
+BASELINE_ENV=${BASELINE_ENV:-SUGGESTD_CUDA_GEMV=0}
+# the decode GEMV is opt-in (cuda.c CUDA_GEMV_DEFAULT) until validated: tests and benches here run with it on
+export SUGGESTD_CUDA_GEMV=${SUGGESTD_CUDA_GEMV:-1}
 CONTEXTS=${CONTEXTS:-128,1024,2048}
 PROMPT=${PROMPT:-1536}
 T_START=$(date +%s)
@@ -90,9 +94,9 @@ for s in $SHAPES; do
         --prompt-tokens $PROMPT --prefill-chunk $PROMPT --decode-tokens 32 --contexts $CONTEXTS | tee -a '$OUT/bench.txt'"
 done
 for s in $BASELINE; do
-    step "bench suggestd $s, no graphs" 300 bash -c "set -o pipefail; SUGGESTD_CUDA_GRAPHS=0 $B/gpu_bench \
+    step "bench suggestd $s, $BASELINE_ENV" 300 bash -c "set -o pipefail; env $BASELINE_ENV $B/gpu_bench \
         --shape $s --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 --decode-tokens 32 \
-        --contexts 1024 | sed 's/^RESULT \([^ ]*\) \([^ ]*\) cuda /RESULT \1 \2 cuda-nograph /' | tee -a '$OUT/bench.txt'"
+        --contexts 1024 | sed 's/^RESULT \([^ ]*\) \([^ ]*\) cuda /RESULT \1 \2 cuda-baseline /' | tee -a '$OUT/bench.txt'"
 done
 if [ "${SKIP_HF:-0}" != 1 ]; then
     for s in $SHAPES; do
@@ -115,7 +119,8 @@ fi
     echo "== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), $(($(date +%s) - T_START)) s)"
     printf '%s\n' "${summary[@]}"
     echo
-    echo "benchmarks (fp16, batch 1; floor = bytes per token / measured device-to-device copy bandwidth):"
+    echo "benchmarks (fp16, batch 1; floor = bytes per token / measured device-to-device copy bandwidth;"
+    echo "baseline = the same binary with $BASELINE_ENV):"
     awk '/^RESULT/ {
             shape = $2; who = $4; kind = $5
             for (i = 6; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -123,13 +128,13 @@ fi
             else { key = shape " decode ctx " v["ctx"]; }
             if (!(key in seen)) { seen[key] = 1; order[++n] = key }
             if (who == "hf-eager") hf[key] = v["ms"];
-            else if (who == "cuda-nograph") { if (kind != "prefill") ng[key] = v["ms"] }
+            else if (who == "cuda-baseline") { if (kind != "prefill") ng[key] = v["ms"] }
             else { ours[key] = v["ms"]; fl[key] = v["floor_ms"] }
             delete v
          }
          END {
             printf "  %-34s %12s %12s %8s %12s %8s %12s\n", "", "suggestd ms", "floor ms", "x floor", "HF eager ms", "HF/ours",
-                   "no graph ms"
+                   "baseline ms"
             for (i = 1; i <= n; i++) {
                 k = order[i]
                 printf "  %-34s %12s %12s %8s %12s %8s %12s\n", k, ours[k], (k in fl && fl[k] != "") ? fl[k] : "-",

@@ -300,6 +300,18 @@ static void test_matmul(void) {
             matmul_case(&w[1], dts[d], dts[d], dts[d], T, 1024, 3072, (int)(T & 1), (int)(T >> 1));
             matmul_case(&w[2], dts[d], dts[d], ENG_F32, T, 2560, 5120, 1, 0);
         }
+    /* the decode GEMV (cuda_gemv.cu: T <= 8, half weights, K % 8 == 0): every T, odd N, K across several x chunks
+     * with a tail (KC = 8192 / 1, 2, 4, 8 rows), a tiny K, and an N large enough for 4 rows per warp; K = 100 and
+     * K = 1100 above stay on cuBLAS (K % 8 != 0). All bias/accumulate modes over the T loop. */
+    const int64_t GKN[][2] = {{8, 1}, {264, 37}, {1032, 1001}, {8200, 129}, {4104, 67}, {64, 8451}};
+    for (int64_t T = 1; T <= 8; T++)
+        for (size_t s = 0; s < sizeof(GKN) / sizeof(GKN[0]); s++)
+            for (int d = 1; d < 3; d++) {
+                const int mode = (int)((T + (int64_t)s) & 3);
+                matmul_case(&w[0], ENG_F32, dts[d], ENG_F32, T, GKN[s][0], GKN[s][1], mode & 1, mode >> 1);
+                matmul_case(&w[1], dts[d], dts[d], dts[d], T, GKN[s][0], GKN[s][1], mode & 1, mode >> 1);
+                matmul_case(&w[2], dts[d], dts[d], ENG_F32, T, GKN[s][0], GKN[s][1], (mode + 1) & 1, mode >> 1);
+            }
     for (int d = 0; d < 3; d++) print_worst(&w[d]);
 }
 

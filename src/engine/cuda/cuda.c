@@ -25,6 +25,10 @@
 #include "cpu/cpu_impl.h" /* cpu__rope_angle: the RoPE table must match ref.c bit for bit */
 #include "cuda_impl.h"
 
+/* Whether matmuls of <= CUDA_GEMV_MAX_ROWS rows on half weights use the decode GEMV when SUGGESTD_CUDA_GEMV is unset
+ * (0 until a GPU run of test_gpu_parity has passed with it; SUGGESTD_CUDA_GEMV=1 / 0 overrides). */
+#define CUDA_GEMV_DEFAULT 0
+
 typedef struct cuda_kv {
     eng_kv_base base;
     void *k, *v; /* [n_layer][n_blocks][ENG_KV_BLOCK][d_model] of base.dtype, device */
@@ -252,6 +256,10 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         return rc;
     }
     b->n_sms = prop.multiProcessorCount;
+    {   /* the decode GEMV (cuda_gemv.cu) is opt-in until a GPU run of test_gpu_parity has passed with it */
+        const char *g = getenv("SUGGESTD_CUDA_GEMV");
+        b->gemv = g && g[0] ? g[0] != '0' : CUDA_GEMV_DEFAULT;
+    }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
              prop.minor, prop.multiProcessorCount, (double)prop.totalGlobalMem / (1024.0 * 1024 * 1024));
     *out = (eng_backend *)b;

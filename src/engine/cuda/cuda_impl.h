@@ -55,6 +55,7 @@ typedef struct cuda_step {
 typedef struct cuda_backend {
     eng_backend_base base;
     int device, n_sms;
+    int gemv; /* decode matmuls (<= CUDA_GEMV_MAX_ROWS rows, half weights) use cuda__gemv; cuda.c sets it */
     cudaStream_t stream;
     cublasHandle_t blas;
     char desc[320];

@@ -34,6 +34,13 @@ cudaError_t cuda__rope(cudaStream_t st, eng_tensor x, const int32_t *pos, const 
 cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, eng_tensor k, eng_tensor v,
                            const int32_t *slot);
 
+/* Decode matmul (cuda_gemv.cu): y[t] (+)= x[t] . w^T + bias for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16 [N, K] with
+ * K % 8 == 0, stride % 8 == 0 and 16-byte aligned data; x, y, bias of any dtype. f32 sums, one rounding into y.
+ * n_sms sizes the grid. */
+#define CUDA_GEMV_MAX_ROWS 8
+cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w, const eng_tensor *bias,
+                       int accumulate);
+
 /* One attention launch: tiles of up to `rows` (1 or 8) consecutive query rows of one sequence. tiles: device int4
  * {row0, n_rows, pos0, blocks offset}; blocks: the sequences' block tables, concatenated. Keys are split into
  * n_splits chunks of `chunk` keys (a multiple of 128); with n_splits > 1 the partial results go to part and a second

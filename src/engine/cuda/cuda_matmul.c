@@ -1,4 +1,6 @@
-/* cuda_matmul.c - y (+)= x . w^T + bias through cuBLAS (cublasGemmEx, f32 compute: no TF32, no f16 accumulation).
+/* cuda_matmul.c - y (+)= x . w^T + bias through cuBLAS (cublasGemmEx, f32 compute: no TF32, no f16 accumulation),
+ * or, for decode (x->rows <= CUDA_GEMV_MAX_ROWS) on f16/bf16 weights, our own GEMV (cuda_gemv.cu) with the bias and
+ * the accumulate fused: one kernel instead of cuBLAS plus a bias pre-fill.
  *
  * Row-major y[T, N] = x[T, K] . w[N, K]^T is, in cuBLAS's column-major terms, C[N, T] = op_T(W[K, N]) . X[K, T]
  * with the row strides as leading dimensions, so strided views (q/k/v columns of the fused buffer) need no copy.
@@ -31,6 +33,12 @@ err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_
     if (T > INT32_MAX || K > INT32_MAX || N > INT32_MAX || x->stride > INT32_MAX || w->stride > INT32_MAX ||
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
+    /* the GEMV's 16-byte weight loads need K, the row stride and the base address in whole 8-element vectors */
+    if (b->gemv && T >= 1 && T <= CUDA_GEMV_MAX_ROWS && K > 0 && (w->dtype == ENG_F16 || w->dtype == ENG_BF16) &&
+        K % 8 == 0 && w->stride % 8 == 0 && ((uintptr_t)w->data & 15) == 0) {
+        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, accumulate));
+        return ERR_OK;
+    }
     eng_tensor xa = *x, wa = *w;
     err rc = ERR_OK;
     if (x->dtype != w->dtype) { /* widen whichever is the half operand */
