@@ -5,20 +5,7 @@
 # reusing Redis decisions, Redis killed mid-run, rate limits (local and across replicas), no token in any log.
 # usage: test_auth.sh SUGGESTD MKCKPT SOURCE_DIR
 set -u
-BIN=$(realpath "$1") MKCKPT=$(realpath "$2") SRC=$(realpath "$3")
-HERE=$SRC/tests/integration
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; shift; printf '     %s\n' "$@"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$*"; fi; }
+source "$(dirname "$0")/lib.sh" "$@"
 
 for t in jq curl node redis-server redis-cli; do command -v $t >/dev/null || { echo "$t is required"; exit 1; }; done
 

@@ -4,20 +4,7 @@
 # disconnect, a full queue, configuration, graceful shutdown.
 # usage: test_server.sh SUGGESTD MKCKPT SOURCE_DIR
 set -u
-BIN=$(realpath "$1") MKCKPT=$(realpath "$2") SRC=$(realpath "$3")
-HERE=$SRC/tests/integration
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; shift; printf '     %s\n' "$@"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$*"; fi; }
+source "$(dirname "$0")/lib.sh" "$@"
 
 command -v jq >/dev/null || { echo "jq is required"; exit 1; }
 command -v curl >/dev/null || { echo "curl is required"; exit 1; }
