@@ -13,6 +13,7 @@ command -v jq >/dev/null 2>&1 || missing="$missing jq"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 if [ -n "$missing" ]; then
     echo "installing:$missing"
     if [ "$(id -u)" != 0 ]; then echo "run as root (or install:$missing)" >&2; exit 1; fi

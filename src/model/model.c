@@ -1,11 +1,14 @@
-/* model.c - open a CodeGen model directory: config.json, then one safetensors file or a sharded index, and bind
- * every weight the forward pass needs, checked against the shapes the config implies.
+/* model.c - open a CodeGen model directory: config.json, then the weights (model.safetensors, its sharded index,
+ * pytorch_model.bin, or its sharded index, in that order of preference), and bind every weight the forward pass needs,
+ * checked against the shapes the config implies.
  *
  * DESIGN. The weights are numbered "slots" in the CodeGen tensor order (wte; per layer ln_1.w, ln_1.b, qkv, out_proj,
  * fc_in.w, fc_in.b, fc_out.w, fc_out.b; ln_f.w, ln_f.b, lm_head.w, lm_head.b: 5 + 8 * n_layer in all). Each tensor
  * found in any shard is classified by name into a slot, an ignored buffer (attention masks), or an unknown name
  * (warned about, then ignored). Then every slot must be filled once, with its expected shape and the one dtype. One
- * table (slot_ptr / slot_name / slot_shape) describes the slots so the three steps cannot disagree. */
+ * table (slot_ptr / slot_name / slot_shape) describes the slots so the three steps cannot disagree. A weights file is
+ * either a safetensors file (m->shards) or a pytorch_model.bin (pt.h; kept in the model_priv wrapper below, since
+ * model.h's struct only has room for the former); both hand out st_tensors, so binding does not care which. */
 #include "model.h"
 
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include "log.h"
 #include "mapfile.h"
 #include "model_impl.h"
+#include "pt.h"
 
 #define CONFIG_MAX_BYTES (1u << 20)
 #define INDEX_MAX_BYTES (64u << 20)
@@ -36,6 +40,27 @@ static const char *const top_name[5] = {
 };
 /* Buffers some checkpoints carry that are not weights. */
 static const char *const ignored_suffix[] = {".attn.causal_mask", ".attn.bias", ".attn.masked_bias"};
+
+/* The model plus the pytorch_model.bin files; model_open allocates this and returns &pub. */
+typedef struct model_priv {
+    model pub;
+    pt_file **pt;
+    int32_t n_pt;
+} model_priv;
+
+static model_priv *priv(model *m) { return (model_priv *)m; }
+
+/* Weights files numbered 0 .. n_shards + n_pt - 1: safetensors first, then pytorch_model.bin. */
+static int32_t src_count(model *m) { return m->n_shards + priv(m)->n_pt; }
+static const char *src_name(model *m, int32_t s) {
+    return s < m->n_shards ? st_name(m->shards[s]) : pt_name(priv(m)->pt[s - m->n_shards]);
+}
+static size_t src_tensors(model *m, int32_t s) {
+    return s < m->n_shards ? st_count(m->shards[s]) : pt_count(priv(m)->pt[s - m->n_shards]);
+}
+static const st_tensor *src_at(model *m, int32_t s, size_t i) {
+    return s < m->n_shards ? st_at(m->shards[s], i) : pt_at(priv(m)->pt[s - m->n_shards], i);
+}
 
 static size_t slot_count(const model_config *c) { return 5 + (size_t)LAYER_SLOTS * (size_t)c->n_layer; }
 
@@ -141,8 +166,9 @@ static err load_config(model *m, errbuf *eb) {
 /* A shard name from an index must name a file in the model directory itself. */
 static int plain_file_name(const char *s) { return *s && !strchr(s, '/') && !strstr(s, ".."); }
 
-/* Opens every distinct shard the index names, once, and checks each listed tensor is in its shard. */
-static err open_sharded(model *m, const char *index_path, errbuf *eb) {
+/* Opens every distinct shard the index names, once, and checks each listed tensor is in its shard. is_pt: the shards
+ * are pytorch_model-*.bin files (pytorch_model.bin.index.json, the same weight_map format). */
+static err open_sharded(model *m, const char *index_path, int is_pt, errbuf *eb) {
     char *text = NULL;
     size_t len = 0;
     err rc = file_read_all(index_path, &text, &len, INDEX_MAX_BYTES, eb);
@@ -189,15 +215,18 @@ static err open_sharded(model *m, const char *index_path, errbuf *eb) {
         rc = errbuf_set(eb, ERR_FORMAT, "%s: too many shards", index_path);
         goto done;
     }
-    m->shards = xcalloc(n_files, sizeof(*m->shards));
-    if (!m->shards) {
+    model_priv *mp = priv(m);
+    if (is_pt) mp->pt = xcalloc(n_files, sizeof(*mp->pt));
+    else m->shards = xcalloc(n_files, sizeof(*m->shards));
+    if (is_pt ? !mp->pt : !m->shards) {
         rc = nomem(eb, index_path);
         goto done;
     }
-    m->n_shards = (int32_t)n_files;
+    if (is_pt) mp->n_pt = (int32_t)n_files;
+    else m->n_shards = (int32_t)n_files;
     for (size_t i = 0; i < n_files; i++) {
         char *path = path_join(m->dir, files[i]);
-        rc = path ? st_open(path, &m->shards[i], eb) : nomem(eb, index_path);
+        rc = !path ? nomem(eb, index_path) : is_pt ? pt_open(path, &mp->pt[i], eb) : st_open(path, &m->shards[i], eb);
         xfree(path);
         if (rc != ERR_OK) goto done;
     }
@@ -205,9 +234,9 @@ static err open_sharded(model *m, const char *index_path, errbuf *eb) {
         const char *fn = json_string_value(val);
         size_t i = 0;
         while (strcmp(files[i], fn)) i++;
-        if (!st_find(m->shards[i], key)) {
+        if (is_pt ? !pt_find(mp->pt[i], key) : !st_find(m->shards[i], key)) {
             rc = errbuf_set(eb, ERR_FORMAT, "%s: weight_map puts tensor '%s' in %s, which does not contain it",
-                            index_path, key, st_name(m->shards[i]));
+                            index_path, key, is_pt ? pt_name(mp->pt[i]) : st_name(m->shards[i]));
             goto done;
         }
     }
@@ -217,12 +246,15 @@ done:
     return rc;
 }
 
-/* Opens model.safetensors, or else the shards of model.safetensors.index.json. *where names the one that was used
- * (for messages about missing tensors). */
+/* Opens model.safetensors, or else the shards of model.safetensors.index.json, or else pytorch_model.bin, or else
+ * the shards of pytorch_model.bin.index.json. *where names the one that was used (for messages about missing
+ * tensors). */
 static err open_weights(model *m, char **where, errbuf *eb) {
     char *single = path_join(m->dir, "model.safetensors"), *index = path_join(m->dir, "model.safetensors.index.json");
+    char *bin = path_join(m->dir, "pytorch_model.bin"), *bin_index = path_join(m->dir, "pytorch_model.bin.index.json");
+    model_priv *mp = priv(m);
     err rc;
-    if (!single || !index) {
+    if (!single || !index || !bin || !bin_index) {
         rc = nomem(eb, m->dir);
     } else if (access(single, F_OK) == 0) {
         m->shards = xcalloc(1, sizeof(*m->shards));
@@ -234,13 +266,28 @@ static err open_weights(model *m, char **where, errbuf *eb) {
         }
         *where = single, single = NULL;
     } else if (access(index, F_OK) == 0) {
-        rc = open_sharded(m, index, eb);
+        rc = open_sharded(m, index, 0, eb);
         *where = index, index = NULL;
+    } else if (access(bin, F_OK) == 0) {
+        mp->pt = xcalloc(1, sizeof(*mp->pt));
+        if (!mp->pt) {
+            rc = nomem(eb, bin);
+        } else {
+            mp->n_pt = 1;
+            rc = pt_open(bin, &mp->pt[0], eb);
+        }
+        *where = bin, bin = NULL;
+    } else if (access(bin_index, F_OK) == 0) {
+        rc = open_sharded(m, bin_index, 1, eb);
+        *where = bin_index, bin_index = NULL;
     } else {
-        rc = errbuf_set(eb, ERR_IO, "%s: %s (and no model.safetensors.index.json)", single, strerror(errno));
+        rc = errbuf_set(eb, ERR_IO, "%s: %s (and no model.safetensors.index.json, pytorch_model.bin or "
+                        "pytorch_model.bin.index.json)", single, strerror(errno));
     }
     xfree(single);
     xfree(index);
+    xfree(bin);
+    xfree(bin_index);
     return rc;
 }
 
@@ -257,21 +304,20 @@ static err bind_tensors(model *m, const char *where, errbuf *eb) {
     }
     err rc = ERR_OK;
     char name[128], want[64], got[160];
-    for (int32_t s = 0; s < m->n_shards && rc == ERR_OK; s++) {
-        const st_file *f = m->shards[s];
-        for (size_t i = 0; i < st_count(f); i++) {
-            const st_tensor *t = st_at(f, i);
+    for (int32_t s = 0; s < src_count(m) && rc == ERR_OK; s++) {
+        for (size_t i = 0; i < src_tensors(m, s); i++) {
+            const st_tensor *t = src_at(m, s, i);
             long k = classify(c, t->name);
             if (k == SLOT_IGNORED) continue;
             if (k == SLOT_UNKNOWN) {
                 if (++n_unknown <= MAX_UNKNOWN_WARNINGS)
-                    LOG_WARN("%s: ignoring unexpected tensor '%s'", st_name(f), t->name);
+                    LOG_WARN("%s: ignoring unexpected tensor '%s'", src_name(m, s), t->name);
                 continue;
             }
             const st_tensor **slot = slot_ptr(m, (size_t)k);
             if (*slot) {
-                rc = errbuf_set(eb, ERR_FORMAT, "%s: tensor '%s' is also in %s", st_name(f), t->name,
-                                st_name(m->shards[src[k]]));
+                rc = errbuf_set(eb, ERR_FORMAT, "%s: tensor '%s' is also in %s", src_name(m, s), t->name,
+                                src_name(m, src[k]));
                 break;
             }
             *slot = t;
@@ -290,10 +336,10 @@ static err bind_tensors(model *m, const char *where, errbuf *eb) {
     const st_tensor *first = m->wte;
     if (rc == ERR_OK && first->dtype != ST_F32 && first->dtype != ST_F16 && first->dtype != ST_BF16)
         rc = errbuf_set(eb, ERR_UNSUPPORTED, "%s: tensor '%s' is %s; weights must be F32, F16 or BF16",
-                        st_name(m->shards[src[0]]), first->name, st_dtype_name(first->dtype));
+                        src_name(m, src[0]), first->name, st_dtype_name(first->dtype));
     for (size_t k = 0; k < n_slots && rc == ERR_OK; k++) {
         const st_tensor *t = *slot_ptr(m, k);
-        const char *file = st_name(m->shards[src[k]]);
+        const char *file = src_name(m, src[k]);
         int64_t dims[2];
         int nd = slot_shape(c, k, dims);
         if (t->n_dims != nd || t->shape[0] != dims[0] || (nd == 2 && t->shape[1] != dims[1])) {
@@ -314,8 +360,9 @@ static err bind_tensors(model *m, const char *where, errbuf *eb) {
 
 err model_open(const char *dir, model **out, errbuf *eb) {
     *out = NULL;
-    model *m = xcalloc(1, sizeof(*m));
-    if (!m) return nomem(eb, dir);
+    model_priv *mp = xcalloc(1, sizeof(*mp));
+    if (!mp) return nomem(eb, dir);
+    model *m = &mp->pub;
     char *where = NULL;
     err rc = (m->dir = xstrdup(dir)) ? ERR_OK : nomem(eb, dir);
     if (rc == ERR_OK) rc = load_config(m, eb);
@@ -327,7 +374,7 @@ err model_open(const char *dir, model **out, errbuf *eb) {
         return rc;
     }
     LOG_DEBUG("%s: CodeGen %d layers, n_embd %d, %s, %d shard(s), %" PRIu64 " weight bytes", dir, m->cfg.n_layer,
-              m->cfg.n_embd, st_dtype_name(m->dtype), m->n_shards, model_weight_bytes(m));
+              m->cfg.n_embd, st_dtype_name(m->dtype), src_count(m), model_weight_bytes(m));
     *out = m;
     return ERR_OK;
 }
@@ -336,9 +383,11 @@ void model_close(model *m) {
     if (!m) return;
     for (int32_t i = 0; i < m->n_shards; i++) st_close(m->shards[i]);
     xfree(m->shards);
+    for (int32_t i = 0; i < priv(m)->n_pt; i++) pt_close(priv(m)->pt[i]);
+    xfree(priv(m)->pt);
     xfree(m->layers);
     xfree(m->dir);
-    xfree(m);
+    xfree(priv(m));
 }
 
 uint64_t model_weight_bytes(const model *m) {
