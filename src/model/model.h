@@ -1,7 +1,8 @@
 /* model.h - a CodeGen checkpoint on the host: config.json plus mmapped weights, validated against the config.
  *
- * A model directory is a Hugging Face one: config.json and either model.safetensors or a sharded
- * model.safetensors.index.json. model_open checks that every tensor CodeGen needs is present with the shape the
+ * A model directory is a Hugging Face one: config.json and, first found wins, model.safetensors, a sharded
+ * model.safetensors.index.json, pytorch_model.bin (zip + restricted pickle, read in place) or a sharded
+ * pytorch_model.bin.index.json. model_open checks that every tensor CodeGen needs is present with the shape the
  * config implies and a float dtype (F32, F16 or BF16, all the same), ignores the causal_mask / masked_bias buffers,
  * and reports anything else unexpected. Errors name the file and the tensor. The model is read-only after open
  * and may be shared between threads. */
