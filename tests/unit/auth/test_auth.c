@@ -85,6 +85,8 @@ static void test_b64url(void **state) {
     assert_int_equal(auth__b64url_decode("_-8", 3, out), 2);
     assert_int_equal(out[0], 0xff);
     assert_int_equal(auth__b64url_decode("a+b/", 4, out), -1); /* plain base64 is not base64url */
+    assert_int_equal(auth__b64url_decode("QQ", 2, out), 1);
+    assert_int_equal(auth__b64url_decode("QR", 2, out), -1); /* non-zero unused bits: not canonical */
     assert_int_equal(auth__b64url_decode("a", 1, out), -1);
 }
 
