@@ -88,6 +88,7 @@ static void test_b64url(void **state) {
     assert_int_equal(auth__b64url_decode("QQ", 2, out), 1);
     assert_int_equal(auth__b64url_decode("QR", 2, out), -1); /* non-zero unused bits: not canonical */
     assert_int_equal(auth__b64url_decode("a", 1, out), -1);
+    assert_int_equal(auth__b64url_decode("aGk=", 4, out), -1); /* JWS segments are unpadded */
 }
 
 static auth_jwks *load_jwks(void) {
