@@ -275,7 +275,8 @@ int cli_bench(int argc, char **argv) {
     }
     cli_runtime rt = {0};
     errbuf eb = {0};
-    eng_model_opts mo = {(int32_t)chunk, (int32_t)((max_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK), -1};
+    eng_model_opts mo = {.max_rows = (int32_t)chunk, .kv_dtype = -1,
+                         .n_kv_blocks = (int32_t)((max_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK)};
     if (dir) {
         if (cli_runtime_open(&rt, dir, backend, (int)threads, &mo)) return 1;
         m = rt.m;

@@ -125,12 +125,22 @@ int cli_serve(int argc, char **argv) {
     tok *tk = NULL;
     sched *engine = NULL;
     cli_runtime rt = {0};
-    if (cli_runtime_open(&rt, model_dir, cfg_str(&c, CFG_BACKEND), (int)cfg_int(&c, CFG_THREADS), NULL)) goto out;
+    sched_opts so = sched_opts_default();
+    so.queue_max = (int32_t)cfg_int(&c, CFG_QUEUE_MAX);
+    so.max_batch = (int32_t)cfg_int(&c, CFG_MAX_BATCH);
+    so.step_tokens = (int32_t)cfg_int(&c, CFG_STEP_TOKENS);
+    so.prefix_cache = cfg_bool(&c, CFG_PREFIX_CACHE);
+    /* one step's rows are the activations' rows; the KV pool holds max-batch full contexts unless sized */
+    int64_t kv_tokens = cfg_int(&c, CFG_KV_CACHE_TOKENS);
+    eng_model_opts mo = {.max_rows = so.step_tokens, .n_kv_seqs = so.max_batch, .kv_dtype = -1,
+                         .n_kv_blocks = (int32_t)((kv_tokens + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK),
+                         .kv_mem_fraction = (double)cfg_int(&c, CFG_KV_CACHE_PERCENT) / 100.0};
+    if (cli_runtime_open(&rt, model_dir, cfg_str(&c, CFG_BACKEND), (int)cfg_int(&c, CFG_THREADS), &mo)) goto out;
     if (tok_load(model_dir, &tk, &eb) != ERR_OK) {
         fprintf(stderr, "suggestd serve: %s\n", eb.msg);
         goto out;
     }
-    if (sched_local_create(rt.em, tk, (int32_t)cfg_int(&c, CFG_QUEUE_MAX), &engine, &eb) != ERR_OK) {
+    if (sched_local_create(rt.em, tk, &so, &engine, &eb) != ERR_OK) {
         fprintf(stderr, "suggestd serve: %s\n", eb.msg);
         goto out;
     }

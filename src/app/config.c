@@ -34,6 +34,21 @@ static const cfg_entry table[CFG_COUNT] = {
                           "serve /metrics on this separate port (the seed used 8082); 0 = on the API port"},
     [CFG_QUEUE_MAX] = {"queue-max", ENV("SUGGESTD_QUEUE_MAX"), CFG_TYPE_INT, "64", 1, 100000,
                        "requests waiting for the engine at most; beyond it 429 with Retry-After"},
+    [CFG_MAX_BATCH] = {"max-batch", ENV("SUGGESTD_MAX_BATCH"), CFG_TYPE_INT, "16", 1, 1024,
+                       "requests that share one forward step at most (continuous batching); 1 = one at a time"},
+    [CFG_STEP_TOKENS] = {"step-tokens", ENV("SUGGESTD_STEP_TOKENS"), CFG_TYPE_INT, "256", 16, 8192,
+                         "tokens one forward step computes at most: one per decoding request plus prompt chunks, so "
+                         "a long prompt never stalls running streams for more than one such step"},
+    [CFG_PREFIX_CACHE] = {"prefix-cache", ENV("SUGGESTD_PREFIX_CACHE"), CFG_TYPE_BOOL, "true", 0, 0,
+                          "keep the KV of finished prompts in 16-token blocks and reuse it for the next request "
+                          "that starts the same (an editor's next keystroke)"},
+    [CFG_KV_CACHE_TOKENS] = {"kv-cache-tokens", ENV("SUGGESTD_KV_CACHE_TOKENS"), CFG_TYPE_INT, "0", 0,
+                             1L << 30,
+                             "KV cache size in tokens, shared by all requests and the prefix cache; 0 = max-batch "
+                             "full contexts, within kv-cache-percent of free memory"},
+    [CFG_KV_CACHE_PERCENT] = {"kv-cache-percent", ENV("SUGGESTD_KV_CACHE_PERCENT"), CFG_TYPE_INT, "50", 1, 95,
+                              "with kv-cache-tokens 0: the automatic KV cache takes at most this share of the memory "
+                              "free after the weights (GPU memory on cuda, RAM on cpu), but always one full context"},
     [CFG_MAX_CONNECTIONS] = {"max-connections", ENV("SUGGESTD_MAX_CONNECTIONS"), CFG_TYPE_INT, "256", 1, 10000,
                              "simultaneous HTTP connections (one thread each)"},
     [CFG_MAX_BODY_BYTES] = {"max-body-bytes", ENV("SUGGESTD_MAX_BODY_BYTES"), CFG_TYPE_INT, "1048576", 1024,

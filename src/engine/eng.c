@@ -1,6 +1,7 @@
 /* eng.c - the backend table and the shape checks every op shares, so backends only compute. */
 #include "eng.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +74,25 @@ err eng_backend_status(const eng_backend *be, errbuf *eb) {
 err eng_backend_copy_bandwidth(eng_backend *be, size_t bytes, double *gbs) {
     *gbs = 0;
     return OPS(be)->copy_bandwidth ? OPS(be)->copy_bandwidth(be, bytes, gbs) : ERR_UNSUPPORTED;
+}
+
+/* MemAvailable from /proc/meminfo: what the kernel says can be allocated without swapping. */
+static err host_mem_available(size_t *bytes) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return ERR_UNSUPPORTED;
+    char line[256];
+    unsigned long long kb = 0;
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f)) found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
+    fclose(f);
+    if (!found) return ERR_UNSUPPORTED;
+    *bytes = (size_t)kb * 1024;
+    return ERR_OK;
+}
+
+err eng_backend_mem_available(eng_backend *be, size_t *bytes) {
+    *bytes = 0;
+    return OPS(be)->mem_available ? OPS(be)->mem_available(be, bytes) : host_mem_available(bytes);
 }
 
 err eng_tensor_alloc(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out) {

@@ -95,6 +95,9 @@ err eng_backend_status(const eng_backend *be, errbuf *eb);
  * benchmarks' memory floor. ERR_UNSUPPORTED on the CPU backends (they measure host bandwidth themselves). */
 err eng_backend_copy_bandwidth(eng_backend *be, size_t bytes, double *gbs);
 
+/* Memory the backend could still allocate: free GPU memory (CUDA), MemAvailable of the host (CPU backends). */
+err eng_backend_mem_available(eng_backend *be, size_t *bytes);
+
 /* --- memory ------------------------------------------------------------------------------------------------ */
 /* Allocates a rows x cols tensor (stride = cols) of dtype in backend memory; contents undefined. */
 err eng_tensor_alloc(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out);

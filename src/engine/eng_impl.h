@@ -19,6 +19,8 @@ typedef struct eng_backend_ops {
     err (*status)(const eng_backend *be, errbuf *eb);
     /* Optional: device-to-device copy bandwidth in GB/s (bytes read + bytes written) over buffers of `bytes`. */
     err (*copy_bandwidth)(eng_backend *be, size_t bytes, double *gbs);
+    /* Optional: free memory of the device the backend allocates from (NULL: host RAM, read by eng.c). */
+    err (*mem_available)(eng_backend *be, size_t *bytes);
 
     err (*tensor_alloc)(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out);
     void (*tensor_free)(eng_backend *be, eng_tensor *t);

@@ -101,8 +101,13 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
-    int32_t n_blocks = opts && opts->n_kv_blocks > 0 ? opts->n_kv_blocks
-                                                     : (c->n_positions + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
+    const int64_t ctx_blocks = (c->n_positions + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
+    const int64_t n_seqs = opts && opts->n_kv_seqs > 0 ? opts->n_kv_seqs : 1;
+    if (!(opts && opts->n_kv_blocks > 0) && ctx_blocks * n_seqs > INT32_MAX) {
+        xfree(em);
+        return errbuf_set(eb, ERR_INVALID, "KV cache of %lld full contexts is too large", (long long)n_seqs);
+    }
+    int32_t n_blocks = opts && opts->n_kv_blocks > 0 ? opts->n_kv_blocks : (int32_t)(ctx_blocks * n_seqs);
     int kvd = opts ? opts->kv_dtype : -1;
     /* By default K/V are kept in the backend's activation dtype, as HF keeps them in the hidden dtype: f32 on the
      * CPU backends (exact to 1e-5 against HF's fp32 math), f16 where activations are f16 (and bf16: the KV cache has
@@ -140,6 +145,15 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
         }
     }
 #undef W
+    /* An automatic size takes at most a share of what is free once the weights are placed (never less than one
+     * context: a pool that cannot hold one request is useless, and the allocation then fails with a clear error). */
+    size_t avail = 0;
+    if (rc == ERR_OK && !(opts && opts->n_kv_blocks > 0) && opts && opts->kv_mem_fraction > 0 &&
+        eng_backend_mem_available(be, &avail) == ERR_OK) {
+        double block_bytes = 2.0 * (double)c->n_layer * ENG_KV_BLOCK * (double)D * (double)eng_dtype_size(kv_dtype);
+        double fit = opts->kv_mem_fraction * (double)avail / block_bytes;
+        if (fit < (double)n_blocks) n_blocks = fit > (double)ctx_blocks ? (int32_t)fit : (int32_t)ctx_blocks;
+    }
     if (rc == ERR_OK) rc = eng_kv_create(be, c->n_layer, (int32_t)D, n_blocks, kv_dtype, &em->kv);
     const int64_t R = em->max_rows;
     struct {

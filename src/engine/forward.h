@@ -11,8 +11,11 @@
 
 typedef struct eng_model_opts {
     int32_t max_rows;   /* tokens per forward call (prefill chunk + decodes); 0 -> 512 */
-    int32_t n_kv_blocks;/* KV pool size in blocks of ENG_KV_BLOCK; 0 -> enough for one full context */
+    int32_t n_kv_blocks;/* KV pool size in blocks of ENG_KV_BLOCK; 0 -> enough for n_kv_seqs full contexts */
     int kv_dtype;       /* -1: the backend's activation dtype (f32 on CPU), or ENG_F32 / ENG_F16 */
+    int32_t n_kv_seqs;  /* with n_kv_blocks = 0: full contexts the pool holds; 0 -> 1 */
+    double kv_mem_fraction; /* with n_kv_blocks = 0 and > 0: n_kv_seqs contexts at most this share of the backend's
+                             * free memory (after weights), but always one full context */
 } eng_model_opts;
 
 typedef struct eng_model eng_model;

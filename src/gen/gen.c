@@ -64,23 +64,96 @@ err gen_check(const eng_model *em, size_t n_prompt, const gen_params *p, errbuf 
     return samp_params_check(&p->samp, eb);
 }
 
-/* Text emitted so far and the part still held back (incomplete stop string). */
-typedef struct text_acc {
-    char *buf;
-    size_t len, cap, emitted;
-} text_acc;
-
-static err acc_append(text_acc *a, const char *s, size_t n) {
-    if (a->len + n + 1 > a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 1024;
-        while (nc < a->len + n + 1) nc *= 2;
-        char *nb = xrealloc(a->buf, nc);
+static err out_append(gen_out *o, const char *s, size_t n) {
+    if (o->len + n + 1 > o->cap) {
+        size_t nc = o->cap ? o->cap * 2 : 1024;
+        while (nc < o->len + n + 1) nc *= 2;
+        char *nb = xrealloc(o->buf, nc);
         if (!nb) return ERR_NOMEM;
-        a->buf = nb;
-        a->cap = nc;
+        o->buf = nb;
+        o->cap = nc;
     }
-    memcpy(a->buf + a->len, s, n);
-    a->len += n;
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    return ERR_OK;
+}
+
+err gen_out_init(gen_out *o, const eng_model *em, const tok *tk, const gen_params *p, const int32_t *prompt,
+                 size_t n_prompt, gen_text_fn on_text, gen_token_fn on_token, void *ud, errbuf *eb) {
+    memset(o, 0, sizeof(*o));
+    const int32_t V = eng_model_config(em)->vocab_size;
+    const int32_t n_valid = tok_vocab_size(tk) < V ? tok_vocab_size(tk) : V;
+    o->tk = tk;
+    o->p = p;
+    o->on_text = on_text;
+    o->on_token = on_token;
+    o->ud = ud;
+    gen_stop_init(&o->st, p->stop, p->n_stop);
+    tok_stream_init(&o->ts);
+    if (samp_state_init(&o->ss, V, n_valid, p->seed) != ERR_OK) {
+        gen_out_fini(o);
+        return errbuf_set(eb, ERR_NOMEM, "out of memory");
+    }
+    samp_state_add_prompt(&o->ss, prompt, n_prompt);
+    return ERR_OK;
+}
+
+void gen_out_fini(gen_out *o) {
+    samp_state_fini(&o->ss);
+    xfree(o->buf);
+    o->buf = NULL;
+}
+
+/* Emits buf[emitted..end) (if any); a callback asking to stop ends the sequence as CANCELLED. */
+static void out_emit(gen_out *o, size_t end, const samp_result *sr) {
+    if (end <= o->emitted) return;
+    int stop = o->on_text && o->on_text(o->ud, o->buf + o->emitted, end - o->emitted, sr);
+    o->emitted = end;
+    if (stop && !o->done) {
+        o->done = 1;
+        o->finish = GEN_FINISH_CANCELLED;
+    }
+}
+
+err gen_out_end(gen_out *o, gen_finish finish, errbuf *eb) {
+    o->done = 1;
+    o->finish = finish;
+    if (finish == GEN_FINISH_CANCELLED || finish == GEN_FINISH_STOP) return ERR_OK;
+    /* release held-back text (an incomplete stop prefix, an incomplete UTF-8 tail), up to a stop string in it */
+    char piece[512];
+    size_t np = tok_stream_flush(&o->ts, piece, sizeof(piece));
+    if (out_append(o, piece, np) != ERR_OK) return errbuf_set(eb, ERR_NOMEM, "out of memory");
+    long hit = gen_stop_find(&o->st, o->buf, o->len, o->emitted);
+    size_t end = o->len;
+    if (hit >= 0) {
+        end = (size_t)hit;
+        o->finish = GEN_FINISH_STOP;
+    }
+    out_emit(o, end, NULL);
+    return ERR_OK;
+}
+
+err gen_out_push(gen_out *o, float *logits, int32_t *next, errbuf *eb) {
+    const gen_params *p = o->p;
+    samp_result sr;
+    samp_pick(&o->ss, &p->samp, logits, &sr);
+    o->n_generated++;
+    if (o->on_token) o->on_token(o->ud, &sr);
+    if (sr.id == tok_eos_id(o->tk) && !p->ignore_eos) return gen_out_end(o, GEN_FINISH_EOS, eb);
+    char piece[512];
+    size_t np = tok_stream_push(&o->ts, o->tk, sr.id, piece, sizeof(piece));
+    if (out_append(o, piece, np) != ERR_OK) return errbuf_set(eb, ERR_NOMEM, "out of memory");
+    long hit = gen_stop_find(&o->st, o->buf, o->len, o->emitted);
+    if (hit >= 0) {
+        out_emit(o, (size_t)hit, &sr);
+        o->len = o->emitted = (size_t)hit;
+        if (!o->done) o->done = 1, o->finish = GEN_FINISH_STOP;
+        return ERR_OK;
+    }
+    out_emit(o, o->len - gen_stop_holdback(&o->st, o->buf, o->len, o->emitted), &sr);
+    if (o->done) return ERR_OK; /* the callback cancelled */
+    if (o->n_generated >= p->max_tokens) return gen_out_end(o, GEN_FINISH_LENGTH, eb);
+    *next = sr.id;
     return ERR_OK;
 }
 
@@ -93,27 +166,17 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
     const int32_t V = c->vocab_size, max_rows = eng_model_max_rows(em);
     const int32_t n_ctx = (int32_t)n_prompt + p->max_tokens;
     const int32_t n_blocks = (n_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
-    int32_t n_valid = tok_vocab_size(tk) < V ? tok_vocab_size(tk) : V;
 
     int32_t *blocks = xmalloc_array((size_t)n_blocks + 1, sizeof(int32_t));
     int32_t *pos = xmalloc_array((size_t)max_rows, sizeof(int32_t));
     float *logits = xmalloc_array((size_t)V, sizeof(float));
-    samp_state ss;
-    memset(&ss, 0, sizeof(ss));
-    text_acc acc = {0};
-    gen_stop st;
-    gen_stop_init(&st, p->stop, p->n_stop);
-    tok_stream ts;
-    tok_stream_init(&ts);
+    gen_out o;
+    memset(&o, 0, sizeof(o));
     if (!blocks || !pos || !logits) {
         rc = errbuf_set(eb, ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((rc = samp_state_init(&ss, V, n_valid, p->seed)) != ERR_OK) {
-        errbuf_set(eb, rc, "out of memory");
-        goto done;
-    }
-    samp_state_add_prompt(&ss, prompt, n_prompt);
+    if ((rc = gen_out_init(&o, em, tk, p, prompt, n_prompt, on_text, on_token, ud, eb)) != ERR_OK) goto done;
     for (int32_t i = 0; i < n_blocks; i++) blocks[i] = i;
     res->n_prompt = (int32_t)n_prompt;
 
@@ -121,7 +184,7 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
     uint64_t t0 = clock_ns();
     for (size_t done_rows = 0; done_rows < n_prompt;) {
         if (p->cancel && atomic_load(p->cancel)) {
-            res->finish = GEN_FINISH_CANCELLED;
+            gen_out_end(&o, GEN_FINISH_CANCELLED, eb);
             goto done;
         }
         int32_t n = (int32_t)(n_prompt - done_rows < (size_t)max_rows ? n_prompt - done_rows : (size_t)max_rows);
@@ -135,74 +198,26 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
     }
     uint64_t t1 = clock_ns();
     res->prefill_ns = t1 - t0;
-
-    res->finish = GEN_FINISH_LENGTH;
-    char piece[512];
-    for (int32_t step = 0; step < p->max_tokens; step++) {
-        samp_result sr;
-        samp_pick(&ss, &p->samp, logits, &sr);
-        res->n_generated++;
-        if (on_token) on_token(ud, &sr);
-        if (sr.id == tok_eos_id(tk) && !p->ignore_eos) {
-            res->finish = GEN_FINISH_EOS;
-            break;
-        }
-        size_t np = tok_stream_push(&ts, tk, sr.id, piece, sizeof(piece));
-        if ((rc = acc_append(&acc, piece, np)) != ERR_OK) {
-            errbuf_set(eb, rc, "out of memory");
-            goto done;
-        }
-        size_t scan_from = acc.emitted;
-        long hit = gen_stop_find(&st, acc.buf, acc.len, scan_from);
-        if (hit >= 0) {
-            if ((size_t)hit > acc.emitted && on_text &&
-                on_text(ud, acc.buf + acc.emitted, (size_t)hit - acc.emitted, &sr)) {
-                res->finish = GEN_FINISH_CANCELLED;
-                goto done;
-            }
-            acc.emitted = acc.len = (size_t)hit;
-            res->finish = GEN_FINISH_STOP;
-            break;
-        }
-        size_t safe = acc.len - gen_stop_holdback(&st, acc.buf, acc.len, acc.emitted);
-        if (safe > acc.emitted) {
-            if (on_text && on_text(ud, acc.buf + acc.emitted, safe - acc.emitted, &sr)) {
-                acc.emitted = safe;
-                res->finish = GEN_FINISH_CANCELLED;
-                goto done;
-            }
-            acc.emitted = safe;
-        }
-        if (step + 1 == p->max_tokens) break;
+    if (p->max_tokens == 0 && (rc = gen_out_end(&o, GEN_FINISH_LENGTH, eb)) != ERR_OK) goto done;
+    for (int32_t at = (int32_t)n_prompt; !o.done; at++) {
+        int32_t next;
+        if ((rc = gen_out_push(&o, logits, &next, eb)) != ERR_OK || o.done) break;
         if (p->cancel && atomic_load(p->cancel)) {
-            res->finish = GEN_FINISH_CANCELLED;
-            goto done;
+            gen_out_end(&o, GEN_FINISH_CANCELLED, eb);
+            break;
         }
         /* decode: feed the sampled token */
-        int32_t at = (int32_t)n_prompt + step;
         eng_seq seq = {0, 1, at, blocks, n_blocks};
         pos[0] = at;
-        eng_batch b = {1, &seq, 1, &sr.id, pos};
+        eng_batch b = {1, &seq, 1, &next, pos};
         int32_t lr = 0;
         if ((rc = eng_model_forward(em, &b, &lr, 1, logits, eb)) != ERR_OK) goto done;
     }
-    /* release held-back text (an incomplete stop prefix, an incomplete UTF-8 tail) unless a stop string ended it */
-    if (res->finish != GEN_FINISH_STOP) {
-        size_t np = tok_stream_flush(&ts, piece, sizeof(piece));
-        if ((rc = acc_append(&acc, piece, np)) != ERR_OK) goto done;
-        long hit = gen_stop_find(&st, acc.buf, acc.len, acc.emitted);
-        size_t end = acc.len;
-        if (hit >= 0) {
-            end = (size_t)hit;
-            res->finish = GEN_FINISH_STOP;
-        }
-        if (end > acc.emitted && on_text) on_text(ud, acc.buf + acc.emitted, end - acc.emitted, NULL);
-        acc.emitted = end;
-    }
     res->decode_ns = clock_ns() - t1;
 done:
-    samp_state_fini(&ss);
-    xfree(acc.buf);
+    res->finish = o.finish;
+    res->n_generated = o.n_generated;
+    gen_out_fini(&o);
     xfree(logits);
     xfree(pos);
     xfree(blocks);

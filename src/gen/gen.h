@@ -44,10 +44,6 @@ typedef void (*gen_token_fn)(void *ud, const samp_result *tok);
 /* Checks prompt length + max_tokens against the context and the sampling params. */
 err gen_check(const eng_model *em, size_t n_prompt, const gen_params *p, errbuf *eb);
 
-/* Runs one sequence in KV blocks 0.. of the model's pool. */
-err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt, const gen_params *p,
-            gen_text_fn on_text, gen_token_fn on_token, void *ud, gen_result *res, errbuf *eb);
-
 /* --- stop strings (text level, across token boundaries) ------------------------------------------------------ */
 typedef struct gen_stop {
     int32_t n;
@@ -62,5 +58,38 @@ long gen_stop_find(const gen_stop *st, const char *text, size_t len, size_t from
 /* Length of the longest suffix of text[from..len) that is a proper prefix of some stop string: text that must be
  * held back. */
 size_t gen_stop_holdback(const gen_stop *st, const char *text, size_t len, size_t from);
+
+/* --- one sequence's output: sample, stop, stream text ---------------------------------------------------------
+ * What happens to each row of logits a sequence gets: sampling (penalties over the prompt and the output), EOS,
+ * max_tokens, stop strings across token boundaries, whole-UTF-8 text pieces. gen_run drives one of these; the
+ * scheduler ([sched]) drives one per request in a batch. */
+typedef struct gen_out {
+    const tok *tk;
+    const gen_params *p; /* borrowed for the sequence's life */
+    gen_text_fn on_text;
+    gen_token_fn on_token;
+    void *ud;
+    samp_state ss;
+    gen_stop st;
+    tok_stream ts;
+    char *buf; /* all text so far; buf[0..emitted) went to on_text */
+    size_t len, cap, emitted;
+    int32_t n_generated;
+    int done;
+    gen_finish finish;
+} gen_out;
+
+err gen_out_init(gen_out *o, const eng_model *em, const tok *tk, const gen_params *p, const int32_t *prompt,
+                 size_t n_prompt, gen_text_fn on_text, gen_token_fn on_token, void *ud, errbuf *eb);
+void gen_out_fini(gen_out *o);
+/* Samples the next token from logits (modified in place) and handles it. Returns ERR_OK; then o->done says whether
+ * the sequence has finished (o->finish), else *next is the token to feed. ERR_NOMEM (message in eb) on failure. */
+err gen_out_push(gen_out *o, float *logits, int32_t *next, errbuf *eb);
+/* Ends the sequence without another token: LENGTH (max_tokens = 0) releases held-back text, CANCELLED drops it. */
+err gen_out_end(gen_out *o, gen_finish finish, errbuf *eb);
+
+/* Runs one sequence in KV blocks 0.. of the model's pool. */
+err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt, const gen_params *p,
+            gen_text_fn on_text, gen_token_fn on_token, void *ud, gen_result *res, errbuf *eb);
 
 #endif

@@ -5,6 +5,10 @@
 
 #include "alloc.h"
 
+sched_opts sched_opts_default(void) {
+    return (sched_opts){.queue_max = 64, .max_batch = 16, .step_tokens = 0, .prefix_cache = 1};
+}
+
 void sched_destroy(sched *s) {
     if (s) s->ops->destroy(s);
 }

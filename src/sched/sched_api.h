@@ -1,8 +1,9 @@
 /* sched_api.h - how the API reaches a completion engine: submit a request, read its events, cancel it.
  *
  * The interface is an ops table (sched_impl.h) so that a remote engine (an existing Triton deployment, a later issue)
- * can stand where the embedded one stands. The embedded one today (sched_local_create) runs one request at a time on
- * an engine thread with a bounded queue; [sched] replaces its loop with continuous batching behind the same calls.
+ * can stand where the embedded one stands. The embedded one (sched_local_create) runs continuous batching on one
+ * engine thread: requests join and leave between forward steps, share KV blocks through a prefix cache, and wait in a
+ * bounded queue.
  *
  * Threads: submit/next/cancel/release may be called from any thread (HTTP threads); a sched_req belongs to the
  * thread that submitted it, except sched_cancel, which any thread may call. */
@@ -26,6 +27,7 @@ typedef struct sched_request {
     const int32_t *prompt;
     size_t n_prompt;
     gen_params params;
+    uint64_t deadline_ns; /* clock_ns() past which the engine stops the request (DONE, cancelled, deadline = 1); 0 = none */
 } sched_request;
 
 typedef enum sched_ev_kind { SCHED_EV_TEXT = 1, SCHED_EV_DONE, SCHED_EV_ERROR } sched_ev_kind;
@@ -38,18 +40,35 @@ typedef struct sched_event {
     int32_t n_tokens;
     gen_finish finish;               /* DONE */
     int32_t n_prompt, n_generated;   /* DONE */
+    int32_t n_cached;                /* DONE: prompt tokens whose KV came from the prefix cache (not computed) */
+    int deadline;                    /* DONE: stopped because its deadline passed (finish is CANCELLED) */
     uint64_t queue_ns, prefill_ns, decode_ns; /* DONE: time waiting for the engine, prefilling, decoding */
+    uint64_t ttft_ns;                /* DONE: submit -> first token sampled (0 if none was) */
     err code;                        /* ERROR */
     char msg[512];                   /* ERROR */
 } sched_event;
 
 typedef struct sched_stats {
-    int32_t queued, running, queue_max;
-    uint64_t completed, rejected, cancelled, failed;
+    int32_t queued, running, queue_max, max_batch;
+    uint64_t completed, rejected, cancelled, failed, deadline_expired;
+    uint64_t steps, step_seqs, step_rows; /* forward steps; sums of sequences and rows over them (averages) */
+    int32_t last_batch;                   /* sequences in the latest step */
+    int32_t kv_blocks_total, kv_blocks_used, kv_blocks_cached; /* used: held by requests; cached: reusable, evictable */
+    uint64_t prompt_tokens, cached_tokens; /* prefix hit rate = cached / prompt */
 } sched_stats;
 
-/* The embedded engine: em and tk are borrowed and must outlive the sched. queue_max bounds waiting requests. */
-err sched_local_create(eng_model *em, const tok *tk, int32_t queue_max, sched **out, errbuf *eb);
+typedef struct sched_opts {
+    int32_t queue_max;   /* requests waiting for a seat at most; beyond it ERR_BUSY (default 64) */
+    int32_t max_batch;   /* sequences in one forward step at most (default 16); 1 = one request at a time */
+    int32_t step_tokens; /* rows in one forward step at most: decode rows + prefill chunks (default: the model's max) */
+    int prefix_cache;    /* keep full KV blocks when requests end and reuse them for prompts that start the same */
+} sched_opts;
+
+/* Defaults above (prefix cache on). */
+sched_opts sched_opts_default(void);
+
+/* The embedded engine: em and tk are borrowed and must outlive the sched. The model's KV pool is the block pool. */
+err sched_local_create(eng_model *em, const tok *tk, const sched_opts *opts, sched **out, errbuf *eb);
 /* Cancels everything queued or running, waits for the engine thread, frees. Requests not yet released stay valid
  * for sched_next (which then reports DONE/cancelled) and sched_release. */
 void sched_destroy(sched *s);

@@ -1,9 +1,9 @@
-/* sched_local.c - the embedded engine behind sched_api.h: one engine thread, a bounded FIFO, one request at a time.
+/* sched_local.c - the embedded engine behind sched_api.h, request side: submit, events, cancel, release, stats.
  *
- * DESIGN: HTTP threads never touch the model. They submit a request (copied), then block on the request's own event
- * queue. The engine thread pops requests in order and runs gen_run; its callbacks turn text pieces and sampled
- * tokens into events. Cancellation is a flag gen_run checks before every forward step, so a dropped client stops
- * costing engine time within one step. A request is freed when both sides have let go (reference count). */
+ * DESIGN: HTTP threads never touch the model. They submit a request (copied) to a bounded FIFO, then block on the
+ * request's own event queue. The engine thread (sched_step.c) admits requests into running batches and turns their
+ * text pieces and sampled tokens into events. Cancellation is a flag the engine reads before every forward step, so
+ * a dropped client stops costing engine time within one step. A request is freed when both sides have let go. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -13,51 +13,9 @@
 #include "alloc.h"
 #include "clock.h"
 #include "log.h"
-#include "sched_impl.h"
+#include "sched_local.h"
 
-typedef struct ev_node {
-    sched_event ev;
-    struct ev_node *next;
-} ev_node;
-
-typedef struct lsched lsched;
-
-typedef struct lreq {
-    sched_req base;
-    lsched *s;
-    int32_t *prompt;
-    size_t n_prompt;
-    gen_params params;
-    char *stops[GEN_MAX_STOP];
-    atomic_int cancel;
-    atomic_int refs;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    ev_node *head, *tail;
-    /* engine thread only: tokens sampled since the last event */
-    samp_result *pend;
-    int32_t n_pend, cap_pend;
-    int oom;
-    uint64_t t_submit;
-    struct lreq *qnext;
-} lreq;
-
-struct lsched {
-    sched base;
-    eng_model *em;
-    const tok *tk;
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    lreq *qhead, *qtail;
-    int32_t queued, running, queue_max;
-    int stop;
-    atomic_int healthy;
-    uint64_t completed, rejected, cancelled, failed;
-};
-
-static void req_unref(lreq *r) {
+void lreq_unref(lreq *r) {
     if (atomic_fetch_sub(&r->refs, 1) != 1) return;
     for (ev_node *n = r->head, *nx; n; n = nx) {
         nx = n->next;
@@ -74,7 +32,7 @@ static void req_unref(lreq *r) {
 
 /* Appends an event (taking ownership of its buffers). Without memory for the node the event is dropped and the
  * request is marked so that its DONE becomes an ERROR. */
-static void push_event(lreq *r, sched_event *ev) {
+void lreq_push_event(lreq *r, sched_event *ev) {
     ev_node *n = xcalloc(1, sizeof(*n));
     if (!n) {
         sched_event_fini(ev);
@@ -90,14 +48,14 @@ static void push_event(lreq *r, sched_event *ev) {
     pthread_mutex_unlock(&r->mu);
 }
 
-static void take_pending(lreq *r, sched_event *ev) {
+void lreq_take_pending(lreq *r, sched_event *ev) {
     ev->tokens = r->pend;
     ev->n_tokens = r->n_pend;
     r->pend = NULL;
     r->n_pend = r->cap_pend = 0;
 }
 
-static void on_token(void *ud, const samp_result *t) {
+void lreq_on_token(void *ud, const samp_result *t) {
     lreq *r = ud;
     if (r->n_pend == r->cap_pend) {
         int32_t nc = r->cap_pend ? 2 * r->cap_pend : 8;
@@ -112,7 +70,7 @@ static void on_token(void *ud, const samp_result *t) {
     r->pend[r->n_pend++] = *t;
 }
 
-static int on_text(void *ud, const char *text, size_t len, const samp_result *t) {
+int lreq_on_text(void *ud, const char *text, size_t len, const samp_result *t) {
     (void)t;
     lreq *r = ud;
     sched_event ev = {0};
@@ -123,74 +81,9 @@ static int on_text(void *ud, const char *text, size_t len, const samp_result *t)
         return 1;
     }
     ev.len = len;
-    take_pending(r, &ev);
-    push_event(r, &ev);
+    lreq_take_pending(r, &ev);
+    lreq_push_event(r, &ev);
     return atomic_load(&r->cancel);
-}
-
-static void run_one(lsched *s, lreq *r) {
-    sched_event ev = {0};
-    uint64_t t0 = clock_ns();
-    if (atomic_load(&r->cancel)) {
-        ev.kind = SCHED_EV_DONE;
-        ev.finish = GEN_FINISH_CANCELLED;
-        ev.n_prompt = (int32_t)r->n_prompt;
-        ev.queue_ns = t0 - r->t_submit;
-        push_event(r, &ev);
-        return;
-    }
-    gen_result res;
-    errbuf eb = {0};
-    r->params.cancel = &r->cancel;
-    err rc = gen_run(s->em, s->tk, r->prompt, r->n_prompt, &r->params, on_text, on_token, r, &res, &eb);
-    if (rc == ERR_OK && r->oom) rc = errbuf_set(&eb, ERR_NOMEM, "out of memory while streaming the completion");
-    if (rc != ERR_OK) {
-        ev.kind = SCHED_EV_ERROR;
-        ev.code = rc;
-        snprintf(ev.msg, sizeof(ev.msg), "%s", eb.msg);
-        if (rc == ERR_CUDA) atomic_store(&s->healthy, 0);
-        LOG_ERROR("engine: %s", eb.msg);
-    } else {
-        ev.kind = SCHED_EV_DONE;
-        ev.finish = res.finish;
-        ev.n_prompt = res.n_prompt;
-        ev.n_generated = res.n_generated;
-        ev.prefill_ns = res.prefill_ns;
-        ev.decode_ns = res.decode_ns;
-    }
-    ev.queue_ns = t0 - r->t_submit;
-    take_pending(r, &ev);
-    pthread_mutex_lock(&s->mu);
-    if (rc != ERR_OK) s->failed++;
-    else if (res.finish == GEN_FINISH_CANCELLED) s->cancelled++;
-    else s->completed++;
-    pthread_mutex_unlock(&s->mu);
-    push_event(r, &ev);
-}
-
-static void *engine_main(void *arg) {
-    lsched *s = arg;
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        while (!s->stop && !s->qhead) pthread_cond_wait(&s->cv, &s->mu);
-        lreq *r = s->qhead;
-        if (r) {
-            s->qhead = r->qnext;
-            if (!s->qhead) s->qtail = NULL;
-            s->queued--;
-            s->running = 1;
-        }
-        int stop = s->stop;
-        pthread_mutex_unlock(&s->mu);
-        if (!r) break;
-        if (stop) atomic_store(&r->cancel, 1);
-        run_one(s, r);
-        pthread_mutex_lock(&s->mu);
-        s->running = 0;
-        pthread_mutex_unlock(&s->mu);
-        req_unref(r);
-    }
-    return NULL;
 }
 
 static void l_destroy(sched *base) {
@@ -201,6 +94,7 @@ static void l_destroy(sched *base) {
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (s->thread_started) pthread_join(s->thread, NULL);
+    lsched_engine_fini(s);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     xfree(s);
@@ -229,24 +123,25 @@ static err l_submit(sched *base, const sched_request *rq, sched_req **out, errbu
     pthread_cond_init(&r->cv, NULL);
     atomic_store(&r->refs, 1);
     if (oom) {
-        req_unref(r);
+        lreq_unref(r);
         return errbuf_set(eb, ERR_NOMEM, "out of memory");
     }
     memcpy(r->prompt, rq->prompt, rq->n_prompt * sizeof(int32_t));
     r->n_prompt = rq->n_prompt;
     r->t_submit = clock_ns();
+    r->deadline_ns = rq->deadline_ns;
     pthread_mutex_lock(&s->mu);
-    if (s->stop || s->queued >= s->queue_max) {
-        s->rejected++;
+    if (s->stop || s->st.queued >= s->o.queue_max) {
+        s->st.rejected++;
         pthread_mutex_unlock(&s->mu);
-        req_unref(r);
-        return errbuf_set(eb, ERR_BUSY, "the engine queue is full (%d waiting)", s->queue_max);
+        lreq_unref(r);
+        return errbuf_set(eb, ERR_BUSY, "the engine queue is full (%d waiting)", s->o.queue_max);
     }
     atomic_fetch_add(&r->refs, 1); /* the engine's reference */
     if (s->qtail) s->qtail->qnext = r;
     else s->qhead = r;
     s->qtail = r;
-    s->queued++;
+    s->st.queued++;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     *out = &r->base;
@@ -286,19 +181,13 @@ static void l_cancel(sched_req *base) { atomic_store(&((lreq *)base)->cancel, 1)
 static void l_release(sched_req *base) {
     lreq *r = (lreq *)base;
     atomic_store(&r->cancel, 1);
-    req_unref(r);
+    lreq_unref(r);
 }
 
 static void l_stats(sched *base, sched_stats *st) {
     lsched *s = (lsched *)base;
     pthread_mutex_lock(&s->mu);
-    st->queued = s->queued;
-    st->running = s->running;
-    st->queue_max = s->queue_max;
-    st->completed = s->completed;
-    st->rejected = s->rejected;
-    st->cancelled = s->cancelled;
-    st->failed = s->failed;
+    *st = s->st;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -307,18 +196,24 @@ static int32_t l_n_ctx(sched *base) { return eng_model_config(((lsched *)base)->
 
 static const sched_ops local_ops = {l_destroy, l_submit, l_next, l_cancel, l_release, l_stats, l_healthy, l_n_ctx};
 
-err sched_local_create(eng_model *em, const tok *tk, int32_t queue_max, sched **out, errbuf *eb) {
+err sched_local_create(eng_model *em, const tok *tk, const sched_opts *opts, sched **out, errbuf *eb) {
     *out = NULL;
     lsched *s = xcalloc(1, sizeof(*s));
     if (!s) return errbuf_set(eb, ERR_NOMEM, "out of memory");
     s->base.ops = &local_ops;
     s->em = em;
     s->tk = tk;
-    s->queue_max = queue_max > 0 ? queue_max : 1;
+    s->o = opts ? *opts : sched_opts_default();
+    if (s->o.queue_max <= 0) s->o.queue_max = 1;
     atomic_store(&s->healthy, 1);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
+    err rc = lsched_engine_init(s);
+    if (rc != ERR_OK) {
+        l_destroy(&s->base);
+        return errbuf_set(eb, rc, "the engine's batch state: %s", err_name(rc));
+    }
+    if (pthread_create(&s->thread, NULL, lsched_engine_main, s) != 0) {
         l_destroy(&s->base);
         return errbuf_set(eb, ERR_NOMEM, "could not start the engine thread");
     }

@@ -373,6 +373,7 @@ static void log_request(srv_req *r, double latency) {
                           (json_int_t)r->completion_tokens);
     if (!j) return;
     if (r->engine_s >= 0) json_object_set_new(j, "engine_s", json_real(r->engine_s));
+    if (r->cached_tokens > 0) json_object_set_new(j, "cached_tokens", json_integer(r->cached_tokens));
     if (r->cancelled) json_object_set_new(j, "cancelled", json_true());
     if (r->note[0]) json_object_set_new(j, "note", json_string(r->note));
     if (r->log_prompt) json_object_set_new(j, "prompt", json_string(r->log_prompt));

@@ -24,7 +24,7 @@ static const char openapi_json[] = STR({
                                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Completion"}}, "text/event-stream": {}}},
                           "400": {"$ref": "#/components/responses/OpenAIError"}, "413": {"$ref": "#/components/responses/OpenAIError"},
                           "429": {"$ref": "#/components/responses/OpenAIError"}, "500": {"$ref": "#/components/responses/OpenAIError"},
-                          "503": {"$ref": "#/components/responses/OpenAIError"}}}},
+                          "503": {"$ref": "#/components/responses/OpenAIError"}, "504": {"$ref": "#/components/responses/OpenAIError"}}}},
         "/v1/engines/{engine}/completions": {"post": {"summary": "Create a completion (FauxPilot/Copilot engine route: codegen, copilot-codex, ...)",
             "operationId": "engineCompletions",
             "parameters": [{"name": "engine", "in": "path", "required": true, "schema": {"type": "string"}}],
@@ -75,7 +75,10 @@ static const char openapi_json[] = STR({
                         "token_logprobs": {"type": "array", "items": {"type": "number", "nullable": true}},
                         "top_logprobs": {"type": "array", "items": {"type": "object", "nullable": true, "additionalProperties": {"type": "number"}}},
                         "text_offset": {"type": "array", "items": {"type": "integer"}}}}}}},
-                "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}},
+                "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer", "description": "counted once for all n choices"},
+                    "completion_tokens": {"type": "integer", "description": "summed over the choices"}, "total_tokens": {"type": "integer"},
+                    "prompt_tokens_details": {"type": "object", "properties": {
+                        "cached_tokens": {"type": "integer", "minimum": 0, "description": "prompt tokens whose KV came from the prefix cache (largest over the choices)"}}}}}}},
             "V2Request": {"type": "object", "required": ["current_file"], "properties": {
                 "prompt_version": {"type": "integer", "default": 1},
                 "project_path": {"type": "string", "maxLength": 255},

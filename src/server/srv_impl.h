@@ -38,6 +38,7 @@ typedef enum srv_style { SRV_STYLE_OPENAI, SRV_STYLE_FASTAPI } srv_style;
 /* --- metrics (srv_metrics.c) --------------------------------------------------------------------------------- */
 #define SRV_METRICS_MAX_STATUS 24
 #define SRV_METRICS_BUCKETS 14
+#define SRV_METRICS_TOKEN_BUCKETS 13 /* per-token latencies: milliseconds, not whole requests */
 
 typedef struct srv_metrics {
     pthread_mutex_t mu;
@@ -49,6 +50,10 @@ typedef struct srv_metrics {
     double lat_sum[SRV_ROUTE_COUNT];
     uint64_t eng_bucket[SRV_METRICS_BUCKETS], eng_count;
     double eng_sum;
+    uint64_t ttft_bucket[SRV_METRICS_TOKEN_BUCKETS], ttft_count; /* submit -> first token, per choice */
+    double ttft_sum;
+    uint64_t tpot_bucket[SRV_METRICS_TOKEN_BUCKETS], tpot_count; /* decode time per token after the first */
+    double tpot_sum;
     uint64_t prompt_tokens, completion_tokens, cancelled, in_flight_peak;
     int64_t in_flight;
 } srv_metrics;
@@ -59,6 +64,8 @@ void srv_metrics_begin(srv_metrics *m);
 /* One finished request. engine_s < 0 when the request did not reach the engine. */
 void srv_metrics_end(srv_metrics *m, srv_route route, int status, double latency_s, double engine_s,
                      int32_t prompt_tokens, int32_t completion_tokens, int cancelled);
+/* One choice's DONE event: time to first token and per-token decode latency (each skipped when it does not apply). */
+void srv_metrics_choice(srv_metrics *m, const sched_event *done);
 /* Prometheus text exposition (heap string, xfree). sched may be NULL (loading), auth NULL (bypass). */
 char *srv_metrics_render(srv_metrics *m, sched *engine, auth *a, size_t *len);
 
@@ -95,6 +102,7 @@ struct srv_req {
     /* outcome, for the log line and metrics */
     int status;
     int32_t prompt_tokens, completion_tokens;
+    int32_t cached_tokens; /* prompt tokens the prefix cache supplied (largest over the choices) */
     double engine_s; /* submit -> done, < 0 = n/a */
     int cancelled;
     char note[160];  /* short reason for errors (never prompt text) */
@@ -164,15 +172,16 @@ typedef struct srv_choice {
     samp_result *toks;
     int32_t n_toks, cap_toks;
     gen_finish finish;
-    int32_t n_prompt, n_gen;
+    int32_t n_prompt, n_gen, n_cached;
 } srv_choice;
 
 void srv_choice_fini(srv_choice *c);
 /* Appends an event's text and tokens to c. ERR_NOMEM on allocation failure. */
 err srv_choice_add(srv_choice *c, const sched_event *ev);
 /* Reads q's events into c until DONE. Returns ERR_OK; the engine's code for an ERROR event (message in eb);
- * ERR_CANCELLED when the client left (r->cancelled) or the server is stopping; ERR_TIMEOUT past the deadline.
- * Records the engine time (submit -> done) in r->engine_s. */
+ * ERR_CANCELLED when the client left (r->cancelled) or the server is stopping; ERR_TIMEOUT past the deadline, whether
+ * this thread saw it first or the engine did (DONE with deadline = 1). Records the engine time (submit -> done) in
+ * r->engine_s, the DONE event's latencies in the metrics and the largest n_cached in r->cached_tokens. */
 err srv_collect(srv_req *r, sched_req *q, uint64_t t_submit, uint64_t deadline_ns, srv_choice *c, errbuf *eb);
 /* Replies for a failed srv_collect/sched_submit: nothing (MHD_NO, connection closed) when the client left. */
 enum MHD_Result srv_reply_collect_err(srv_req *r, err code, const char *msg);

@@ -54,10 +54,29 @@ err srv_choice_add(srv_choice *c, const sched_event *ev) {
     return ERR_OK;
 }
 
+static err timed_out(srv_req *r, errbuf *eb) {
+    if (!r->note[0]) snprintf(r->note, sizeof(r->note), "request timed out");
+    return errbuf_set(eb, ERR_TIMEOUT, "the completion did not finish within the request timeout");
+}
+
 static err wait_failure(srv_req *r, errbuf *eb) {
     if (r->cancelled) return errbuf_set(eb, ERR_CANCELLED, "client disconnected");
     if (atomic_load(&r->s->stopping)) return errbuf_set(eb, ERR_CANCELLED, "the server is shutting down");
-    return errbuf_set(eb, ERR_TIMEOUT, "the completion did not finish within the request timeout");
+    return timed_out(r, eb);
+}
+
+/* Whether a DONE event still gets an answer (ERR_OK). The engine enforces the same deadline srv_wait_event checks, and
+ * whichever notices first, the client must see one answer for one cause: a deadline stop is the request timeout (504,
+ * or a cut stream), never a cancellation. Other cancellations are the client leaving or shutdown. */
+static err done_failure(srv_req *r, const sched_event *ev, errbuf *eb) {
+    if (ev->deadline) return timed_out(r, eb);
+    if (ev->finish == GEN_FINISH_CANCELLED) return wait_failure(r, eb);
+    return ERR_OK;
+}
+
+/* The prompt is counted once however many choices ran it, so its cached part is the best any choice got. */
+static void note_cached(srv_req *r, int32_t n_cached) {
+    if (n_cached > r->cached_tokens) r->cached_tokens = n_cached;
 }
 
 err srv_collect(srv_req *r, sched_req *q, uint64_t t_submit, uint64_t deadline_ns, srv_choice *c, errbuf *eb) {
@@ -73,9 +92,12 @@ err srv_collect(srv_req *r, sched_req *q, uint64_t t_submit, uint64_t deadline_n
             c->finish = ev.finish;
             c->n_prompt = ev.n_prompt;
             c->n_gen = ev.n_generated;
+            c->n_cached = ev.n_cached;
+            note_cached(r, ev.n_cached);
+            srv_metrics_choice(&r->s->metrics, &ev);
             double e = (double)(clock_ns() - t_submit) * 1e-9;
             r->engine_s = r->engine_s < 0 ? e : r->engine_s + e;
-            if (ev.finish == GEN_FINISH_CANCELLED) rc = wait_failure(r, eb);
+            rc = done_failure(r, &ev, eb);
         }
         int kind = ev.kind;
         sched_event_fini(&ev);
@@ -470,9 +492,10 @@ static int stream_chunk(v1_stream *st, const sched_event *ev) {
     json_t *env = envelope(r, q, json_pack("[o]", choice));
     if (env && ev->kind == SCHED_EV_DONE && st->cur == q->n - 1)
         json_object_set_new(env, "usage",
-                            json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)q->n_ids, "completion_tokens",
+                            json_pack("{s:i,s:i,s:i,s:{s:i}}", "prompt_tokens", (int)q->n_ids, "completion_tokens",
                                       (int)st->completion_tokens, "total_tokens",
-                                      (int)(q->n_ids + (size_t)st->completion_tokens)));
+                                      (int)(q->n_ids + (size_t)st->completion_tokens), "prompt_tokens_details",
+                                      "cached_tokens", (int)r->cached_tokens));
     return out_event(st, env);
 }
 
@@ -509,7 +532,10 @@ static int stream_produce(v1_stream *st) {
         if (ev.kind == SCHED_EV_DONE) {
             st->completion_tokens += ev.n_generated;
             r->completion_tokens = st->completion_tokens;
-            if (ev.finish == GEN_FINISH_CANCELLED) {
+            note_cached(r, ev.n_cached);
+            srv_metrics_choice(&r->s->metrics, &ev);
+            errbuf eb = {0};
+            if (done_failure(r, &ev, &eb) != ERR_OK) { /* cut, as when srv_wait_event gives up after the headers */
                 sched_event_fini(&ev);
                 return -1;
             }
@@ -578,6 +604,17 @@ static void stream_abort(void *cls) {
         if (st->reqs[i]) sched_cancel(st->reqs[i]);
 }
 
+/* A first event that ends the request before any output: it still gets a status code, the same one the whole-body
+ * path would give (an engine error's, or the timeout's 504 when the engine stopped it at the deadline in the queue).
+ * A DONE that is answered is left for stream_produce, which records it. */
+static err first_event_failure(srv_req *r, const sched_event *ev, errbuf *eb) {
+    if (ev->kind == SCHED_EV_ERROR) return errbuf_set(eb, ev->code, "%s", ev->msg);
+    if (ev->kind != SCHED_EV_DONE) return ERR_OK;
+    err code = done_failure(r, ev, eb);
+    if (code != ERR_OK) srv_metrics_choice(&r->s->metrics, ev);
+    return code;
+}
+
 static enum MHD_Result start_stream(srv_req *r, v1_req *q, sched_req **reqs, uint64_t t_submit, uint64_t deadline) {
     v1_stream *st = xcalloc(1, sizeof(*st));
     if (!st) {
@@ -592,17 +629,12 @@ static enum MHD_Result start_stream(srv_req *r, v1_req *q, sched_req **reqs, uin
     st->t_submit = t_submit;
     st->deadline = deadline;
     /* wait for the first event so that errors before the first token still get their status code */
-    if (!srv_wait_event(r, st->reqs[0], &st->pending, deadline)) {
-        errbuf eb = {0};
-        err code = wait_failure(r, &eb);
-        release_all(st->reqs, st->q.n);
-        v1_req_fini(&st->q);
-        xfree(st);
-        return srv_reply_collect_err(r, code, eb.msg);
-    }
-    if (st->pending.kind == SCHED_EV_ERROR) {
-        enum MHD_Result res = srv_reply_err(r, st->pending.code, st->pending.msg);
-        sched_event_fini(&st->pending);
+    errbuf eb = {0};
+    int got = srv_wait_event(r, st->reqs[0], &st->pending, deadline);
+    err code = got ? first_event_failure(r, &st->pending, &eb) : wait_failure(r, &eb);
+    if (code != ERR_OK) {
+        enum MHD_Result res = srv_reply_collect_err(r, code, eb.msg);
+        if (got) sched_event_fini(&st->pending);
         release_all(st->reqs, st->q.n);
         v1_req_fini(&st->q);
         xfree(st);
@@ -677,8 +709,9 @@ static enum MHD_Result reply_whole(srv_req *r, v1_req *q, sched_req **reqs, uint
     json_t *env = envelope(r, q, choices);
     if (env)
         json_object_set_new(env, "usage",
-                            json_pack("{s:i,s:i,s:i}", "completion_tokens", (int)completion, "prompt_tokens",
-                                      (int)q->n_ids, "total_tokens", (int)(q->n_ids + (size_t)completion)));
+                            json_pack("{s:i,s:i,s:i,s:{s:i}}", "completion_tokens", (int)completion, "prompt_tokens",
+                                      (int)q->n_ids, "total_tokens", (int)(q->n_ids + (size_t)completion),
+                                      "prompt_tokens_details", "cached_tokens", (int)r->cached_tokens));
     res = srv_reply_json(r, 200, env);
     return res;
 }
@@ -728,7 +761,7 @@ enum MHD_Result srv_v1_completions(srv_req *r) {
     uint64_t t_submit = clock_ns();
     uint64_t deadline = r->t_start + (uint64_t)s->cfg.request_timeout_s * 1000000000ull;
     for (int i = 0; i < q.n; i++) {
-        sched_request sr = {q.ids, q.n_ids, q.gp};
+        sched_request sr = {q.ids, q.n_ids, q.gp, deadline};
         sr.params.seed = q.has_seed ? base + (uint64_t)i : srv_random_u64(s);
         if ((rc = sched_submit(e, &sr, &reqs[i], &eb)) != ERR_OK) {
             release_all(reqs, i);

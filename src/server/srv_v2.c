@@ -187,7 +187,8 @@ enum MHD_Result srv_v2_completions(srv_req *r) {
     }
     r->prompt_tokens = (int32_t)n_ids;
 
-    sched_request sr = {ids, n_ids, {0}};
+    uint64_t deadline = r->t_start + (uint64_t)s->cfg.request_timeout_s * 1000000000ull;
+    sched_request sr = {ids, n_ids, {0}, deadline};
     sr.params.max_tokens = max_tokens;
     sr.params.samp = samp_params_default();
     sr.params.samp.temperature = 0.2f; /* GitLab's service settings */
@@ -199,7 +200,6 @@ enum MHD_Result srv_v2_completions(srv_req *r) {
     xfree(ids);
     if (rc != ERR_OK) return srv_reply_err(r, rc, eb.msg);
     srv_choice c = {0};
-    uint64_t deadline = r->t_start + (uint64_t)s->cfg.request_timeout_s * 1000000000ull;
     rc = srv_collect(r, q, t_submit, deadline, &c, &eb);
     sched_release(q);
     if (rc != ERR_OK) {

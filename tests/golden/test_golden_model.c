@@ -179,7 +179,7 @@ static void run_model(const char *name, const char *backend, int kv_dtype, doubl
     eng_backend *be = NULL;
     eng_model *em = NULL;
     assert_int_equal(eng_backend_create(backend, 0, &be, &eb), ERR_OK);
-    eng_model_opts mo = {256, 0, kv_dtype};
+    eng_model_opts mo = {.max_rows = 256, .kv_dtype = kv_dtype};
     if (eng_model_create(be, fx.m, &mo, &em, &eb) != ERR_OK) fail_msg("eng_model_create: %s", eb.msg);
     const int32_t V = fx.m->cfg.vocab_size;
     size_t ci;

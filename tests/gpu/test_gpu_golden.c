@@ -158,7 +158,7 @@ static void run_model(const char *name, int strict, double tol) {
     eng_backend *be = NULL;
     eng_model *em = NULL;
     GC_CHECK(eng_backend_create(backend_name, 0, &be, &eb) == ERR_OK, "backend: %s", eb.msg);
-    eng_model_opts mo = {256, 0, -1};
+    eng_model_opts mo = {.max_rows = 256, .kv_dtype = -1};
     GC_CHECK(eng_model_create(be, fx.m, &mo, &em, &eb) == ERR_OK, "eng_model_create: %s", eb.msg);
     size_t wb, kvb, wsb;
     eng_model_memory(em, &wb, &kvb, &wsb);
@@ -225,7 +225,7 @@ typedef struct gs_side {
 static int gs_open(gs_side *sd, model *m, int graphs, errbuf *eb) {
     memset(sd, 0, sizeof(*sd));
     if (!graphs) setenv("SUGGESTD_CUDA_GRAPHS", "0", 1);
-    eng_model_opts mo = {64, GS_SEQS * GS_BLOCKS, -1};
+    eng_model_opts mo = {.max_rows = 64, .n_kv_blocks = GS_SEQS * GS_BLOCKS, .kv_dtype = -1};
     int ok = eng_backend_create(backend_name, 0, &sd->be, eb) == ERR_OK &&
              eng_model_create(sd->be, m, &mo, &sd->em, eb) == ERR_OK;
     unsetenv("SUGGESTD_CUDA_GRAPHS");

@@ -185,6 +185,22 @@ check "suffix, penalties, unknown fields accepted" test "$CODE" = 200
 req POST /v1/completions '{"prompt":"","max_tokens":3}'
 check "empty prompt starts from <|endoftext|>" test "$CODE:$(jqb '.usage.prompt_tokens')" = "200:1"
 
+# --- prefix cache: usage.prompt_tokens_details.cached_tokens ---------------------------------------------------------
+# A prompt of several whole KV blocks (16 tokens) that no earlier request shares; the second identical request finds
+# its blocks in the prefix cache. (The > 0 check needs the batching scheduler with its prefix cache.)
+PC=$(printf '# prefix cache probe\n'; for i in $(seq 0 11); do printf 'value_%d = compute(%d, %d)\n' $i $i $((i * 7)); done)
+pc_body=$(jq -nc --arg p "$PC" '{prompt:$p,max_tokens:2,temperature:0}')
+req POST /v1/completions "$pc_body"
+check "fresh prompt: usage.prompt_tokens_details.cached_tokens = 0 (prompt >= 64 tokens)" \
+    test "$CODE:$(jqb '[.usage.prompt_tokens >= 64, .usage.prompt_tokens_details.cached_tokens]|@json')" = '200:[true,0]'
+req POST /v1/completions "$pc_body"
+check "same prompt again: cached_tokens > 0 (prefix cache)" test "$CODE:$(jqb '.usage.prompt_tokens_details.cached_tokens as $c |
+    ($c|type) == "number" and $c > 0 and $c <= .usage.prompt_tokens')" = "200:true"
+PC_CACHED=$(jqb '.usage.prompt_tokens_details.cached_tokens')
+req POST /v1/completions "$(jq -c '.n=2|.temperature=1|.seed=7' <<<"$pc_body")"
+check "n=2: the prompt's cached_tokens is reported once, not summed" \
+    test "$CODE:$(jqb '.usage.prompt_tokens_details.cached_tokens <= .usage.prompt_tokens')" = "200:true"
+
 # --- SSE framing, byte for byte ------------------------------------------------------------------------------------
 curl -sN -D "$TMP/sh" -o "$TMP/sse" -H 'Content-Type: application/json' \
     --data-binary "{\"prompt\":\"$P\",\"max_tokens\":12,\"temperature\":0,\"stream\":true}" "$URL/v1/completions"
@@ -203,6 +219,8 @@ check "stream text equals the non-stream text" test "$(jq -j '.choices[0].text' 
 check "one id for all chunks, token by token, finish + usage last" test "$(jq -s -c '[(map(.id)|unique|length),
     (length > 2), (.[-1].choices[0].finish_reason), ([.[:-1][].choices[0].finish_reason]|unique),
     (.[-1].usage.completion_tokens), ([.[].object]|unique)]' "$TMP/events")" '=' '[1,true,"length",[null],12,["text_completion"]]'
+check "streamed usage carries prompt_tokens_details.cached_tokens" \
+    test "$(jq -s -c '.[-1].usage.prompt_tokens_details.cached_tokens|type' "$TMP/events")" = '"number"'
 # canonical bytes: with id/created fixed, the stream is exactly what these events print back to
 exp=$(jq -c --arg id X '.id=$id|.created=0' "$TMP/events" | awk '{printf "data: %s\r\n\r\n", $0} END{printf "data: [DONE]\r\n\r\n"}' | od -An -tx1)
 got=$(sed 's/"id":"cmpl-[A-Za-z0-9]*"/"id":"X"/; s/"created":[0-9]*/"created":0/' "$TMP/sse" | od -An -tx1)
@@ -315,12 +333,34 @@ grep -q 'suggestd_http_requests_total{route="/v1/completions",status="200"}' <<<
     && grep -q 'suggestd_http_request_duration_seconds_bucket{route="/v1/completions",le="+Inf"}' <<<"$BODY" \
     && grep -q '^suggestd_queue_depth 0' <<<"$BODY" && grep -q '^suggestd_completion_tokens_total [1-9]' <<<"$BODY" \
     && grep -q 'status="422"' <<<"$BODY" && ok "Prometheus metrics" || bad "metrics" "$BODY"
+# every family has HELP and TYPE, and the batching / KV / latency series are there
+NEW_SERIES="suggestd_engine_batch_size suggestd_engine_max_batch suggestd_engine_steps_total
+    suggestd_engine_step_sequences_total suggestd_engine_step_rows_total suggestd_engine_kv_blocks_capacity
+    suggestd_engine_kv_blocks_used suggestd_engine_kv_blocks_cached suggestd_engine_prompt_tokens_total
+    suggestd_engine_cached_prompt_tokens_total suggestd_engine_prefix_cache_hit_ratio
+    suggestd_engine_deadline_expired_total suggestd_engine_time_to_first_token_seconds
+    suggestd_engine_time_per_output_token_seconds"
+miss=""
+for n in $NEW_SERIES; do
+    grep -q "^# HELP $n [A-Z]" <<<"$BODY" && grep -q "^# TYPE $n \(counter\|gauge\|histogram\)$" <<<"$BODY" \
+        && grep -q "^$n\(_bucket{le=\"+Inf\"}\)\? [0-9]" <<<"$BODY" || miss="$miss $n"
+done
+check "metrics: batch, KV block, prefix cache, deadline and token latency series with HELP/TYPE" test -z "$miss"
+undoc=$(awk '/^# HELP /{h[$3]=1} /^# TYPE /{t[$3]=1} /^[a-z]/{n=$1; sub(/[{ ].*/, "", n)
+    b=n; sub(/_(bucket|sum|count)$/, "", b); if (!((h[n] && t[n]) || (h[b] && t[b]))) print n}' <<<"$BODY" | sort -u)
+check "metrics: every series has HELP and TYPE" test -z "$undoc"
+check "metrics: token-latency buckets in milliseconds" \
+    grep -q '^suggestd_engine_time_to_first_token_seconds_bucket{le="0.005"} ' <<<"$BODY"
+check "metrics: cached prompt tokens counted (prefix cache)" \
+    test "$(sed -n 's/^suggestd_engine_cached_prompt_tokens_total \([0-9]*\)$/\1/p' <<<"$BODY")" -ge $((PC_CACHED > 0 ? PC_CACHED : 1))
 grep -q '"request_id":"abc-123","method":"GET","route":"/monitoring/healthz","status":200' "$TMP/main.log" \
     && ok "one JSON log line per request" || bad "log line" "$(tail -3 "$TMP/main.log")"
 ! grep -q 'def f(x)' "$TMP/main.log" && ok "prompts are not logged" || bad "prompt text found in the log"
 
 # --- load: cancellation on disconnect, full queue (slow model, queue of 1) ---------------------------------------
-start_server "$TMP/slow.log" BYPASS_EXTERNAL_AUTH=true -- --model "$S" --threads 1 --queue-max 1 --request-timeout 2 --metrics-port "$(free_port)" \
+# --max-batch 1: one request runs at a time, so two long ones fill the queue of 1 (a batch would seat them both)
+start_server "$TMP/slow.log" BYPASS_EXTERNAL_AUTH=true -- --model "$S" --threads 1 --queue-max 1 --max-batch 1 \
+    --request-timeout 2 --metrics-port "$(free_port)" \
     || bad "slow server" "$(cat "$TMP/slow.log")"
 SLOW=http://127.0.0.1:$SPORT SLOWPID=$SPID
 MPORT=$(sed -n 's/.*metrics on http:\/\/[0-9.]*:\([0-9]*\).*/\1/p' "$TMP/slow.log")
@@ -353,6 +393,16 @@ CODE=$(curl -s -o "$TMP/b" -w '%{http_code}' -m 10 -H 'Content-Type: application
 ms=$((($(date +%s%N) - t0) / 1000000))
 BODY=$(cat "$TMP/b")
 check "request timeout -> 504 JSON (${ms} ms)" test "$CODE:$(jqb '.error.type')" = "504:timeout" -a "$ms" -lt 4000
+sleep 0.2
+# the same deadline on a stream: the headers went out, so it is cut (no [DONE]) and the log line says why
+t0=$(date +%s%N)
+curl -sN -m 10 -o "$TMP/tcut" -H 'Content-Type: application/json' \
+    --data-binary '{"prompt":"w","max_tokens":2040,"temperature":0,"stream":true}' "$SLOW/v1/completions"
+ms=$((($(date +%s%N) - t0) / 1000000))
+grep -q '^data: {' "$TMP/tcut" && ! grep -q 'data: \[DONE\]' "$TMP/tcut" && [ "$ms" -lt 4000 ] \
+    && grep -q '"route":"/v1/completions","status":200[^}]*"note":"request timed out"' "$TMP/slow.log" \
+    && ok "request timeout on a stream: cut without [DONE], logged (${ms} ms)" \
+    || bad "stream timeout" "${ms} ms" "$(tail -c 200 "$TMP/tcut")" "$(grep completions "$TMP/slow.log" | tail -2)"
 sleep 0.2
 
 # fill: one running + one queued, the third gets 429 with Retry-After

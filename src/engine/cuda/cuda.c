@@ -632,6 +632,16 @@ static err cuda_copy_bandwidth(eng_backend *be, size_t bytes, double *gbs) {
     return ERR_OK;
 }
 
+static err cuda_mem_available(eng_backend *be, size_t *bytes) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    size_t free_b = 0, total = 0;
+    cudaError_t e = cudaMemGetInfo(&free_b, &total);
+    if (e != cudaSuccess) return cuda__fail(b, e, "cudaMemGetInfo");
+    *bytes = free_b;
+    return ERR_OK;
+}
+
 const eng_backend_ops cuda__backend_ops = {
     .name = "cuda",
     .create = cuda_create,
@@ -641,6 +651,7 @@ const eng_backend_ops cuda__backend_ops = {
     .copies_weights = 1,
     .status = cuda_status,
     .copy_bandwidth = cuda_copy_bandwidth,
+    .mem_available = cuda_mem_available,
     .tensor_alloc = cuda_tensor_alloc,
     .tensor_free = cuda_tensor_free,
     .weight_from_host = cuda_weight_from_host,

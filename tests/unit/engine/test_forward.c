@@ -63,7 +63,7 @@ static void test_batch_equals_alone(void **state) {
     world *w = *state;
     errbuf eb = {0};
     eng_model *em = NULL;
-    eng_model_opts mo = {64, 32, -1};
+    eng_model_opts mo = {.max_rows = 64, .n_kv_blocks = 32, .kv_dtype = -1};
     assert_int_equal(eng_model_create(w->be, w->m, &mo, &em, &eb), ERR_OK);
     int32_t ta[40], tb[23], tc[7];
     for (int i = 0; i < 40; i++) ta[i] = (i * 131) % 50000;

@@ -188,7 +188,7 @@ static void greedy(const model *m, int32_t *out, int n) {
     eng_model *em = NULL;
     errbuf eb = {0};
     check_code(eng_backend_create("cpu", 1, &be, &eb), ERR_OK, &eb);
-    eng_model_opts mo = {32, 0, -1};
+    eng_model_opts mo = {.max_rows = 32, .kv_dtype = -1};
     check_code(eng_model_create(be, m, &mo, &em, &eb), ERR_OK, &eb);
     const int32_t V = m->cfg.vocab_size, blocks[2] = {0, 1};
     float *logits = malloc((size_t)V * sizeof(float));

@@ -32,7 +32,7 @@ static int setup(void **state) {
     char *tdir = tu_source_path("models/codegen-tokenizer");
     if (tu_write_checkpoint(w->dir, &spec, &eb) || model_open(w->dir, &w->m, &eb) || tok_load(tdir, &w->tk, &eb) ||
         eng_backend_create("cpu", 1, &w->be, &eb) || eng_model_create(w->be, w->m, NULL, &w->em, &eb) ||
-        sched_local_create(w->em, w->tk, 2, &w->s, &eb)) {
+        sched_local_create(w->em, w->tk, &(sched_opts){.queue_max = 2, .max_batch = 1}, &w->s, &eb)) {
         fprintf(stderr, "setup: %s\n", eb.msg);
         return -1;
     }
@@ -54,7 +54,7 @@ static int teardown(void **state) {
 }
 
 static sched_request make_req(const int32_t *ids, size_t n, int32_t max_tokens) {
-    sched_request r = {ids, n, {0}};
+    sched_request r = {ids, n, {0}, 0};
     r.params.max_tokens = max_tokens;
     r.params.samp = samp_params_default();
     r.params.ignore_eos = 1;
