@@ -135,7 +135,8 @@ int cli_serve(int argc, char **argv) {
     eng_model_opts mo = {.max_rows = so.step_tokens, .n_kv_seqs = so.max_batch, .kv_dtype = -1,
                          .n_kv_blocks = (int32_t)((kv_tokens + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK),
                          .kv_mem_fraction = (double)cfg_int(&c, CFG_KV_CACHE_PERCENT) / 100.0};
-    if (cli_runtime_open(&rt, model_dir, cfg_str(&c, CFG_BACKEND), (int)cfg_int(&c, CFG_THREADS), &mo)) goto out;
+    const char *device = cfg_str(&c, CFG_DEVICE) ? cfg_str(&c, CFG_DEVICE) : cfg_str(&c, CFG_BACKEND);
+    if (cli_runtime_open(&rt, model_dir, device, (int)cfg_int(&c, CFG_THREADS), &mo)) goto out;
     if (tok_load(model_dir, &tk, &eb) != ERR_OK) {
         fprintf(stderr, "suggestd serve: %s\n", eb.msg);
         goto out;

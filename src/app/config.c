@@ -20,7 +20,10 @@ static const cfg_entry table[CFG_COUNT] = {
     [CFG_MODEL] = {"model", ENV("SUGGESTD_MODEL"), CFG_TYPE_STRING, NULL, 0, 0,
                    "CodeGen model directory (config.json, model.safetensors, tokenizer); default models/demo when it "
                    "exists, else required"},
-    [CFG_BACKEND] = {"backend", ENV("SUGGESTD_BACKEND"), CFG_TYPE_STRING, "cpu", 0, 0, "engine backend: cpu or ref"},
+    [CFG_BACKEND] = {"backend", ENV("SUGGESTD_BACKEND"), CFG_TYPE_STRING, "cpu", 0, 0,
+                     "engine backend: cpu, ref, or cuda / cuda:N (GPU N) in a build with CUDA"},
+    [CFG_DEVICE] = {"device", ENV("SUGGESTD_DEVICE"), CFG_TYPE_STRING, NULL, 0, 0,
+                    "same as backend (cpu | cuda | cuda:N); wins over it when set"},
     [CFG_THREADS] = {"threads", ENV("SUGGESTD_THREADS"), CFG_TYPE_INT, "0", 0, 1024,
                      "CPU threads for the engine, 0 = all cores"},
     [CFG_HOST] = {"host", ENV("SUGGESTD_HOST", "FASTAPI_API_HOST"), CFG_TYPE_STRING, "0.0.0.0", 0, 0,

@@ -19,6 +19,7 @@ typedef enum cfg_type { CFG_TYPE_BOOL, CFG_TYPE_INT, CFG_TYPE_STRING, CFG_TYPE_S
 typedef enum cfg_key {
     CFG_MODEL,
     CFG_BACKEND,
+    CFG_DEVICE,
     CFG_THREADS,
     CFG_HOST,
     CFG_PORT,

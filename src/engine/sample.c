@@ -136,14 +136,18 @@ void samp_pick(samp_state *s, const samp_params *p, float *logits, samp_result *
     for (int32_t i = n; i < s->n_vocab; i++) logits[i] = -INFINITY;
     apply_penalties(s, p, logits);
 
-    /* log-sum-exp of the (penalized) distribution, for logprobs */
     float mx = -INFINITY;
     int32_t arg = 0;
     for (int32_t i = 0; i < n; i++)
         if (logits[i] > mx) mx = logits[i], arg = i;
-    double sum = 0.0;
-    for (int32_t i = 0; i < n; i++) sum += exp((double)(logits[i] - mx));
-    const float lse = mx + (float)log(sum);
+    /* log-sum-exp of the (penalized) distribution, only for logprobs: 51,200 exps are most of a small model's
+     * per-token cost, and the one part of a step that batching cannot share */
+    float lse = 0;
+    if (p->want_logprob || p->n_logprobs > 0) {
+        double sum = 0.0;
+        for (int32_t i = 0; i < n; i++) sum += exp((double)(logits[i] - mx));
+        lse = mx + (float)log(sum);
+    }
 
     int32_t id = arg;
     if (p->temperature > 0.0f && p->top_k != 1) {
@@ -197,7 +201,7 @@ void samp_pick(samp_state *s, const samp_params *p, float *logits, samp_result *
     }
 
     out->id = id;
-    out->logprob = logits[id] - lse;
+    out->logprob = p->want_logprob || p->n_logprobs > 0 ? logits[id] - lse : 0.0f;
     out->n_top = 0;
     if (p->n_logprobs > 0) {
         float tv[SAMP_MAX_LOGPROBS];

@@ -28,6 +28,7 @@ typedef struct samp_params {
     float frequency_penalty;  /* OpenAI, additive, [-2, 2] */
     float repetition_penalty; /* FasterTransformer/HF multiplicative, > 0; 1 = off */
     int32_t n_logprobs;       /* top alternatives to report, 0..SAMP_MAX_LOGPROBS */
+    int want_logprob;         /* report the chosen id's logprob (implied by n_logprobs > 0); else it reads 0 */
 } samp_params;
 
 /* Defaults: greedy, no penalties, no logprobs. */
@@ -37,7 +38,7 @@ err samp_params_check(const samp_params *p, errbuf *eb);
 
 typedef struct samp_result {
     int32_t id;
-    float logprob; /* of id */
+    float logprob; /* of id (when asked for) */
     int32_t n_top;
     int32_t top_ids[SAMP_MAX_LOGPROBS];
     float top_logprobs[SAMP_MAX_LOGPROBS];

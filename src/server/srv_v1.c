@@ -358,6 +358,7 @@ static int v1_parse(srv_req *r, v1_req *q, enum MHD_Result *res) {
     q->gp.samp.frequency_penalty = (float)fp;
     q->gp.samp.repetition_penalty = (float)rp;
     q->gp.samp.n_logprobs = q->logprobs > 0 ? q->logprobs : 0;
+    q->gp.samp.want_logprob = q->logprobs >= 0;
     q->gp.max_tokens = q->max_tokens;
 
     v = json_object_get(root, "stop");

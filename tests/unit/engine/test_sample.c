@@ -42,6 +42,30 @@ static void test_greedy_masks_padding(void **s) {
     samp_state_fini(&st);
 }
 
+/* The chosen id's logprob alone (OpenAI's logprobs: 0), or nothing at all when nobody asked (no exps spent). */
+static void test_logprob_only_when_asked(void **s) {
+    (void)s;
+    samp_state st;
+    assert_int_equal(samp_state_init(&st, V, VALID, 1), ERR_OK);
+    samp_params p = samp_params_default();
+    p.want_logprob = 1;
+    float l[V];
+    fill(l, base);
+    samp_result r;
+    samp_pick(&st, &p, l, &r);
+    double sum = 0;
+    for (int i = 0; i < VALID; i++) sum += exp(base[i]);
+    assert_int_equal(r.id, 1);
+    assert_true(fabs(r.logprob - (3.0 - log(sum))) < 1e-5);
+    assert_int_equal(r.n_top, 0);
+    p.want_logprob = 0;
+    fill(l, base);
+    samp_pick(&st, &p, l, &r);
+    assert_int_equal(r.id, 1);
+    assert_true(r.logprob == 0.0f);
+    samp_state_fini(&st);
+}
+
 static void test_seeded_sampling_reproducible(void **s) {
     (void)s;
     samp_params p = samp_params_default();
@@ -173,6 +197,7 @@ int main(void) {
         cmocka_unit_test(test_greedy_masks_padding),     cmocka_unit_test(test_seeded_sampling_reproducible),
         cmocka_unit_test(test_temperature_distribution), cmocka_unit_test(test_top_k_top_p),
         cmocka_unit_test(test_penalties),                cmocka_unit_test(test_params_check),
+        cmocka_unit_test(test_logprob_only_when_asked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
