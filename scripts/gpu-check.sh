@@ -75,7 +75,7 @@ fi
 # (tests/gpu), the same cli_bench.c as `suggestd bench`.
 P=$ROOT/build-gpu/proj
 mkdir -p "$P"
-sed -e '/^add_subdirectory(src\/\(cache\|auth\|server\|app\))/d' -e '/^add_subdirectory(bench)/d' \
+sed -e '/^add_subdirectory(src\/\(cache\|auth\|hub\|server\|app\))/d' -e '/^add_subdirectory(bench)/d' \
     -e 's|^add_subdirectory(\(src/[a-z]*\))|add_subdirectory('"$ROOT"'/\1 \1)|' \
     -e 's|add_subdirectory(tests/gpu)|add_subdirectory('"$ROOT"'/tests/gpu tests/gpu)|' CMakeLists.txt >"$P/CMakeLists.txt"
 B=build-gpu/build

@@ -11,6 +11,14 @@ int cli_tokenize(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_config(int argc, char **argv);
+int cli_pull(int argc, char **argv);
+int cli_models(int argc, char **argv);
+
+/* --model ARG: an existing path is used as is; otherwise ORG/NAME[@REV] is SUGGESTD_MODELS_DIR/ORG/NAME, pulled from
+ * the hub first unless complete. The directory goes to out. Prints "suggestd CMD: ..." and returns 1 on failure. */
+int cli_model_resolve(const char *cmd, const char *arg, char *out, size_t cap);
+/* The same for the value of the first --model (or --model=) in argv, which is rewritten to point into buf. */
+int cli_model_args_resolve(const char *cmd, int argc, char **argv, char *buf, size_t cap);
 
 /* Shared by the subcommands that run a model: open dir, create the backend, place the model. Prints the error and
  * returns non-zero on failure. */

@@ -186,7 +186,7 @@ int cli_bench(int argc, char **argv) {
         {"prompt-tokens", required_argument, 0, 'p'}, {"decode-tokens", required_argument, 0, 'n'},
         {"contexts", required_argument, 0, 'c'},      {"prefill-chunk", required_argument, 0, 'k'},
         {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
-    const char *dir = NULL, *shape_name = NULL, *backend = "cpu", *dtype = "f16", *ctx_arg = NULL;
+    const char *dir = NULL, *shape_name = NULL, *backend = "cpu", *dtype = NULL, *ctx_arg = NULL;
     long threads = 0, n_prompt = 512, n_decode = 32, chunk = 512, ctx[8];
     int n_ctx_list = 0;
     optind = 1;
@@ -212,14 +212,16 @@ int cli_bench(int argc, char **argv) {
             break;
         case 'h':
             printf("usage: suggestd bench (--model DIR | --shape codegen-350M|codegen-2B|codegen-6B|codegen-16B)\n"
-                   "                      [--dtype f16|bf16|f32] [--backend cpu|ref|cuda[:N]] [--threads N]\n"
+                   "                      [--dtype auto|int8|f16|bf16|f32] [--backend cpu|ref|cuda[:N]] [--threads N]\n"
                    "                      [--prompt-tokens N (512)] [--decode-tokens N (32)]\n"
                    "                      [--contexts C1,C2,.. (prompt-tokens + decode-tokens)] [--prefill-chunk N (512)]\n\n"
                    "Prints prefill tokens/s and decode ms/token beside the memory floor measured in the same run:\n"
                    "the bytes one decode step must read divided by this machine's read bandwidth (same threads), or\n"
                    "on a GPU by the measured device-to-device copy bandwidth (bytes read + written).\n"
                    "Decode at context C times --decode-tokens steps at positions C-decode-tokens .. C-1.\n"
-                   "--shape uses random weights at the real CodeGen shape (--dtype applies to it).\n"
+                   "--shape uses random weights at the real CodeGen shape, of --dtype f16 (default), bf16 or f32;\n"
+                   "--dtype int8 quantizes its f16 weights at load. With --model: auto (default, the checkpoint's\n"
+                   "dtype) or int8 (matmul weights quantized at load, CPU backends).\n"
                    "--device is the same as --backend.\n");
             return 0;
         default: return 2;
@@ -260,9 +262,11 @@ int cli_bench(int argc, char **argv) {
                     shape_name);
             return 2;
         }
-        st_dtype dt = !strcmp(dtype, "f16") ? ST_F16 : !strcmp(dtype, "bf16") ? ST_BF16 : !strcmp(dtype, "f32") ? ST_F32 : ST_DTYPE_COUNT;
+        if (!dtype) dtype = "f16";
+        st_dtype dt = !strcmp(dtype, "f16") || !strcmp(dtype, "int8") ? ST_F16 : !strcmp(dtype, "bf16") ? ST_BF16
+                    : !strcmp(dtype, "f32") ? ST_F32 : ST_DTYPE_COUNT;
         if (dt == ST_DTYPE_COUNT) {
-            fprintf(stderr, "suggestd bench: --dtype must be f16, bf16 or f32\n");
+            fprintf(stderr, "suggestd bench: --dtype must be f16, bf16, f32 or int8 with --shape\n");
             return 2;
         }
         if (synth_build(&sy, sh, dt)) {
@@ -275,8 +279,10 @@ int cli_bench(int argc, char **argv) {
     }
     cli_runtime rt = {0};
     errbuf eb = {0};
+    /* int8 is a load-time choice of the engine; the other names only pick --shape's random weights */
     eng_model_opts mo = {.max_rows = (int32_t)chunk, .kv_dtype = -1,
-                         .n_kv_blocks = (int32_t)((max_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK)};
+                         .n_kv_blocks = (int32_t)((max_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK),
+                         .dtype = dtype && (dir || !strcmp(dtype, "int8")) ? dtype : "auto"};
     if (dir) {
         if (cli_runtime_open(&rt, dir, backend, (int)threads, &mo)) return 1;
         m = rt.m;
@@ -290,10 +296,9 @@ int cli_bench(int argc, char **argv) {
     }
     const model_config *cfg = &m->cfg;
     const int64_t D = cfg->n_embd, V = cfg->vocab_size;
-    uint64_t wbytes = 0;
-    if (dir) wbytes = model_weight_bytes(m);
-    else
-        for (int i = 0; i < 5 + 8 * cfg->n_layer; i++) wbytes += sy.tensors[i].nbytes;
+    /* the weights as placed: with int8, the quantized matmul weights and their scales */
+    uint64_t wbytes = eng_model_weight_bytes(rt.em);
+    const char *wname = eng_model_matmul_dtype(rt.em) == ENG_Q8 ? "int8" : st_dtype_name(m->dtype);
     if (shape_name && eng_backend_copies_weights(rt.be)) { /* the backend has its own copy: free the host one */
         xfree(sy.arena);
         sy.arena = NULL;
@@ -354,7 +359,7 @@ int cli_bench(int argc, char **argv) {
     /* the rest of the KV cache up to the longest context */
     RUN_RANGE((int32_t)n_prompt, n_pos, 0);
 
-    printf("suggestd bench: %s (%s%s weights), %s\n", label, dir ? "" : "random ", st_dtype_name(m->dtype),
+    printf("suggestd bench: %s (%s%s weights), %s\n", label, dir ? "" : "random ", wname,
            eng_backend_describe(rt.be));
     printf("  weights            %10.1f MB  (read per decode token: %.1f MB)\n", (double)wbytes / 1e6,
            (double)step_bytes / 1e6);
@@ -363,7 +368,7 @@ int cli_bench(int argc, char **argv) {
     printf("  bandwidth          %10.2f GB/s (%s)\n", bw, bw_what);
     printf("  prefill            %10.1f tokens/s (%ld tokens in %.2f ms, chunks of %ld%s)\n",
            (double)n_prompt / prefill_s, n_prompt, prefill_s * 1e3, chunk, gpu ? ", median of 3" : "");
-    printf("RESULT %s %s %s prefill tokens=%ld ms=%.3f\n", label, st_dtype_name(m->dtype), eng_backend_name(rt.be),
+    printf("RESULT %s %s %s prefill tokens=%ld ms=%.3f\n", label, wname, eng_backend_name(rt.be),
            n_prompt, prefill_s * 1e3);
     size_t kv_elt = eng_kv_bytes(eng_model_kv(rt.em)) /
                     ((size_t)cfg->n_layer * 2 * (size_t)n_blocks * ENG_KV_BLOCK * (size_t)D);
@@ -390,7 +395,7 @@ int cli_bench(int argc, char **argv) {
                med, ctx[ci], n_decode, first, ctx[ci] - 1, ms[0]);
         printf("  memory floor       %10.3f ms/token (weights + KV %.1f MB)\n", floor_ms, kv_read / 1e6);
         printf("  decode / floor     %10.2fx\n", med / floor_ms);
-        printf("RESULT %s %s %s decode ctx=%ld ms=%.4f floor_ms=%.4f ratio=%.3f\n", label, st_dtype_name(m->dtype),
+        printf("RESULT %s %s %s decode ctx=%ld ms=%.4f floor_ms=%.4f ratio=%.3f\n", label, wname,
                eng_backend_name(rt.be), ctx[ci], med, floor_ms, med / floor_ms);
     }
 #undef RUN_RANGE

@@ -27,7 +27,9 @@ static void usage(FILE *f) {
                "  --stop STRING        stop before this text; repeatable (up to %d)\n"
                "  --backend NAME       cpu, ref, or cuda[:N] in a CUDA build (default cpu)\n"
                "  --device NAME        same as --backend (cpu | cuda | cuda:N)\n"
-               "  --threads N          CPU threads (default: all)\n",
+               "  --threads N          CPU threads (default: all)\n"
+               "  --dtype auto|int8    weights as the checkpoint stores them (auto, default), or int8: matmul weights\n"
+               "                       quantized at load, per-row scales: half their f16 bytes (CPU backends only)\n",
             GEN_MAX_STOP);
 }
 
@@ -71,10 +73,10 @@ int cli_complete(int argc, char **argv) {
         {"top-p", required_argument, 0, 'P'},       {"top-k", required_argument, 0, 'k'},
         {"seed", required_argument, 0, 's'},        {"stop", required_argument, 0, 'S'},
         {"backend", required_argument, 0, 'b'},     {"threads", required_argument, 0, 'j'},
-        {"device", required_argument, 0, 'b'},
+        {"device", required_argument, 0, 'b'},     {"dtype", required_argument, 0, 'd'},
         {"repetition-penalty", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    const char *model_dir = NULL, *prompt = NULL, *backend = "cpu";
+    const char *model_dir = NULL, *prompt = NULL, *backend = "cpu", *dtype = "auto";
     long threads = 0, v;
     double d;
     gen_params gp = {0};
@@ -128,6 +130,7 @@ int cli_complete(int argc, char **argv) {
             gp.stop[gp.n_stop++] = optarg;
             break;
         case 'b': backend = optarg; break;
+        case 'd': dtype = optarg; break;
         case 'j':
             if (cli_parse_int("complete", "threads", optarg, 0, 1024, &threads)) return 2;
             break;
@@ -148,7 +151,8 @@ int cli_complete(int argc, char **argv) {
     tok *tk = NULL;
     cli_runtime rt = {0};
     /* the model first: a wrong directory is reported as such, not as a missing tokenizer file */
-    if (cli_runtime_open(&rt, model_dir, backend, (int)threads, NULL)) return 1;
+    eng_model_opts mo = {.kv_dtype = -1, .dtype = dtype}; /* the engine checks dtype and names the values */
+    if (cli_runtime_open(&rt, model_dir, backend, (int)threads, &mo)) return 1;
     if (tok_load(model_dir, &tk, &eb) != ERR_OK) {
         fprintf(stderr, "suggestd complete: %s\n", eb.msg);
         cli_runtime_close(&rt);

@@ -4,6 +4,7 @@
  * order is the reverse of the borrow order: the server (cancels in-flight requests, joins its threads) before the
  * engine, the engine before the model and tokenizer it borrows. */
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -55,6 +56,19 @@ static err open_auth(const cfg *c, auth **out, errbuf *eb) {
         LOG_INFO("authentication: %s, decision cache %s%s", m && strcmp(m, "auto") ? m
                  : mode == AUTH_MODE_API_KEYS ? "api-keys" : "gitlab", auth_store_kind(*out),
                  ac.rate_per_minute ? ", rate limited" : "");
+    return rc;
+}
+
+/* --model ORG/NAME: pulled (when not complete) after the server listens, so healthz says "loading" meanwhile. A
+ * pull can be long: SIGINT/SIGTERM are let through to end the process as usual (the next pull resumes). */
+static int resolve_model(const char *arg, char *out, size_t cap) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    int rc = cli_model_resolve("serve", arg, out, cap);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     return rc;
 }
 
@@ -133,9 +147,13 @@ int cli_serve(int argc, char **argv) {
     /* one step's rows are the activations' rows; the KV pool holds max-batch full contexts unless sized */
     int64_t kv_tokens = cfg_int(&c, CFG_KV_CACHE_TOKENS);
     eng_model_opts mo = {.max_rows = so.step_tokens, .n_kv_seqs = so.max_batch, .kv_dtype = -1,
+                         .dtype = cfg_str(&c, CFG_DTYPE), /* auto | int8: checked by eng_model_create */
                          .n_kv_blocks = (int32_t)((kv_tokens + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK),
                          .kv_mem_fraction = (double)cfg_int(&c, CFG_KV_CACHE_PERCENT) / 100.0};
     const char *device = cfg_str(&c, CFG_DEVICE) ? cfg_str(&c, CFG_DEVICE) : cfg_str(&c, CFG_BACKEND);
+    char resolved[4096];
+    if (resolve_model(model_dir, resolved, sizeof(resolved))) goto out;
+    model_dir = resolved;
     if (cli_runtime_open(&rt, model_dir, device, (int)cfg_int(&c, CFG_THREADS), &mo)) goto out;
     if (tok_load(model_dir, &tk, &eb) != ERR_OK) {
         fprintf(stderr, "suggestd serve: %s\n", eb.msg);

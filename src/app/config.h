@@ -21,6 +21,7 @@ typedef enum cfg_key {
     CFG_BACKEND,
     CFG_DEVICE,
     CFG_THREADS,
+    CFG_DTYPE,
     CFG_HOST,
     CFG_PORT,
     CFG_METRICS_HOST,

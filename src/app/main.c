@@ -21,6 +21,8 @@ static void usage(FILE *f) {
             "  bench      measure prefill and decode speed beside the memory-bandwidth floor\n"
             "  serve      the HTTP API (FauxPilot/OpenAI /v1, GitLab /v2)\n"
             "  config     print the effective serve configuration (secrets masked)\n"
+            "  pull       download a model from the Hugging Face hub (ORG/NAME[@REVISION])\n"
+            "  models     the CodeGen checkpoints: download size, memory, which are present\n"
             "\n"
             "  suggestd <command> --help    options of a command\n"
             "  suggestd --version           version and compiled-in backends\n",
@@ -41,9 +43,15 @@ int main(int argc, char **argv) {
         printf("suggestd %s (backends: %s)\n", SUGGESTD_VERSION, eng_backends_compiled());
         return 0;
     }
+    /* --model ORG/NAME for the commands that open a model directly (serve resolves its own, after listening) */
+    static char model_arg[4200];
+    int opens_model = !strcmp(cmd, "complete") || !strcmp(cmd, "tokenize") || !strcmp(cmd, "bench");
+    if (opens_model && cli_model_args_resolve(cmd, argc - 1, argv + 1, model_arg, sizeof(model_arg))) return 1;
     if (!strcmp(cmd, "complete")) return cli_complete(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cli_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "pull")) return cli_pull(argc - 1, argv + 1);
+    if (!strcmp(cmd, "models")) return cli_models(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return cli_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "config")) return cli_config(argc - 1, argv + 1);
     fprintf(stderr, "suggestd: unknown command '%s' (try 'suggestd --help')\n", cmd);

@@ -13,31 +13,9 @@
 
 #define MAX_BODY (1 << 20)
 
-typedef struct body_buf {
-    char *p;
-    size_t len, cap;
-    int too_big;
-} body_buf;
-
+/* Collects the answer; the cap (MAX_BODY) aborts the transfer of an oversized one. */
 static size_t on_data(char *data, size_t size, size_t nmemb, void *ud) {
-    body_buf *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > MAX_BODY) {
-        b->too_big = 1;
-        return 0; /* aborts the transfer */
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 1024;
-        while (nc < b->len + n + 1) nc *= 2;
-        char *np = xrealloc(b->p, nc);
-        if (!np) return 0;
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return n;
+    return xbuf_append(ud, data, size * nmemb) == 0 ? size * nmemb : 0;
 }
 
 void auth__http_global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -50,7 +28,7 @@ err auth__http_get(const char *url, const char *bearer, size_t bearer_len, int t
     *len = 0;
     CURL *c = curl_easy_init();
     if (!c) return ERR_NOMEM;
-    body_buf b = {0};
+    xbuf b = {.max = MAX_BODY};
     struct curl_slist *hdrs = NULL;
     char auth_hdr[32 + AUTH_MAX_TOKEN];
     if (bearer) {

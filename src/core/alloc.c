@@ -51,3 +51,22 @@ char *xstrndup(const char *s, size_t n) {
 char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
 
 void xfree(void *p) { free(p); }
+
+int xbuf_append(xbuf *b, const void *data, size_t n) {
+    if (b->max && n > b->max - b->len) {
+        b->too_big = 1;
+        return -1;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 1024;
+        while (nc < b->len + n + 1) nc *= 2;
+        char *np = xrealloc(b->p, nc);
+        if (!np) return -1;
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}

@@ -15,6 +15,16 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 void xfree(void *p);
 
+/* A growable, always NUL-terminated byte buffer (HTTP bodies, streamed text). max > 0 caps len: an append that would
+ * pass it sets too_big and fails, so a hostile peer cannot grow it without bound. Zero-initialize; free p. */
+typedef struct xbuf {
+    char *p;
+    size_t len, cap, max;
+    int too_big;
+} xbuf;
+/* Appends n bytes: 0, or -1 when the cap would be passed or memory ran out (b is unchanged then). */
+int xbuf_append(xbuf *b, const void *data, size_t n);
+
 /* Test hook: after n more successful allocations, every allocation fails until reset with a negative n. */
 void alloc_fail_after(long n);
 

@@ -1,11 +1,13 @@
 /* eng.c - the backend table and the shape checks every op shares, so backends only compute. */
 #include "eng.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "eng_impl.h"
+#include "fp16.h"
 
 static const eng_backend_ops *const backends[] = {
     &cpu__backend_ops,
@@ -18,15 +20,89 @@ static const eng_backend_ops *const backends[] = {
 
 #define OPS(be) (((const eng_backend_base *)(be))->ops)
 
-size_t eng_dtype_size(eng_dtype t) { return t == ENG_F32 ? 4 : 2; }
+size_t eng_dtype_size(eng_dtype t) { return t == ENG_F32 ? 4 : t == ENG_Q8 ? 1 : 2; }
 
 const char *eng_dtype_name(eng_dtype t) {
     switch (t) {
     case ENG_F32: return "f32";
     case ENG_F16: return "f16";
     case ENG_BF16: return "bf16";
+    case ENG_Q8: return "int8";
     }
     return "?";
+}
+
+/* f16 -> f32 without branches, so a loop of it vectorizes (fp16_to_f32 branches per element): the exponent and
+ * mantissa bits shifted into place are an f32 2^-112 times too small (subnormal f16 land on f32 subnormals),
+ * one multiply by 2^112 fixes normal and subnormal values exactly, and what was inf/nan gets its all-ones exponent
+ * back (F. Giesen's half_to_float). Same values as fp16_to_f32 (test_quant quantizes every f16 both ways). */
+static inline float q8_half_to_f32(uint16_t h) {
+    uint32_t o = (uint32_t)(h & 0x7fff) << 13;
+    float f = fp32_from_bits(o) * fp32_from_bits((254u - 15u) << 23);
+    uint32_t b = fp32_bits(f);
+    b |= f >= fp32_from_bits((127u + 16u) << 23) ? 0x7f800000u : 0u;
+    return fp32_from_bits(b | (uint32_t)(h & 0x8000) << 16);
+}
+
+/* Source elements [i0, i0 + n) as f32 (one branch per chunk, not per element, so the loops below vectorize). */
+static void host_row_f32(float *dst, const void *src, eng_dtype dt, size_t i0, size_t n) {
+    if (dt == ENG_F16)
+        for (size_t i = 0; i < n; i++) dst[i] = q8_half_to_f32(((const uint16_t *)src)[i0 + i]);
+    else if (dt == ENG_BF16)
+        for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(((const uint16_t *)src)[i0 + i]);
+    else
+        memcpy(dst, (const float *)src + i0, n * sizeof(float));
+}
+
+#define Q8_CHUNK 256
+
+/* q = w / s rounded to nearest, ties to even (adding and subtracting 1.5 * 2^23 rounds any |v| < 2^22 exactly in
+ * the default rounding mode, without a libm call per weight). The grid stays symmetric: -w quantizes to -q.
+ * |w / s| <= 127 up to a rounding of the division (an inf weight makes s inf and its own ratio NaN), so the clamp,
+ * done on the integer, only catches a hair above; a NaN ratio becomes 0 before the int conversion, where it would be
+ * undefined behaviour. Rows are read in chunks of Q8_CHUNK widened floats: the widening loops vectorize; the two
+ * loops below do not yet (GCC 12 sees control flow in them). Speed: ~10 ns a weight on one thread of the dev box,
+ * much of it page faults on the new block, so forward.c splits the rows across threads (eng_q8_quantize_rows). */
+void eng_q8_quantize_rows(void *dst, const void *src, eng_dtype src_dt, int64_t rows, int64_t cols, int64_t r0,
+                          int64_t r1) {
+    int8_t *q = dst;
+    float *scales = (float *)(void *)((char *)dst + eng_q8_scale_offset(rows, cols));
+    float buf[Q8_CHUNK];
+    for (int64_t r = r0; r < r1; r++) {
+        const size_t base = (size_t)r * (size_t)cols;
+        /* max |w| on the bit patterns: for non-NaN floats |a| < |b| iff bits(|a|) < bits(|b|), and an integer max
+         * vectorizes where a float one may not (NaN rules); NaNs (> the bits of inf) are skipped */
+        uint32_t amax_bits = 0;
+        for (size_t c0 = 0; c0 < (size_t)cols; c0 += Q8_CHUNK) {
+            size_t n = (size_t)cols - c0 < Q8_CHUNK ? (size_t)cols - c0 : Q8_CHUNK;
+            host_row_f32(buf, src, src_dt, base + c0, n);
+            for (size_t i = 0; i < n; i++) {
+                uint32_t u = fp32_bits(buf[i]) & 0x7fffffffu;
+                u = u > 0x7f800000u ? 0u : u;
+                amax_bits = u > amax_bits ? u : amax_bits;
+            }
+        }
+        const float s = fp32_from_bits(amax_bits) / 127.0f;
+        scales[r] = s;
+        for (size_t c0 = 0; c0 < (size_t)cols; c0 += Q8_CHUNK) {
+            size_t n = (size_t)cols - c0 < Q8_CHUNK ? (size_t)cols - c0 : Q8_CHUNK;
+            if (!(s > 0.0f)) { /* an all-zero row (or one of NaNs) */
+                memset(q + base + c0, 0, n);
+                continue;
+            }
+            host_row_f32(buf, src, src_dt, base + c0, n);
+            for (size_t i = 0; i < n; i++) {
+                uint32_t b = fp32_bits(buf[i] / s);
+                float v = fp32_from_bits((b & 0x7fffffffu) > 0x7f800000u ? 0u : b); /* NaN -> 0; |v| <= ~127 */
+                int32_t k = (int32_t)((v + 12582912.0f) - 12582912.0f);
+                q[base + c0 + i] = (int8_t)(k > 127 ? 127 : k < -127 ? -127 : k);
+            }
+        }
+    }
+}
+
+void eng_q8_quantize(void *dst, const void *src, eng_dtype src_dt, int64_t rows, int64_t cols) {
+    eng_q8_quantize_rows(dst, src, src_dt, rows, cols, 0, rows);
 }
 
 const char *eng_backends_compiled(void) {
@@ -97,7 +173,7 @@ err eng_backend_mem_available(eng_backend *be, size_t *bytes) {
 
 err eng_tensor_alloc(eng_backend *be, eng_dtype dtype, int64_t rows, int64_t cols, eng_tensor *out) {
     memset(out, 0, sizeof(*out));
-    if (rows < 0 || cols < 0) return ERR_INVALID;
+    if (rows < 0 || cols < 0 || dtype == ENG_Q8) return ERR_INVALID; /* Q8: weights only, from eng_q8_quantize */
     return OPS(be)->tensor_alloc(be, dtype, rows, cols, out);
 }
 
@@ -118,15 +194,22 @@ void eng_weight_free(eng_backend *be, eng_tensor *t) {
     if (t) memset(t, 0, sizeof(*t));
 }
 
-err eng_tensor_read_f32(eng_backend *be, const eng_tensor *t, float *dst) { return OPS(be)->read_f32(be, t, dst); }
+err eng_tensor_read_f32(eng_backend *be, const eng_tensor *t, float *dst) {
+    if (t->dtype == ENG_Q8) return ERR_UNSUPPORTED;
+    return OPS(be)->read_f32(be, t, dst);
+}
 err eng_tensor_write_f32(eng_backend *be, eng_tensor *t, const float *src) {
+    if (t->dtype == ENG_Q8) return ERR_UNSUPPORTED;
     return OPS(be)->write_f32(be, t, src);
 }
 
 static int same_shape(const eng_tensor *a, const eng_tensor *b) { return a->rows == b->rows && a->cols == b->cols; }
+/* ENG_Q8 is a matmul-weight type only: any other operand of that type is refused. */
+static int is_q8(const eng_tensor *t) { return t && t->dtype == ENG_Q8; }
 static int is_vec(const eng_tensor *v, int64_t n) { return v->rows == 1 && v->cols == n; }
 
 err eng_embed(eng_backend *be, eng_tensor *y, const eng_tensor *wte, const int32_t *tokens, int32_t n_rows) {
+    if (is_q8(y) || is_q8(wte)) return ERR_UNSUPPORTED;
     if (y->rows < n_rows || y->cols != wte->cols) return ERR_INVALID;
     for (int32_t r = 0; r < n_rows; r++)
         if (tokens[r] < 0 || tokens[r] >= wte->rows) return ERR_INVALID;
@@ -135,19 +218,25 @@ err eng_embed(eng_backend *be, eng_tensor *y, const eng_tensor *wte, const int32
 
 err eng_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *b,
                   float eps) {
+    if (is_q8(y) || is_q8(x) || is_q8(w) || is_q8(b)) return ERR_UNSUPPORTED;
     if (!same_shape(y, x) || !is_vec(w, x->cols) || !is_vec(b, x->cols)) return ERR_INVALID;
     return OPS(be)->layernorm(be, y, x, w, b, eps);
 }
 
 err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                int accumulate) {
+    if (is_q8(y) || is_q8(x) || is_q8(bias)) return ERR_UNSUPPORTED;
     if (x->cols != w->cols || y->rows != x->rows || y->cols != w->rows) return ERR_INVALID;
+    if (w->dtype == ENG_Q8 && w->stride != w->cols) return ERR_INVALID; /* a view: the scales cannot be found */
     if (bias && !is_vec(bias, w->rows)) return ERR_INVALID;
     if (x->rows == 0) return ERR_OK;
     return OPS(be)->matmul(be, y, x, w, bias, accumulate);
 }
 
-err eng_gelu(eng_backend *be, eng_tensor *x) { return OPS(be)->gelu(be, x); }
+err eng_gelu(eng_backend *be, eng_tensor *x) {
+    if (is_q8(x)) return ERR_UNSUPPORTED;
+    return OPS(be)->gelu(be, x);
+}
 
 static int shape_ok(const eng_tensor *x, eng_attn_shape s) {
     return s.n_head > 0 && s.head_dim > 0 && s.rotary_dim >= 0 && s.rotary_dim % 2 == 0 &&
@@ -155,6 +244,7 @@ static int shape_ok(const eng_tensor *x, eng_attn_shape s) {
 }
 
 err eng_rope(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape shape) {
+    if (is_q8(x)) return ERR_UNSUPPORTED;
     if (!shape_ok(x, shape)) return ERR_INVALID;
     for (int64_t r = 0; r < x->rows; r++)
         if (positions[r] < 0) return ERR_INVALID;
@@ -162,6 +252,7 @@ err eng_rope(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_
 }
 
 err eng_add(eng_backend *be, eng_tensor *y, const eng_tensor *x) {
+    if (is_q8(y) || is_q8(x)) return ERR_UNSUPPORTED;
     if (!same_shape(y, x)) return ERR_INVALID;
     return OPS(be)->add(be, y, x);
 }
@@ -169,7 +260,7 @@ err eng_add(eng_backend *be, eng_tensor *y, const eng_tensor *x) {
 err eng_kv_create(eng_backend *be, int32_t n_layer, int32_t d_model, int32_t n_blocks, eng_dtype dtype,
                   eng_kv **out) {
     *out = NULL;
-    if (n_layer <= 0 || d_model <= 0 || n_blocks <= 0 || dtype == ENG_BF16) return ERR_INVALID;
+    if (n_layer <= 0 || d_model <= 0 || n_blocks <= 0 || dtype == ENG_BF16 || dtype == ENG_Q8) return ERR_INVALID;
     return OPS(be)->kv_create(be, n_layer, d_model, n_blocks, dtype, out);
 }
 
@@ -200,6 +291,7 @@ static err batch_ok(const eng_kv *kv, const eng_batch *b) {
 err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k, const eng_tensor *v,
                  const eng_batch *batch) {
     const eng_kv_base *kb = (const eng_kv_base *)kv;
+    if (is_q8(k) || is_q8(v)) return ERR_UNSUPPORTED;
     if (layer < 0 || layer >= kb->n_layer || k->cols != kb->d_model || !same_shape(k, v) ||
         k->rows != batch->n_rows || batch_ok(kv, batch) != ERR_OK)
         return ERR_INVALID;
@@ -209,6 +301,7 @@ err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k
 err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                   const eng_batch *batch, eng_attn_shape shape) {
     const eng_kv_base *kb = (const eng_kv_base *)kv;
+    if (is_q8(out) || is_q8(q)) return ERR_UNSUPPORTED;
     if (layer < 0 || layer >= kb->n_layer || q->cols != kb->d_model || !same_shape(out, q) ||
         q->rows != batch->n_rows || !shape_ok(q, shape) || batch_ok(kv, batch) != ERR_OK)
         return ERR_INVALID;

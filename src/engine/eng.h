@@ -19,9 +19,12 @@
 
 #include "err.h"
 
-typedef enum eng_dtype { ENG_F32 = 0, ENG_F16, ENG_BF16 } eng_dtype;
+/* ENG_Q8 is a weight-only type: see "int8 weights" below. */
+typedef enum eng_dtype { ENG_F32 = 0, ENG_F16, ENG_BF16, ENG_Q8 } eng_dtype;
 
+/* Bytes of one element (ENG_Q8: 1, the int8 value; its row scales are extra, see eng_q8_bytes). */
 size_t eng_dtype_size(eng_dtype t);
+/* "f32", "f16", "bf16", "int8". */
 const char *eng_dtype_name(eng_dtype t);
 
 /* A 2-D row-major view: element (r, c) is at data + (r * stride + c) * size(dtype). */
@@ -44,6 +47,38 @@ static inline eng_tensor eng_tensor_rows(eng_tensor t, int64_t r0, int64_t n) {
     t.rows = n;
     return t;
 }
+
+/* --- int8 weights (ENG_Q8) ------------------------------------------------------------------------------------
+ * Weight-only, symmetric, per output channel: row n of a [N, K] matmul weight is K int8 values q[n][k] and one f32
+ * scale s[n] = max_k |w[n][k]| / 127, with q = round(w / s) (to nearest, ties to even) clamped to [-127, 127]
+ * (-128 unused, so the range is symmetric), w ~ s * q. One allocation holds both, so eng_tensor needs no extra field: the int8 rows (row-major,
+ * stride == cols) from byte 0, then the N f32 scales from byte eng_q8_scale_offset(N, K) (64-byte aligned if the
+ * block is). Because the scale is per output row it factors out of the dot product, y[t][n] = s[n] * sum_k x[t][k]
+ * q[n][k] (+ bias): kernels widen q to f32, accumulate in f32 and scale once at the store.
+ * ENG_Q8 is accepted only as the weight `w` of eng_matmul: any other operand of that type (activations, biases,
+ * embeddings, LayerNorm, read/write_f32) is ERR_UNSUPPORTED, and eng_tensor_alloc and eng_kv_create refuse the type
+ * (ERR_INVALID): make Q8 tensors with eng_weight_from_host from a block eng_q8_quantize wrote. Never take a row or column view of one (the scales are
+ * found from rows and cols). Only the CPU backends (cpu, ref) implement it; cuda answers ERR_UNSUPPORTED. */
+static inline size_t eng_q8_scale_offset(int64_t rows, int64_t cols) {
+    return ((size_t)rows * (size_t)cols + 63) & ~(size_t)63;
+}
+/* Bytes of a Q8 block of rows x cols: int8 rows, padding to 64 bytes, rows f32 scales. */
+static inline size_t eng_q8_bytes(int64_t rows, int64_t cols) {
+    return eng_q8_scale_offset(rows, cols) + (size_t)rows * sizeof(float);
+}
+/* The per-row scales of a Q8 weight tensor (t->rows floats). */
+static inline const float *eng_q8_scales(const eng_tensor *t) {
+    return (const float *)(const void *)((const char *)t->data + eng_q8_scale_offset(t->rows, t->cols));
+}
+/* Quantizes rows x cols host weights of src_dt (f32, f16 or bf16; row-major, contiguous) into dst, a host block of
+ * eng_q8_bytes(rows, cols) bytes aligned to 4 (64 keeps the scales on a cache line). An all-zero row gets scale 0
+ * and zeros; a NaN weight gives q = 0, an infinite one an infinite scale. Per element |s * q - w| <= s / 2 (up to
+ * f32 rounding of w / s). Host-side, on the calling thread. */
+void eng_q8_quantize(void *dst, const void *src, eng_dtype src_dt, int64_t rows, int64_t cols);
+/* The same for rows [r0, r1) only (dst and src are still the whole block and source): threads may quantize
+ * disjoint row ranges of one block at once. */
+void eng_q8_quantize_rows(void *dst, const void *src, eng_dtype src_dt, int64_t rows, int64_t cols, int64_t r0,
+                          int64_t r1);
 
 #define ENG_KV_BLOCK 16 /* tokens per KV block */
 
@@ -119,7 +154,8 @@ err eng_embed(eng_backend *be, eng_tensor *y, const eng_tensor *wte, const int32
 err eng_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *b,
                   float eps);
 /* y (+)= x . w^T + bias. x [T, K], w [N, K], bias [1, N] or NULL, y [T, N]. accumulate != 0 adds into y.
- * f32 accumulation. This is where the weights are streamed: once per call whatever T is. */
+ * f32 accumulation. This is where the weights are streamed: once per call whatever T is. w may be ENG_Q8 (scaled
+ * per row, see "int8 weights"; ERR_UNSUPPORTED on backends without it); no other operand may. */
 err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                int accumulate);
 /* x = gelu_new(x), in place. */

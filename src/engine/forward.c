@@ -2,6 +2,12 @@
  *
  * DESIGN: weights stay where the checkpoint put them (mmap) except qkv_proj, which is repacked once at load from
  * HF's mp_num=4 [q v k] chunk layout into plain [Q; K; V] rows, so one GEMM yields per-head contiguous q, k and v.
+ * With opts->dtype "int8" the five matmul weights of the model (qkv after its repack, out_proj, fc_in, fc_out,
+ * lm_head: all of a CodeGen's bytes but the embedding's and a fraction of a percent; 85% of codegen-350M, 95% of
+ * codegen-2B) are quantized at load, on the host, into ENG_Q8
+ * blocks the model owns (eng.h, "int8 weights"); the CPU backends borrow them as they borrow the mmap. The
+ * embedding stays as stored (a decode step reads one row of it, so quantizing it saves no bandwidth), and so do
+ * LayerNorms and biases (tiny, and precision-sensitive).
  * Attention and MLP read the same LayerNorm output and both add into the residual stream x (the matmul op's
  * accumulate flag), which is the parallel GPT-J block without extra passes over memory.
  * On a backend with step graphs (CUDA) the op list of a small step is recorded once per batch shape and replayed
@@ -12,6 +18,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "pool.h"
 
 typedef struct layer_w {
     eng_tensor ln_1_w, ln_1_b, qkv, out_proj, fc_in_w, fc_in_b, fc_out_w, fc_out_b;
@@ -21,16 +28,19 @@ struct eng_model {
     eng_backend *be;
     const model *m;
     model_config cfg;
-    eng_dtype wdt;
+    eng_dtype wdt;      /* the checkpoint's dtype: embeddings, LayerNorms, biases (and matmul weights unless q8) */
+    int q8;             /* matmul weights quantized to ENG_Q8 at load */
+    pool *load_pool;    /* q8, during eng_model_create only: threads that quantize (NULL: the calling thread) */
     eng_tensor wte, ln_f_w, ln_f_b, lm_head_w, lm_head_b;
     layer_w *layers;
-    void **qkv_host; /* repacked qkv rows per layer, host memory the backend may borrow */
+    void **qkv_host; /* repacked qkv rows per layer (ENG_Q8 blocks when q8), host memory the backend may borrow */
+    void **q8_host;  /* q8: [3 * n_layer + 1] int8 blocks of out_proj, fc_in, fc_out per layer, then lm_head */
     eng_kv *kv;
     eng_graphs *graphs; /* NULL when the backend has none */
     int32_t max_rows;
     /* activations [max_rows, ...] */
     eng_tensor x, h, qkv, att, mlp, sel, logits;
-    size_t weight_bytes_own, workspace_bytes;
+    size_t weight_bytes_own, weight_bytes_all, workspace_bytes;
 };
 
 static eng_dtype to_eng_dtype(st_dtype t) { return t == ST_F32 ? ENG_F32 : t == ST_F16 ? ENG_F16 : ENG_BF16; }
@@ -63,8 +73,51 @@ static err repack_qkv(const st_tensor *src, const model_config *c, void **out) {
 static err weight(eng_model *em, const st_tensor *t, eng_tensor *out) {
     int64_t rows = t->n_dims == 2 ? t->shape[0] : 1, cols = t->n_dims == 2 ? t->shape[1] : t->shape[0];
     err rc = eng_weight_from_host(em->be, t->data, em->wdt, rows, cols, out);
-    if (rc == ERR_OK && eng_backend_copies_weights(em->be))
-        em->weight_bytes_own += (size_t)rows * (size_t)cols * eng_dtype_size(em->wdt);
+    size_t bytes = (size_t)rows * (size_t)cols * eng_dtype_size(em->wdt);
+    if (rc == ERR_OK && eng_backend_copies_weights(em->be)) em->weight_bytes_own += bytes;
+    if (rc == ERR_OK) em->weight_bytes_all += bytes;
+    return rc;
+}
+
+typedef struct q8_job {
+    void *dst;
+    const void *src;
+    eng_dtype dt;
+    int64_t rows, cols;
+} q8_job;
+
+static void q8_work(void *ctx, int ith, int nth) {
+    q8_job *j = ctx;
+    long lo, hi;
+    pool_split((long)j->rows, ith, nth, &lo, &hi);
+    eng_q8_quantize_rows(j->dst, j->src, j->dt, j->rows, j->cols, lo, hi);
+}
+
+/* A matmul weight from host rows of the checkpoint's dtype (the mmap, or the repacked qkv): placed as it is, or
+ * with q8 quantized into a 64-byte aligned ENG_Q8 block that *own keeps (NULL when the backend copied it). */
+static err mm_weight(eng_model *em, const void *src, int64_t rows, int64_t cols, void **own, eng_tensor *out) {
+    if (!em->q8) {
+        err rc = eng_weight_from_host(em->be, src, em->wdt, rows, cols, out);
+        size_t bytes = (size_t)rows * (size_t)cols * eng_dtype_size(em->wdt);
+        if (rc == ERR_OK && eng_backend_copies_weights(em->be)) em->weight_bytes_own += bytes;
+        if (rc == ERR_OK) em->weight_bytes_all += bytes;
+        return rc;
+    }
+    const size_t bytes = eng_q8_bytes(rows, cols);
+    void *q = xaligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!q) return ERR_NOMEM;
+    q8_job job = {q, src, em->wdt, rows, cols};
+    if (em->load_pool) /* rows split across the load threads: also spreads the page faults of the new block */
+        pool_run(em->load_pool, q8_work, &job);
+    else
+        q8_work(&job, 0, 1);
+    err rc = eng_weight_from_host(em->be, q, ENG_Q8, rows, cols, out);
+    if (rc != ERR_OK || eng_backend_copies_weights(em->be)) {
+        xfree(q);
+        q = NULL;
+    }
+    if (rc == ERR_OK) em->weight_bytes_own += bytes, em->weight_bytes_all += bytes;
+    *own = q;
     return rc;
 }
 
@@ -83,6 +136,9 @@ void eng_model_destroy(eng_model *em) {
             for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) eng_weight_free(be, ws[i]);
             if (em->qkv_host) xfree(em->qkv_host[l]);
         }
+    if (em->q8_host)
+        for (int i = 0; i < 3 * em->cfg.n_layer + 1; i++) xfree(em->q8_host[i]);
+    xfree(em->q8_host);
     eng_tensor *top[] = {&em->wte, &em->ln_f_w, &em->ln_f_b, &em->lm_head_w, &em->lm_head_b};
     for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) eng_weight_free(be, top[i]);
     xfree(em->qkv_host);
@@ -92,12 +148,19 @@ void eng_model_destroy(eng_model *em) {
 
 err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts, eng_model **out, errbuf *eb) {
     *out = NULL;
+    const char *want = opts && opts->dtype && *opts->dtype ? opts->dtype : "auto";
+    int q8 = !strcmp(want, "int8");
+    if (!q8 && strcmp(want, "auto"))
+        return errbuf_set(eb, ERR_INVALID,
+                          "weight dtype '%s': expected auto (as the checkpoint stores them, %s) or int8", want,
+                          eng_dtype_name(to_eng_dtype(m->dtype)));
     eng_model *em = xcalloc(1, sizeof(*em));
     if (!em) return errbuf_set(eb, ERR_NOMEM, "out of memory");
     em->be = be;
     em->m = m;
     em->cfg = m->cfg;
     em->wdt = to_eng_dtype(m->dtype);
+    em->q8 = q8;
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
@@ -118,33 +181,52 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     err rc = ERR_OK;
     em->layers = xcalloc((size_t)c->n_layer, sizeof(layer_w));
     em->qkv_host = xcalloc((size_t)c->n_layer, sizeof(void *));
-    if (!em->layers || !em->qkv_host) rc = ERR_NOMEM;
+    em->q8_host = q8 ? xcalloc((size_t)(3 * c->n_layer + 1), sizeof(void *)) : NULL;
+    if (!em->layers || !em->qkv_host || (q8 && !em->q8_host)) rc = ERR_NOMEM;
+    void *unused_own = NULL;
+    /* Quantizing is the whole cost of an int8 load (~10 ns a weight on one thread): one thread per CPU for the
+     * duration of the load. Without the pool it runs on this thread. */
+    if (q8 && rc == ERR_OK && pool_create(0, &em->load_pool) != ERR_OK) em->load_pool = NULL;
+#define OWN(i) (q8 ? &em->q8_host[(i)] : &unused_own)
 #define W(t, dst)                                                                                                    \
     if (rc == ERR_OK) rc = weight(em, (t), (dst))
     W(m->wte, &em->wte);
     W(m->ln_f_w, &em->ln_f_w);
     W(m->ln_f_b, &em->ln_f_b);
-    W(m->lm_head_w, &em->lm_head_w);
+    if (rc == ERR_OK)
+        rc = mm_weight(em, m->lm_head_w->data, m->lm_head_w->shape[0], m->lm_head_w->shape[1], OWN(3 * c->n_layer),
+                       &em->lm_head_w);
     W(m->lm_head_b, &em->lm_head_b);
     for (int l = 0; l < c->n_layer && rc == ERR_OK; l++) {
         const model_layer *ml = &m->layers[l];
         layer_w *L = &em->layers[l];
         W(ml->ln_1_w, &L->ln_1_w);
         W(ml->ln_1_b, &L->ln_1_b);
-        W(ml->out_proj, &L->out_proj);
-        W(ml->fc_in_w, &L->fc_in_w);
+        if (rc == ERR_OK) rc = mm_weight(em, ml->out_proj->data, D, D, OWN(3 * l), &L->out_proj);
+        if (rc == ERR_OK) rc = mm_weight(em, ml->fc_in_w->data, F, D, OWN(3 * l + 1), &L->fc_in_w);
         W(ml->fc_in_b, &L->fc_in_b);
-        W(ml->fc_out_w, &L->fc_out_w);
+        if (rc == ERR_OK) rc = mm_weight(em, ml->fc_out_w->data, D, F, OWN(3 * l + 2), &L->fc_out_w);
         W(ml->fc_out_b, &L->fc_out_b);
-        if (rc == ERR_OK) rc = repack_qkv(ml->qkv, c, &em->qkv_host[l]);
-        if (rc == ERR_OK) rc = eng_weight_from_host(be, em->qkv_host[l], em->wdt, 3 * D, D, &L->qkv);
-        em->weight_bytes_own += (size_t)3 * D * D * eng_dtype_size(em->wdt);
-        if (eng_backend_copies_weights(be)) { /* the backend has its own copy: drop the repacked host rows now */
-            xfree(em->qkv_host[l]);
-            em->qkv_host[l] = NULL;
+        void *packed = NULL;
+        if (rc == ERR_OK) rc = repack_qkv(ml->qkv, c, &packed);
+        if (rc == ERR_OK && q8) { /* quantized from the repacked rows, which are then dropped */
+            rc = mm_weight(em, packed, 3 * D, D, &em->qkv_host[l], &L->qkv);
+            xfree(packed);
+        } else if (rc == ERR_OK) {
+            em->qkv_host[l] = packed;
+            rc = eng_weight_from_host(be, packed, em->wdt, 3 * D, D, &L->qkv);
+            em->weight_bytes_own += (size_t)3 * D * D * eng_dtype_size(em->wdt);
+            em->weight_bytes_all += (size_t)3 * D * D * eng_dtype_size(em->wdt);
+            if (eng_backend_copies_weights(be)) { /* the backend has its own copy: drop the repacked host rows now */
+                xfree(em->qkv_host[l]);
+                em->qkv_host[l] = NULL;
+            }
         }
     }
+#undef OWN
 #undef W
+    pool_destroy(em->load_pool);
+    em->load_pool = NULL;
     /* An automatic size takes at most a share of what is free once the weights are placed (never less than one
      * context: a pool that cannot hold one request is useless, and the allocation then fails with a clear error). */
     size_t avail = 0;
@@ -173,6 +255,9 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
         errbuf st = {0};
         eng_backend_status(be, &st);
         eng_model_destroy(em);
+        if (q8 && rc == ERR_UNSUPPORTED)
+            return errbuf_set(eb, rc, "weight dtype int8: backend %s does not run int8 weights (int8 is CPU-only for "
+                              "now: use --backend cpu, or --dtype auto)", eng_backend_name(be));
         return errbuf_set(eb, rc, "placing the model on backend %s: %s%s%s", eng_backend_name(be), err_name(rc),
                           st.code ? ": " : "", st.code ? st.msg : "");
     }
@@ -185,6 +270,9 @@ eng_kv *eng_model_kv(eng_model *em) { return em->kv; }
 int32_t eng_model_max_rows(const eng_model *em) { return em->max_rows; }
 eng_backend *eng_model_backend(eng_model *em) { return em->be; }
 void eng_model_graph_stats(const eng_model *em, eng_graph_stats *out) { eng_graphs_stats(em->graphs, out); }
+
+size_t eng_model_weight_bytes(const eng_model *em) { return em->weight_bytes_all; }
+eng_dtype eng_model_matmul_dtype(const eng_model *em) { return em->q8 ? ENG_Q8 : em->wdt; }
 
 void eng_model_memory(const eng_model *em, size_t *weights, size_t *kv, size_t *workspace) {
     if (weights) *weights = em->weight_bytes_own;

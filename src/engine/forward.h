@@ -16,6 +16,10 @@ typedef struct eng_model_opts {
     int32_t n_kv_seqs;  /* with n_kv_blocks = 0: full contexts the pool holds; 0 -> 1 */
     double kv_mem_fraction; /* with n_kv_blocks = 0 and > 0: n_kv_seqs contexts at most this share of the backend's
                              * free memory (after weights), but always one full context */
+    const char *dtype;  /* weights: NULL, "" or "auto" = as the checkpoint stores them; "int8" = the matmul weights
+                         * (qkv, out_proj, fc_in, fc_out, lm_head) quantized at load to ENG_Q8, per-row scales (CPU
+                         * backends only); embeddings, LayerNorms and biases keep the checkpoint's dtype.
+                         * Anything else: ERR_INVALID from eng_model_create, naming the accepted values. */
 } eng_model_opts;
 
 typedef struct eng_model eng_model;
@@ -29,8 +33,13 @@ int32_t eng_model_max_rows(const eng_model *em);
 eng_backend *eng_model_backend(eng_model *em);
 /* How many steps ran from step graphs (all zero on backends without them). */
 void eng_model_graph_stats(const eng_model *em, eng_graph_stats *out);
-/* Bytes the model holds on the backend: weights it copied or repacked, KV pool, activations. */
+/* Bytes the model holds on the backend: weights it copied, repacked or quantized, KV pool, activations. */
 void eng_model_memory(const eng_model *em, size_t *weights, size_t *kv, size_t *workspace);
+/* Bytes of all the weights the forward pass reads, as placed: borrowed checkpoint tensors plus the model's own
+ * (repacked qkv, int8 blocks with their scales). The size of the model in memory, whichever dtype it runs in. */
+size_t eng_model_weight_bytes(const eng_model *em);
+/* The dtype of the matmul weights as placed: the checkpoint's, or ENG_Q8 with opts->dtype "int8". */
+eng_dtype eng_model_matmul_dtype(const eng_model *em);
 
 /* Runs the batch (batch->n_rows <= max_rows) through all layers, storing its K/V, and writes the f32 logits of
  * rows logit_rows[0..n_logits) into logits ([n_logits][vocab_size], host memory). n_logits <= max_rows. */

@@ -64,20 +64,6 @@ err gen_check(const eng_model *em, size_t n_prompt, const gen_params *p, errbuf 
     return samp_params_check(&p->samp, eb);
 }
 
-static err out_append(gen_out *o, const char *s, size_t n) {
-    if (o->len + n + 1 > o->cap) {
-        size_t nc = o->cap ? o->cap * 2 : 1024;
-        while (nc < o->len + n + 1) nc *= 2;
-        char *nb = xrealloc(o->buf, nc);
-        if (!nb) return ERR_NOMEM;
-        o->buf = nb;
-        o->cap = nc;
-    }
-    memcpy(o->buf + o->len, s, n);
-    o->len += n;
-    return ERR_OK;
-}
-
 err gen_out_init(gen_out *o, const eng_model *em, const tok *tk, const gen_params *p, const int32_t *prompt,
                  size_t n_prompt, gen_text_fn on_text, gen_token_fn on_token, void *ud, errbuf *eb) {
     memset(o, 0, sizeof(*o));
@@ -100,14 +86,14 @@ err gen_out_init(gen_out *o, const eng_model *em, const tok *tk, const gen_param
 
 void gen_out_fini(gen_out *o) {
     samp_state_fini(&o->ss);
-    xfree(o->buf);
-    o->buf = NULL;
+    xfree(o->text.p);
+    o->text.p = NULL;
 }
 
 /* Emits buf[emitted..end) (if any); a callback asking to stop ends the sequence as CANCELLED. */
 static void out_emit(gen_out *o, size_t end, const samp_result *sr) {
     if (end <= o->emitted) return;
-    int stop = o->on_text && o->on_text(o->ud, o->buf + o->emitted, end - o->emitted, sr);
+    int stop = o->on_text && o->on_text(o->ud, o->text.p + o->emitted, end - o->emitted, sr);
     o->emitted = end;
     if (stop && !o->done) {
         o->done = 1;
@@ -122,9 +108,9 @@ err gen_out_end(gen_out *o, gen_finish finish, errbuf *eb) {
     /* release held-back text (an incomplete stop prefix, an incomplete UTF-8 tail), up to a stop string in it */
     char piece[512];
     size_t np = tok_stream_flush(&o->ts, piece, sizeof(piece));
-    if (out_append(o, piece, np) != ERR_OK) return errbuf_set(eb, ERR_NOMEM, "out of memory");
-    long hit = gen_stop_find(&o->st, o->buf, o->len, o->emitted);
-    size_t end = o->len;
+    if (xbuf_append(&o->text, piece, np) != 0) return errbuf_set(eb, ERR_NOMEM, "out of memory");
+    long hit = gen_stop_find(&o->st, o->text.p, o->text.len, o->emitted);
+    size_t end = o->text.len;
     if (hit >= 0) {
         end = (size_t)hit;
         o->finish = GEN_FINISH_STOP;
@@ -142,15 +128,15 @@ err gen_out_push(gen_out *o, float *logits, int32_t *next, errbuf *eb) {
     if (sr.id == tok_eos_id(o->tk) && !p->ignore_eos) return gen_out_end(o, GEN_FINISH_EOS, eb);
     char piece[512];
     size_t np = tok_stream_push(&o->ts, o->tk, sr.id, piece, sizeof(piece));
-    if (out_append(o, piece, np) != ERR_OK) return errbuf_set(eb, ERR_NOMEM, "out of memory");
-    long hit = gen_stop_find(&o->st, o->buf, o->len, o->emitted);
+    if (xbuf_append(&o->text, piece, np) != 0) return errbuf_set(eb, ERR_NOMEM, "out of memory");
+    long hit = gen_stop_find(&o->st, o->text.p, o->text.len, o->emitted);
     if (hit >= 0) {
         out_emit(o, (size_t)hit, &sr);
-        o->len = o->emitted = (size_t)hit;
+        o->text.len = o->emitted = (size_t)hit;
         if (!o->done) o->done = 1, o->finish = GEN_FINISH_STOP;
         return ERR_OK;
     }
-    out_emit(o, o->len - gen_stop_holdback(&o->st, o->buf, o->len, o->emitted), &sr);
+    out_emit(o, o->text.len - gen_stop_holdback(&o->st, o->text.p, o->text.len, o->emitted), &sr);
     if (o->done) return ERR_OK; /* the callback cancelled */
     if (o->n_generated >= p->max_tokens) return gen_out_end(o, GEN_FINISH_LENGTH, eb);
     *next = sr.id;

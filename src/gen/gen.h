@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "alloc.h"
 #include "forward.h"
 #include "sample.h"
 #include "tok.h"
@@ -72,8 +73,8 @@ typedef struct gen_out {
     samp_state ss;
     gen_stop st;
     tok_stream ts;
-    char *buf; /* all text so far; buf[0..emitted) went to on_text */
-    size_t len, cap, emitted;
+    xbuf text;      /* all text so far; text.p[0..emitted) went to on_text */
+    size_t emitted;
     int32_t n_generated;
     int done;
     gen_finish finish;

@@ -167,8 +167,7 @@ size_t srv_v2_trim_incomplete(const char *text, size_t len);
 
 /* Shared completion machinery (srv_v1.c). One choice's text and sampled tokens as they arrive. */
 typedef struct srv_choice {
-    char *text;
-    size_t len, cap;
+    xbuf text;
     samp_result *toks;
     int32_t n_toks, cap_toks;
     gen_finish finish;

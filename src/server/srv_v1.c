@@ -20,25 +20,13 @@
 /* --- choices: text + tokens as events arrive ------------------------------------------------------------------ */
 
 void srv_choice_fini(srv_choice *c) {
-    xfree(c->text);
+    xfree(c->text.p);
     xfree(c->toks);
     memset(c, 0, sizeof(*c));
 }
 
 err srv_choice_add(srv_choice *c, const sched_event *ev) {
-    if (ev->len) {
-        if (c->len + ev->len + 1 > c->cap) {
-            size_t nc = c->cap ? c->cap * 2 : 256;
-            while (nc < c->len + ev->len + 1) nc *= 2;
-            char *nb = xrealloc(c->text, nc);
-            if (!nb) return ERR_NOMEM;
-            c->text = nb;
-            c->cap = nc;
-        }
-        memcpy(c->text + c->len, ev->text, ev->len);
-        c->len += ev->len;
-        c->text[c->len] = 0;
-    }
+    if (ev->len && xbuf_append(&c->text, ev->text, ev->len) != 0) return ERR_NOMEM;
     if (ev->n_tokens) {
         if (c->n_toks + ev->n_tokens > c->cap_toks) {
             int32_t nc = c->cap_toks ? c->cap_toks * 2 : 16;
@@ -404,8 +392,8 @@ typedef struct v1_stream {
     size_t byte_pos, char_off; /* logprobs bookkeeping for the current choice */
     size_t text_total;
     int32_t completion_tokens;
-    char *out;
-    size_t out_len, out_pos, out_cap;
+    xbuf out;          /* SSE bytes produced; out.p[out_pos..out.len) not yet handed to libmicrohttpd */
+    size_t out_pos;
 } v1_stream;
 
 static void release_all(sched_req **reqs, int n) {
@@ -423,19 +411,7 @@ static json_t *envelope(srv_req *r, const v1_req *q, json_t *choices) {
                      "created", (json_int_t)q->created, "choices", choices);
 }
 
-static int out_append(v1_stream *st, const char *s, size_t n) {
-    if (st->out_len + n > st->out_cap) {
-        size_t nc = st->out_cap ? st->out_cap * 2 : 1024;
-        while (nc < st->out_len + n) nc *= 2;
-        char *nb = xrealloc(st->out, nc);
-        if (!nb) return -1;
-        st->out = nb;
-        st->out_cap = nc;
-    }
-    memcpy(st->out + st->out_len, s, n);
-    st->out_len += n;
-    return 0;
-}
+static int out_append(v1_stream *st, const char *s, size_t n) { return xbuf_append(&st->out, s, n); }
 
 /* Appends `data: <j>\r\n\r\n` (j consumed). */
 static int out_event(v1_stream *st, json_t *j) {
@@ -562,8 +538,8 @@ static int stream_produce(v1_stream *st) {
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     v1_stream *st = cls;
-    while (st->out_pos == st->out_len) {
-        st->out_pos = st->out_len = 0;
+    while (st->out_pos == st->out.len) {
+        st->out_pos = st->out.len = 0;
         if (st->finished) {
             st->r->stream_done = 1;
             return MHD_CONTENT_READER_END_OF_STREAM;
@@ -573,9 +549,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
     }
-    size_t n = st->out_len - st->out_pos;
+    size_t n = st->out.len - st->out_pos;
     if (n > max) n = max;
-    memcpy(buf, st->out + st->out_pos, n);
+    memcpy(buf, st->out.p + st->out_pos, n);
     st->out_pos += n;
     return (ssize_t)n;
 }
@@ -593,7 +569,7 @@ static void stream_free(void *cls) {
     srv_req *r = st->r;
     if (r->stream == st) r->stream = NULL;
     v1_req_fini(&st->q);
-    xfree(st->out);
+    xfree(st->out.p);
     xfree(st);
     srv_req_unref(r);
 }
@@ -678,7 +654,7 @@ static enum MHD_Result reply_whole(srv_req *r, v1_req *q, sched_req **reqs, uint
             return srv_reply_collect_err(r, rc, eb.msg);
         }
         completion += c.n_gen;
-        if (r->s->cfg.log_prompts && i == 0 && !r->log_completion) r->log_completion = xstrndup(c.text ? c.text : "", c.len);
+        if (r->s->cfg.log_prompts && i == 0 && !r->log_completion) r->log_completion = xstrndup(c.text.p ? c.text.p : "", c.text.len);
         json_t *lp = json_null();
         if (q->logprobs >= 0) {
             lp_acc a;
@@ -686,20 +662,20 @@ static enum MHD_Result reply_whole(srv_req *r, v1_req *q, sched_req **reqs, uint
                 size_t char_off = 0, byte_pos = 0;
                 if (q->echo) lp_add_prompt(&a, tk, q->ids, q->n_ids, &char_off);
                 else char_off = n_chars(q->prompt, q->prompt_len);
-                lp_add_tokens(&a, tk, c.toks, c.n_toks, q->logprobs, c.len, &byte_pos, &char_off);
+                lp_add_tokens(&a, tk, c.toks, c.n_toks, q->logprobs, c.text.len, &byte_pos, &char_off);
                 json_decref(lp);
                 lp = a.obj;
             }
         }
         json_t *text;
         if (q->echo) {
-            char *t = xmalloc(q->prompt_len + c.len + 1);
-            text = t ? (memcpy(t, q->prompt, q->prompt_len), memcpy(t + q->prompt_len, c.text ? c.text : "", c.len),
-                        json_stringn(t, q->prompt_len + c.len))
+            char *t = xmalloc(q->prompt_len + c.text.len + 1);
+            text = t ? (memcpy(t, q->prompt, q->prompt_len), memcpy(t + q->prompt_len, c.text.p ? c.text.p : "", c.text.len),
+                        json_stringn(t, q->prompt_len + c.text.len))
                      : NULL;
             xfree(t);
         } else {
-            text = json_stringn(c.text ? c.text : "", c.len);
+            text = json_stringn(c.text.p ? c.text.p : "", c.text.len);
         }
         json_array_append_new(choices, json_pack("{s:o,s:i,s:s,s:o}", "text", text, "index", i, "finish_reason",
                                                  gen_finish_name(c.finish), "logprobs", lp));

@@ -207,12 +207,12 @@ enum MHD_Result srv_v2_completions(srv_req *r) {
         return srv_reply_collect_err(r, rc, eb.msg);
     }
     r->completion_tokens = c.n_gen;
-    if (s->cfg.log_prompts) r->log_completion = xstrndup(c.text ? c.text : "", c.len);
-    size_t keep_len = srv_v2_trim_incomplete(c.text ? c.text : "", c.len);
+    if (s->cfg.log_prompts) r->log_completion = xstrndup(c.text.p ? c.text.p : "", c.text.len);
+    size_t keep_len = srv_v2_trim_incomplete(c.text.p ? c.text.p : "", c.text.len);
     char id[40];
     srv_random_id(s, id + 5, 30);
     memcpy(id, "cmpl-", 5);
-    json_t *choice = json_pack("{s:s%,s:i,s:s}", "text", c.text ? c.text : "", keep_len, "index", 0, "finish_reason",
+    json_t *choice = json_pack("{s:s%,s:i,s:s}", "text", c.text.p ? c.text.p : "", keep_len, "index", 0, "finish_reason",
                                gen_finish_name(c.finish));
     srv_choice_fini(&c);
     json_t *resp = json_pack("{s:s,s:s,s:s,s:I,s:[o]}", "id", id, "model", s->cfg.model_name, "object",

@@ -85,6 +85,7 @@ static float *rand_vec(rng *r, size_t n, float lo, float hi) {
 /* Host weights of dtype from f32 values (rounded like a checkpoint would be); exact-size allocation so ASan sees
  * any over-read. */
 static void *host_weights(const float *v, size_t n, eng_dtype dt) {
+    assert_true(dt != ENG_Q8); /* a Q8 block needs the shape: q8_weights */
     void *p = malloc(n * eng_dtype_size(dt));
     assert_non_null(p);
     for (size_t i = 0; i < n; i++) {
@@ -95,6 +96,15 @@ static void *host_weights(const float *v, size_t n, eng_dtype dt) {
         else
             ((uint16_t *)p)[i] = f32_to_bf16(v[i]);
     }
+    return p;
+}
+
+/* An ENG_Q8 block of [rows, cols] quantized from f32 values: exact size (int8 rows, padding, scales), so ASan sees
+ * a kernel that reads past the last scale or treats padding as data. */
+static void *q8_weights(const float *v, int64_t rows, int64_t cols) {
+    void *p = malloc(eng_q8_bytes(rows, cols));
+    assert_non_null(p);
+    eng_q8_quantize(p, v, ENG_F32, rows, cols);
     return p;
 }
 
@@ -299,14 +309,22 @@ static void matmul_case(fixture *f, worst *w, eng_dtype dt, int64_t T, int64_t K
                         int accumulate) {
     float *x = rand_vec(&f->r, (size_t)(T * K), -1, 1), *wv = rand_vec(&f->r, (size_t)(N * K), -1, 1),
           *bv = rand_vec(&f->r, (size_t)N, -1, 1), *y0 = rand_vec(&f->r, (size_t)(T * N), -1, 1);
-    void *hw = host_weights(wv, (size_t)(N * K), dt), *hb = host_weights(bv, (size_t)N, dt);
+    const eng_dtype bdt = dt == ENG_Q8 ? ENG_F32 : dt; /* Q8 is for weights only: its biases stay f32 */
+    if (dt == ENG_Q8) {
+        /* rows the quantizer treats specially: all zero (scale 0), a negative extreme, an outlier */
+        memset(wv, 0, (size_t)K * sizeof(float));
+        if (N > 1) wv[K + (K - 1) / 2] = -3.0f;
+        if (N > 2) wv[2 * K] = 8.0f; /* its row s = 8/127: the other weights land on few levels */
+    }
+    void *hw = dt == ENG_Q8 ? q8_weights(wv, N, K) : host_weights(wv, (size_t)(N * K), dt),
+         *hb = host_weights(bv, (size_t)N, bdt);
     float *out[2];
     eng_backend *bes[2] = {f->cpu, f->ref};
     for (int k = 0; k < 2; k++) {
         eng_tensor tw, tb;
         gt gx, gy;
         assert_int_equal(eng_weight_from_host(bes[k], hw, dt, N, K, &tw), ERR_OK);
-        assert_int_equal(eng_weight_from_host(bes[k], hb, dt, 1, N, &tb), ERR_OK);
+        assert_int_equal(eng_weight_from_host(bes[k], hb, bdt, 1, N, &tb), ERR_OK);
         gt_init(&gx, bes[k], T, K, x);
         gt_init(&gy, bes[k], T, N, y0);
         assert_int_equal(eng_matmul(bes[k], &gy.view, &gx.view, &tw, use_bias ? &tb : NULL, accumulate), ERR_OK);
@@ -336,6 +354,19 @@ static void test_matmul(void **state) {
             for (size_t s = 0; s < sizeof(KN) / sizeof(KN[0]); s++)
                 for (int mode = 0; mode < 4; mode++)
                     matmul_case(f, &w[d], wdts[d], Ts[ti], KN[s][0], KN[s][1], mode & 1, mode >> 1);
+    /* ENG_Q8 (int8 weights, per-row scales, applied at the store): streamed (T < 32) and packed (T >= 32) paths,
+     * odd K and N (vector tails, partial tiles and panels), K past one packed column block (1024), N past one row
+     * block (128). ref computes s[n] * sum x q in double; the kernels sum x q in f32 and scale once, so the
+     * tolerance is the f32 one. */
+    {
+        worst wq = {.op = "matmul int8"};
+        const int64_t KNq[][2] = {{40, 72}, {100, 160}, {1100, 68}, {33, 300}, {17, 1}, {1, 33}, {1027, 131}, {5, 3}};
+        for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++)
+            for (size_t s = 0; s < sizeof(KNq) / sizeof(KNq[0]); s++)
+                for (int mode = 0; mode < 4; mode++)
+                    matmul_case(f, &wq, ENG_Q8, Ts[ti], KNq[s][0], KNq[s][1], mode & 1, mode >> 1);
+        print_worst(&wq);
+    }
     /* K = 0 (only a backend-allocated weight can be that): y = y + bias exactly, streamed and packed */
     float bv[40], y0[40 * 40];
     for (int i = 0; i < 40; i++) bv[i] = urand(&f->r, -1, 1);
@@ -619,7 +650,35 @@ static void test_validation(void **state) {
     assert_int_equal(eng_rope(be, &x, pos3, (eng_attn_shape){2, 3, 2}), ERR_INVALID); /* cols != heads * hd */
     assert_int_equal(eng_rope(be, &x, pos3, (eng_attn_shape){0, 8, 2}), ERR_INVALID);
 
+    /* ENG_Q8 is a matmul-weight type only */
+    assert_int_equal(eng_dtype_size(ENG_Q8), 1);
+    assert_string_equal(eng_dtype_name(ENG_Q8), "int8");
+    assert_int_equal(eng_tensor_alloc(be, ENG_Q8, 4, 8, &t), ERR_INVALID);
+    float wsrc[32];
+    for (int i = 0; i < 32; i++) wsrc[i] = (float)(i % 7) - 3.0f;
+    void *qb = malloc(eng_q8_bytes(4, 8));
+    assert_non_null(qb);
+    eng_q8_quantize(qb, wsrc, ENG_F32, 4, 8);
+    eng_tensor wq, wq_view, wq_row;
+    assert_int_equal(eng_weight_from_host(be, qb, ENG_Q8, 4, 8, &wq), ERR_OK);
+    assert_int_equal(eng_matmul(be, &y, &x, &wq, &bias, 0), ERR_OK);
+    assert_int_equal(eng_matmul(be, &y, &x, &wq, &wq, 0), ERR_UNSUPPORTED);        /* Q8 bias */
+    wq_row = eng_tensor_rows(wq, 0, 1);
+    assert_int_equal(eng_matmul(be, &y, &x, &wq, &wq_row, 0), ERR_UNSUPPORTED);    /* Q8 bias, shaped right */
+    wq_view = eng_tensor_cols(wq, 0, 4);
+    assert_int_equal(eng_matmul(be, &y, &y, &wq_view, NULL, 0), ERR_INVALID);      /* a view: scales unknown */
+    assert_int_equal(eng_embed(be, &x, &wq, tok_ok, 3), ERR_UNSUPPORTED);          /* Q8 embedding */
+    assert_int_equal(eng_layernorm(be, &x, &x, &wq_row, &lw, 1e-5f), ERR_UNSUPPORTED);
+    assert_int_equal(eng_add(be, &wq, &wq), ERR_UNSUPPORTED);
+    assert_int_equal(eng_gelu(be, &wq), ERR_UNSUPPORTED);
+    float rd[32];
+    assert_int_equal(eng_tensor_read_f32(be, &wq, rd), ERR_UNSUPPORTED);
+    assert_int_equal(eng_tensor_write_f32(be, &wq, rd), ERR_UNSUPPORTED);
+    eng_weight_free(be, &wq);
+    free(qb);
+
     eng_kv *kv;
+    assert_int_equal(eng_kv_create(be, 1, 8, 4, ENG_Q8, &kv), ERR_INVALID);
     assert_int_equal(eng_kv_create(be, 1, 8, 4, ENG_BF16, &kv), ERR_INVALID);
     assert_int_equal(eng_kv_create(be, 0, 8, 4, ENG_F16, &kv), ERR_INVALID);
     assert_int_equal(eng_kv_create(be, 1, 0, 4, ENG_F16, &kv), ERR_INVALID);

@@ -1,4 +1,5 @@
-/* cpu.c - the optimized CPU backend: f32 activations, f32/f16/bf16 weights borrowed from the checkpoint's mmap,
+/* cpu.c - the optimized CPU backend: f32 activations, f32/f16/bf16 weights borrowed from the checkpoint's mmap
+ * (or int8 matmul weights with per-row scales, ENG_Q8, quantized at load by forward.c),
  * a thread pool, and SIMD kernels chosen when the backend is created.
  *
  * DESIGN
@@ -49,7 +50,7 @@ typedef struct cpu_kv {
 } cpu_kv;
 
 #define CB(be) ((cpu_backend *)(be))
-#define ESZ(dt) ((dt) == ENG_F32 ? (size_t)4 : (size_t)2)
+#define ESZ(dt) ((dt) == ENG_F32 ? (size_t)4 : (dt) == ENG_Q8 ? (size_t)1 : (size_t)2)
 #define ROW(t, r) ((char *)(t)->data + (size_t)((r) * (t)->stride) * ESZ((t)->dtype))
 
 /* ---- creation and scratch ------------------------------------------------------------------------------------ */
@@ -344,13 +345,13 @@ static err cpu_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const
                       const eng_tensor *bias, int accumulate) {
     cpu_backend *b = CB(be);
     if (need_f32(y) || need_f32(x)) return ERR_UNSUPPORTED;
-    const int packed = x->rows >= CPU_MM_PACK_T;
+    const int packed = cpu__mm_packed(x->rows, w->cols);
     if (packed && scratch_reserve(b, CPU_MM_WBUF_FLOATS)) return ERR_NOMEM;
     if (bias && bias->dtype != ENG_F32 && vec_reserve(b, (size_t)bias->cols)) return ERR_NOMEM;
     mm_job j = {
         .b = b,
         .m = {.y = y->data, .ys = y->stride, .x = x->data, .xs = x->stride, .w = w->data, .ws = w->stride,
-              .wdt = w->dtype, .bias = bias ? vec_f32(b, bias, 0) : NULL, .T = x->rows, .N = w->rows,
+              .wdt = w->dtype, .wscale = w->dtype == ENG_Q8 ? eng_q8_scales(w) : NULL, .bias = bias ? vec_f32(b, bias, 0) : NULL, .T = x->rows, .N = w->rows,
               .K = w->cols, .accumulate = accumulate},
         .unit = packed ? CPU_MM_NB : 16,
     };

@@ -30,8 +30,15 @@ static inline float cpu__rope_angle(int32_t pos, int32_t i, int32_t rotary_dim) 
 #define CPU_MM_KC 1024
 #define CPU_MM_WBUF_FLOATS ((size_t)CPU_MM_NB * CPU_MM_KC)
 
+/* Packed from CPU_MM_PACK_T rows, and already from 4 when K is small: a streamed dot product pays one horizontal
+ * sum per output for only K / VF_N FMAs, which at K <= 128 costs more than packing the weights once (measured on
+ * N = 51200 lm_heads: K = 64, T = 16 ran at 38 GFLOP/s streamed and 94 packed on one AVX2 thread; K = 256 was a wash
+ * at 16 rows). So small models gain from batched decode steps too. */
+static inline int cpu__mm_packed(int64_t T, int64_t K) { return T >= CPU_MM_PACK_T || (T >= 4 && K <= 128); }
+
 /* One matmul call as the kernels see it: y[T, N] (+)= x[T, K] . w[N, K]^T + bias[N]. Activations are f32; the
- * bias has been converted to f32 by cpu.c. */
+ * bias has been converted to f32 by cpu.c. For ENG_Q8 weights the kernels compute s[n] * (x . q[n]): wscale holds
+ * the N row scales (eng_q8_scales), applied once per output when it is stored. */
 typedef struct cpu__matmul {
     float *y;
     int64_t ys;
@@ -40,7 +47,8 @@ typedef struct cpu__matmul {
     const void *w;
     int64_t ws;
     eng_dtype wdt;
-    const float *bias; /* [N] or NULL */
+    const float *wscale; /* [N] row scales of ENG_Q8 weights, else NULL */
+    const float *bias;   /* [N] or NULL */
     int64_t T, N, K;
     int accumulate;
 } cpu__matmul;

@@ -15,7 +15,10 @@
  *   (K rows are the "weights"), an f32 softmax, probabilities rounded to the cache dtype, then P.V in
  *   outer-product form (each V row is read once for all rows and broadcast-multiplied). Key blocks are the outer
  *   loop so the cache is read in whole rows.
- * - Tiles are instantiated for constant shapes so the accumulators live in registers; a switch picks one. */
+ * - Tiles are instantiated for constant shapes so the accumulators live in registers; a switch picks one.
+ * - int8 weights (ENG_Q8, eng.h) go through the same tiles and panels: widened to f32 as they load (sign-extend and
+ *   convert), summed unscaled, and each output is multiplied by its row's scale once when it is stored (mm_store,
+ *   gemm_body), since y = s_n * sum_k x_k q_nk. Activations stay f32. */
 
 #include <math.h>
 #include <stdint.h>
@@ -38,13 +41,18 @@
 
 /* ---- loads by element type ------------------------------------------------------------------------------- */
 
+/* Bytes of one weight element as the kernels stream it (ENG_Q8: the int8 value; its scale is applied at the store). */
+KI size_t w_esz(eng_dtype dt) { return dt == ENG_F32 ? 4 : dt == ENG_Q8 ? 1 : 2; }
+
 KI vf ld_w(const void *w, int64_t i, eng_dtype dt) {
+    if (dt == ENG_Q8) return vf_load_i8((const int8_t *)w + i);
     if (dt == ENG_F16) return vf_load_f16((const uint16_t *)w + i);
     if (dt == ENG_BF16) return vf_load_bf16((const uint16_t *)w + i);
     return vf_loadu((const float *)w + i);
 }
 
 KI vf ld_w_n(const void *w, int64_t i, eng_dtype dt, int n) {
+    if (dt == ENG_Q8) return vf_load_i8_n((const int8_t *)w + i, n);
     if (dt == ENG_F16) return vf_load_f16_n((const uint16_t *)w + i, n);
     if (dt == ENG_BF16) return vf_load_bf16_n((const uint16_t *)w + i, n);
     return vf_loadu_n((const float *)w + i, n);
@@ -60,7 +68,7 @@ KI vf ld_w_n(const void *w, int64_t i, eng_dtype dt, int n) {
  * hardware prefetcher to ramp up on, so the next tile is requested while this one computes. */
 KI void tile_body(const int MR, const int NR, const eng_dtype dt, const int PF, const float *x, int64_t xs,
                   const void *w, int64_t ws, int64_t K, float *r) {
-    const size_t esz = dt == ENG_F32 ? 4 : 2;
+    const size_t esz = w_esz(dt);
     vf acc[16];
 #pragma GCC unroll 16
     for (int a = 0; a < MR * NR; a++) acc[a] = vf_zero();
@@ -117,26 +125,31 @@ typedef void (*tile_fn)(const float *x, int64_t xs, const void *w, int64_t ws, i
 TILES(F32)
 TILES(F16)
 TILES(BF16)
+TILES(Q8)
 #define TILE_ROW(DT, S)                                                                                         \
     {{tile_##DT##_1_one, tile_##DT##_1_##S},                                                                    \
      {tile_##DT##_2_one, tile_##DT##_2_##S},                                                                    \
      {tile_##DT##_3_one, tile_##DT##_3_##S},                                                                    \
      {tile_##DT##_4_one, tile_##DT##_4_##S}}
 /* tiles[dtype][MR - 1][NR == VF_TILE_NR]; the _pf ones prefetch the next tile's rows (decode); row: 1 x VF_N, one
- * tree reduction (attention, one query row against a block of keys) */
-static const tile_fn tiles[3][4][2] = {TILE_ROW(F32, nr), TILE_ROW(F16, nr), TILE_ROW(BF16, nr)};
-static const tile_fn tiles_pf[3][4][2] = {TILE_ROW(F32, nrpf), TILE_ROW(F16, nrpf), TILE_ROW(BF16, nrpf)};
-static const tile_fn tiles_wide_pf[3] = {tile_F32_1_widepf, tile_F16_1_widepf, tile_BF16_1_widepf};
-static const tile_fn tiles_row[3] = {tile_F32_1_row, tile_F16_1_row, tile_BF16_1_row}; /* attention, 1 row */
+ * tree reduction (attention, one query row against a block of keys). Indexed by eng_dtype: F32, F16, BF16, Q8 (a
+ * Q8 tile returns the unscaled sums x . q; mm_store applies the row scale). */
+static const tile_fn tiles[4][4][2] = {TILE_ROW(F32, nr), TILE_ROW(F16, nr), TILE_ROW(BF16, nr), TILE_ROW(Q8, nr)};
+static const tile_fn tiles_pf[4][4][2] = {TILE_ROW(F32, nrpf), TILE_ROW(F16, nrpf), TILE_ROW(BF16, nrpf),
+                                          TILE_ROW(Q8, nrpf)};
+static const tile_fn tiles_wide_pf[4] = {tile_F32_1_widepf, tile_F16_1_widepf, tile_BF16_1_widepf, tile_Q8_1_widepf};
+static const tile_fn tiles_row[4] = {tile_F32_1_row, tile_F16_1_row, tile_BF16_1_row, tile_Q8_1_row}; /* attention */
 
 /* ---- matmul ------------------------------------------------------------------------------------------------ */
 
-/* y[t0 + i][n0 + j] = r[i][j] + bias (+ the old y when accumulating) for an mr x nr tile. */
+/* y[t0 + i][n0 + j] = r[i][j] (* the row scale of Q8 weights) + bias (+ the old y when accumulating) for an
+ * mr x nr tile. */
 static void mm_store(const cpu__matmul *m, int64_t t0, int mr, int64_t n0, int nr, const float *r) {
     for (int i = 0; i < mr; i++) {
         float *y = m->y + (t0 + i) * m->ys + n0;
         for (int j = 0; j < nr; j++) {
             float v = r[i * nr + j];
+            if (m->wscale) v *= m->wscale[n0 + j];
             if (m->bias) v += m->bias[n0 + j];
             if (m->accumulate) v += y[j];
             y[j] = v;
@@ -146,7 +159,7 @@ static void mm_store(const cpu__matmul *m, int64_t t0, int mr, int64_t n0, int n
 
 /* Decode: weight rows [n_lo, n_hi) stream from memory once, widened in registers. */
 static void mm_stream(const cpu__matmul *m, int64_t n_lo, int64_t n_hi) {
-    const size_t esz = m->wdt == ENG_F32 ? 4 : 2;
+    const size_t esz = w_esz(m->wdt);
     const int wide = HAVE_WIDE && m->T == 1;
     float r[16];
     for (int64_t n0 = n_lo; n0 < n_hi;) {
@@ -169,6 +182,7 @@ static void mm_stream(const cpu__matmul *m, int64_t n_lo, int64_t n_hi) {
 #define PR (2 * VF_N)
 
 static float ld1(const void *w, int64_t i, eng_dtype dt) {
+    if (dt == ENG_Q8) return (float)((const int8_t *)w)[i];
     if (dt == ENG_F16) return fp16_to_f32(((const uint16_t *)w)[i]);
     if (dt == ENG_BF16) return bf16_to_f32(((const uint16_t *)w)[i]);
     return ((const float *)w)[i];
@@ -177,7 +191,7 @@ static float ld1(const void *w, int64_t i, eng_dtype dt) {
 /* dst[k * PR + r] = w[n0 + r][kb + k] for r < nr (0 for nr <= r < PR), k < kc. Also prefetches the same columns
  * of the next PR rows: the next panel mm_packed packs (the hardware prefetcher does poorly on 32 short streams). */
 KI void pack_body(const eng_dtype dt, float *dst, const cpu__matmul *m, int64_t n0, int nr, int64_t kb, int64_t kc) {
-    const size_t esz = dt == ENG_F32 ? 4 : 2;
+    const size_t esz = w_esz(dt);
     const char *w0 = (const char *)m->w + (size_t)(n0 * m->ws + kb) * esz;
     int64_t k = 0;
 #if VF_N > 1
@@ -200,7 +214,9 @@ KI void pack_body(const eng_dtype dt, float *dst, const cpu__matmul *m, int64_t 
 }
 
 static void pack_panel(float *dst, const cpu__matmul *m, int64_t n0, int nr, int64_t kb, int64_t kc) {
-    if (m->wdt == ENG_F16)
+    if (m->wdt == ENG_Q8) /* widened, unscaled: gemm_body applies the row scale at the store */
+        pack_body(ENG_Q8, dst, m, n0, nr, kb, kc);
+    else if (m->wdt == ENG_F16)
         pack_body(ENG_F16, dst, m, n0, nr, kb, kc);
     else if (m->wdt == ENG_BF16)
         pack_body(ENG_BF16, dst, m, n0, nr, kb, kc);
@@ -230,6 +246,12 @@ KI void gemm_body(const int MR, const cpu__matmul *m, int64_t t0, int64_t n0, in
     if (add_b) {
         b0 = c0 == VF_N ? vf_loadu(m->bias + n0) : vf_loadu_n(m->bias + n0, c0);
         b1 = c1 == VF_N ? vf_loadu(m->bias + n0 + VF_N) : vf_loadu_n(m->bias + n0 + VF_N, c1);
+    }
+    if (m->wscale) { /* Q8: this K block's partial sums times the row scales (s distributes over the blocks) */
+        vf s0 = c0 == VF_N ? vf_loadu(m->wscale + n0) : vf_loadu_n(m->wscale + n0, c0);
+        vf s1 = c1 == VF_N ? vf_loadu(m->wscale + n0 + VF_N) : vf_loadu_n(m->wscale + n0 + VF_N, c1);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) acc[2 * i] = vf_mul(acc[2 * i], s0), acc[2 * i + 1] = vf_mul(acc[2 * i + 1], s1);
     }
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++) {
@@ -278,7 +300,7 @@ static void mm_packed(const cpu__matmul *m, int64_t n_lo, int64_t n_hi, float *w
 }
 
 static void matmul(const cpu__matmul *m, int64_t n_lo, int64_t n_hi, float *wbuf) {
-    if (m->T >= CPU_MM_PACK_T && m->K > 0) /* K = 0: no column block would write y = bias */
+    if (cpu__mm_packed(m->T, m->K) && m->K > 0) /* K = 0: no column block would write y = bias */
         mm_packed(m, n_lo, n_hi, wbuf);
     else
         mm_stream(m, n_lo, n_hi);

@@ -46,6 +46,15 @@ static inline vf vf_load_bf16_n(const uint16_t *p, int n) {
     memcpy(t, p, (size_t)n * sizeof(uint16_t));
     return vf_load_bf16(t);
 }
+/* int8 weights (ENG_Q8) widened to f32: 8 bytes, sign-extended to 8 lanes. */
+static inline vf vf_load_i8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+static inline vf vf_load_i8_n(const int8_t *p, int n) {
+    int8_t t[8] = {0};
+    memcpy(t, p, (size_t)n);
+    return vf_load_i8(t);
+}
 static inline void vf_store_f16(uint16_t *p, vf v) { _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(v, VF__RNE)); }
 static inline void vf_store_f16_n(uint16_t *p, vf v, int n) {
     uint16_t t[8];

@@ -28,6 +28,13 @@ static inline vf vf_load_f16_n(const uint16_t *p, int n) {
 static inline vf vf__bf16(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
 static inline vf vf_load_bf16(const uint16_t *p) { return vf__bf16(_mm256_loadu_si256((const __m256i *)p)); }
 static inline vf vf_load_bf16_n(const uint16_t *p, int n) { return vf__bf16(_mm256_maskz_loadu_epi16(vf__mask(n), p)); }
+/* int8 weights (ENG_Q8) widened to f32; the _n form reads only n bytes (BW+VL masked load). */
+static inline vf vf_load_i8(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)));
+}
+static inline vf vf_load_i8_n(const int8_t *p, int n) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(vf__mask(n), p)));
+}
 static inline void vf_store_f16(uint16_t *p, vf v) {
     _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }

@@ -27,6 +27,8 @@ static inline vf vf_load_f16(const uint16_t *p) { return fp16_to_f32(*p); }
 static inline vf vf_load_f16_n(const uint16_t *p, int n) { return n > 0 ? fp16_to_f32(*p) : 0.0f; }
 static inline vf vf_load_bf16(const uint16_t *p) { return bf16_to_f32(*p); }
 static inline vf vf_load_bf16_n(const uint16_t *p, int n) { return n > 0 ? bf16_to_f32(*p) : 0.0f; }
+static inline vf vf_load_i8(const int8_t *p) { return (float)*p; }
+static inline vf vf_load_i8_n(const int8_t *p, int n) { return n > 0 ? (float)*p : 0.0f; }
 static inline void vf_store_f16(uint16_t *p, vf v) { *p = f32_to_fp16(v); }
 static inline void vf_store_f16_n(uint16_t *p, vf v, int n) {
     if (n > 0) *p = f32_to_fp16(v);

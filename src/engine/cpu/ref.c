@@ -28,6 +28,7 @@ static float load(eng_dtype dt, const void *p, size_t i) {
     switch (dt) {
     case ENG_F16: return fp16_to_f32(((const uint16_t *)p)[i]);
     case ENG_BF16: return bf16_to_f32(((const uint16_t *)p)[i]);
+    case ENG_Q8: return (float)((const int8_t *)p)[i]; /* the unscaled value; ref_matmul applies the row scale */
     case ENG_F32: break;
     }
     return ((const float *)p)[i];
@@ -38,6 +39,7 @@ static void store(eng_dtype dt, void *p, size_t i, float v) {
     switch (dt) {
     case ENG_F16: ((uint16_t *)p)[i] = f32_to_fp16(v); return;
     case ENG_BF16: ((uint16_t *)p)[i] = f32_to_bf16(v); return;
+    case ENG_Q8: break; /* never a destination: eng.c refuses Q8 outside matmul weights */
     case ENG_F32: break;
     }
     ((float *)p)[i] = v;
@@ -142,10 +144,23 @@ static err ref_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, co
     return ERR_OK;
 }
 
-/* y[t][n] = (accumulate ? y[t][n] : 0) + sum_k x[t][k] * w[n][k] + bias[n] */
+/* y[t][n] = (accumulate ? y[t][n] : 0) + sum_k x[t][k] * w[n][k] + bias[n]; for ENG_Q8 weights
+ * w[n][k] = s[n] * q[n][k], computed as s[n] * sum_k x[t][k] * q[n][k]. */
 static err ref_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
                       const eng_tensor *bias, int accumulate) {
     (void)be;
+    if (w->dtype == ENG_Q8) {
+        const float *s = eng_q8_scales(w);
+        for (int64_t t = 0; t < x->rows; t++)
+            for (int64_t n = 0; n < w->rows; n++) {
+                double dot = 0;
+                for (int64_t k = 0; k < x->cols; k++) dot += (double)get(x, t, k) * get(w, n, k);
+                double acc = (accumulate ? get(y, t, n) : 0.0) + (double)s[n] * dot;
+                if (bias) acc += get(bias, 0, n);
+                set(y, t, n, (float)acc);
+            }
+        return ERR_OK;
+    }
     for (int64_t t = 0; t < x->rows; t++)
         for (int64_t n = 0; n < w->rows; n++) {
             double acc = accumulate ? get(y, t, n) : 0.0;

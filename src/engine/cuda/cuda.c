@@ -296,6 +296,9 @@ static void cuda_tensor_free(eng_backend *be, eng_tensor *t) {
 static err cuda_weight_from_host(eng_backend *be, const void *host, eng_dtype dtype, int64_t rows, int64_t cols,
                                  eng_tensor *out) {
     cuda_backend *b = (cuda_backend *)be;
+    /* int8 weights (ENG_Q8) are CPU-only for now: no kernel here reads them. forward.c turns this ERR_UNSUPPORTED
+     * into "weight dtype int8: backend cuda does not run int8 weights (int8 is CPU-only for now ...)". */
+    if (dtype == ENG_Q8) return ERR_UNSUPPORTED;
     err rc = cuda_tensor_alloc(be, dtype, rows, cols, out);
     if (rc != ERR_OK) return rc;
     size_t bytes = (size_t)rows * (size_t)cols * eng_dtype_size(dtype);

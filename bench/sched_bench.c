@@ -1,0 +1,213 @@
+/* sched_bench.c - the embedded scheduler without HTTP: closed-loop throughput of C concurrent requests with
+ * continuous batching against one request at a time, and prefix reuse (an extended prompt after a long one), in
+ * one run on the same model and threads. bench/load.sh measures the same through the server; this one keeps the
+ * load generator's own CPU out of the figures (on a small box it competes with the engine).
+ *
+ *   sched_bench MODEL_DIR [--clients C=16] [--requests R=128] [--prompt P=128] [--gen G=32] [--threads N=1]
+ *               [--max-batch B=16] [--backend cpu]
+ *
+ * Prompts are random ids (no two share a prefix), greedy, EOS ignored, so every request computes P + G tokens.
+ * Prints one RESULT line per figure. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "model.h"
+#include "rng.h"
+#include "sched_api.h"
+
+typedef struct opts {
+    const char *dir, *backend;
+    int clients, requests, prompt, gen, threads, max_batch;
+} opts;
+
+typedef struct run {
+    sched *s;
+    const opts *o;
+    int32_t n_vocab;
+    pthread_mutex_t mu;
+    int next; /* requests handed out */
+    uint64_t tokens;
+} run;
+
+static int finish(sched_req *q, int32_t *n_cached) {
+    int n = 0;
+    for (;;) {
+        sched_event ev;
+        if (!sched_next(q, &ev, 60000)) return -1;
+        sched_ev_kind k = ev.kind;
+        if (k == SCHED_EV_DONE) n = ev.n_generated, *n_cached = ev.n_cached;
+        sched_event_fini(&ev);
+        if (k == SCHED_EV_ERROR) return -1;
+        if (k == SCHED_EV_DONE) return n;
+    }
+}
+
+static void *client(void *arg) {
+    run *r = arg;
+    int32_t *ids = malloc((size_t)r->o->prompt * sizeof(int32_t));
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        int i = r->next < r->o->requests ? r->next++ : -1;
+        pthread_mutex_unlock(&r->mu);
+        if (i < 0) break;
+        rng g;
+        rng_seed(&g, 1000 + (uint64_t)i);
+        for (int k = 0; k < r->o->prompt; k++) ids[k] = (int32_t)(rng_next(&g) % 50000);
+        sched_request rq = {ids, (size_t)r->o->prompt, {0}, 0};
+        rq.params.max_tokens = r->o->gen;
+        rq.params.samp = samp_params_default();
+        rq.params.ignore_eos = 1;
+        sched_req *q = NULL;
+        errbuf eb = {0};
+        while (sched_submit(r->s, &rq, &q, &eb) == ERR_BUSY) nanosleep(&(struct timespec){0, 1000000}, NULL);
+        if (!q) {
+            fprintf(stderr, "sched_bench: %s\n", eb.msg);
+            exit(1);
+        }
+        int32_t cached;
+        int n = finish(q, &cached);
+        sched_release(q);
+        if (n < 0) {
+            fprintf(stderr, "sched_bench: a request failed\n");
+            exit(1);
+        }
+        pthread_mutex_lock(&r->mu);
+        r->tokens += (uint64_t)n;
+        pthread_mutex_unlock(&r->mu);
+    }
+    free(ids);
+    return NULL;
+}
+
+/* Generated tokens per second of o->requests requests from o->clients concurrent clients. */
+static double throughput(eng_model *em, const tok *tk, const opts *o, int max_batch) {
+    sched_opts so = sched_opts_default();
+    so.max_batch = max_batch;
+    so.prefix_cache = 0;
+    so.queue_max = o->clients;
+    run r = {.o = o};
+    errbuf eb = {0};
+    if (sched_local_create(em, tk, &so, &r.s, &eb) != ERR_OK) {
+        fprintf(stderr, "sched_bench: %s\n", eb.msg);
+        exit(1);
+    }
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_t *t = malloc((size_t)o->clients * sizeof(pthread_t));
+    uint64_t t0 = clock_ns();
+    for (int i = 0; i < o->clients; i++) pthread_create(&t[i], NULL, client, &r);
+    for (int i = 0; i < o->clients; i++) pthread_join(t[i], NULL);
+    double s = (double)(clock_ns() - t0) * 1e-9;
+    sched_stats st;
+    sched_get_stats(r.s, &st);
+    printf("  max_batch %2d: %d requests x (%d + %d tokens) in %.2f s: %.1f tokens/s, %.2f sequences per step\n",
+           max_batch, o->requests, o->prompt, o->gen, s, (double)r.tokens / s,
+           st.steps ? (double)st.step_seqs / (double)st.steps : 0.0);
+    sched_destroy(r.s);
+    pthread_mutex_destroy(&r.mu);
+    free(t);
+    return (double)r.tokens / s;
+}
+
+/* Time to the first token of a long prompt, then of the same prompt + 4 tokens (median of 5 pairs). */
+static void prefix(eng_model *em, const tok *tk, double *first, double *second, int32_t *cached) {
+    sched_opts so = sched_opts_default();
+    sched *s = NULL;
+    errbuf eb = {0};
+    if (sched_local_create(em, tk, &so, &s, &eb) != ERR_OK) exit(1);
+    const int n = eng_model_config(em)->n_positions - 8 < 1000 ? eng_model_config(em)->n_positions - 8 : 1000;
+    int32_t *ids = malloc((size_t)(n + 4) * sizeof(int32_t));
+    double a[5], b[5];
+    for (int pair = 0; pair < 5; pair++) {
+        rng g;
+        rng_seed(&g, 77 + (uint64_t)pair);
+        for (int k = 0; k < n + 4; k++) ids[k] = (int32_t)(rng_next(&g) % 50000);
+        for (int which = 0; which < 2; which++) {
+            sched_request rq = {ids, (size_t)(n + 4 * which), {0}, 0};
+            rq.params.max_tokens = 1;
+            rq.params.samp = samp_params_default();
+            sched_req *q = NULL;
+            uint64_t t0 = clock_ns();
+            if (sched_submit(s, &rq, &q, &eb) != ERR_OK || finish(q, cached) < 0) exit(1);
+            (which ? b : a)[pair] = (double)(clock_ns() - t0) * 1e-6;
+            sched_release(q);
+        }
+    }
+    for (int i = 0; i < 5; i++) /* insertion sort, 5 values */
+        for (int j = i; j > 0 && a[j] < a[j - 1]; j--) {
+            double x = a[j];
+            a[j] = a[j - 1], a[j - 1] = x;
+        }
+    for (int i = 0; i < 5; i++)
+        for (int j = i; j > 0 && b[j] < b[j - 1]; j--) {
+            double x = b[j];
+            b[j] = b[j - 1], b[j - 1] = x;
+        }
+    *first = a[2];
+    *second = b[2];
+    free(ids);
+    sched_destroy(s);
+}
+
+static int parse(int argc, char **argv, opts *o) {
+    *o = (opts){.backend = "cpu", .clients = 16, .requests = 128, .prompt = 128, .gen = 32, .threads = 1,
+                .max_batch = 16};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-') {
+            o->dir = a;
+            continue;
+        }
+        if (i + 1 >= argc) return fprintf(stderr, "sched_bench: %s needs a value\n", a), -1;
+        const char *v = argv[++i];
+        if (!strcmp(a, "--backend")) {
+            o->backend = v;
+            continue;
+        }
+        int *dst = !strcmp(a, "--clients") ? &o->clients : !strcmp(a, "--requests") ? &o->requests
+                 : !strcmp(a, "--prompt") ? &o->prompt : !strcmp(a, "--gen") ? &o->gen
+                 : !strcmp(a, "--threads") ? &o->threads : !strcmp(a, "--max-batch") ? &o->max_batch : NULL;
+        char *end;
+        long x = strtol(v, &end, 10);
+        if (!dst || *end || x < 1 || x > 100000)
+            return fprintf(stderr, "sched_bench: bad option %s %s (see the top of bench/sched_bench.c)\n", a, v), -1;
+        *dst = (int)x;
+    }
+    if (!o->dir) return fprintf(stderr, "usage: sched_bench MODEL_DIR [--clients C] [--requests R] ...\n"), -1;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    opts o;
+    if (parse(argc, argv, &o)) return 2;
+    model *m = NULL;
+    tok *tk = NULL;
+    eng_backend *be = NULL;
+    eng_model *em = NULL;
+    errbuf eb = {0};
+    eng_model_opts mo = {.max_rows = 256, .kv_dtype = -1, .n_kv_seqs = o.max_batch};
+    if (model_open(o.dir, &m, &eb) || tok_load(o.dir, &tk, &eb) ||
+        eng_backend_create(o.backend, o.threads, &be, &eb) || eng_model_create(be, m, &mo, &em, &eb)) {
+        fprintf(stderr, "sched_bench: %s\n", eb.msg);
+        return 1;
+    }
+    printf("sched_bench: %s on %s, %d clients\n", o.dir, eng_backend_describe(be), o.clients);
+    double one = throughput(em, tk, &o, 1), many = throughput(em, tk, &o, o.max_batch);
+    double first, second;
+    int32_t cached;
+    prefix(em, tk, &first, &second, &cached);
+    printf("  prefix: long prompt %.2f ms, the same + 4 tokens %.2f ms (%d cached): ratio %.3f\n", first, second,
+           cached, second / first);
+    printf("RESULT tokens_per_s_batch1=%.1f\nRESULT tokens_per_s_batch%d=%.1f\nRESULT batching_speedup=%.2f\n", one,
+           o.max_batch, many, many / one);
+    printf("RESULT prefix_first_ms=%.2f\nRESULT prefix_second_ms=%.2f\nRESULT prefix_ratio=%.3f\n", first, second,
+           second / first);
+    eng_model_destroy(em);
+    eng_backend_destroy(be);
+    tok_destroy(tk);
+    model_close(m);
+    return 0;
+}
