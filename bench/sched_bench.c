@@ -1,13 +1,19 @@
-/* sched_bench.c - the embedded scheduler without HTTP: closed-loop throughput of C concurrent requests with
- * continuous batching against one request at a time, and prefix reuse (an extended prompt after a long one), in
- * one run on the same model and threads. bench/load.sh measures the same through the server; this one keeps the
- * load generator's own CPU out of the figures (on a small box it competes with the engine).
+/* sched_bench.c - the embedded scheduler without HTTP, in one run on the same model and threads:
+ *   throughput  closed-loop throughput of C concurrent requests, continuous batching against one at a time;
+ *   prefix      an extended prompt after a long one (prefix reuse);
+ *   editors     E simulated editors: each has its own long file prefix (P tokens) and keeps asking for a short
+ *               single-line completion (G1 tokens) of a prompt that grows by a few tokens per keystroke, with a
+ *               think time between requests; server-side latency p50/p95/p99 (submit -> done) and time to first
+ *               token, with batching + prefix cache against one at a time without the cache.
+ * bench/load.sh measures through the server; this one keeps the load generator's own CPU out of the figures (on
+ * a small box it competes with the engine) and builds where the server's libraries are missing (the GPU machine).
  *
- *   sched_bench MODEL_DIR [--clients C=16] [--requests R=128] [--prompt P=128] [--gen G=32] [--threads N=1]
- *               [--max-batch B=16] [--backend cpu]
+ *   sched_bench MODEL_DIR [--mode all|throughput|prefix|editors] [--threads N=1] [--backend cpu|cuda]
+ *               [--max-batch B=16] [--clients C=16] [--requests R=128] [--prompt P=128] [--gen G=32]
+ *               [--editors E=32] [--edits K=12] [--editor-prompt P=1536] [--editor-gen G1=8] [--think-ms T=100]
  *
- * Prompts are random ids (no two share a prefix), greedy, EOS ignored, so every request computes P + G tokens.
- * Prints one RESULT line per figure. */
+ * Prompts are random ids, greedy, EOS ignored, so every request computes what it asks for. One RESULT line per
+ * figure. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +26,9 @@
 #include "sched_api.h"
 
 typedef struct opts {
-    const char *dir, *backend;
+    const char *dir, *backend, *mode;
     int clients, requests, prompt, gen, threads, max_batch;
+    int editors, edits, editor_prompt, editor_gen, think_ms;
 } opts;
 
 typedef struct run {
@@ -152,9 +159,121 @@ static void prefix(eng_model *em, const tok *tk, double *first, double *second, 
     sched_destroy(s);
 }
 
+/* ---- editors ------------------------------------------------------------------------------------------------- */
+
+typedef struct editors_run {
+    sched *s;
+    const opts *o;
+    double *lat, *ttft; /* [editors * edits] ms */
+    uint64_t cached, prompt;
+    pthread_mutex_t mu;
+} editors_run;
+
+typedef struct editor {
+    editors_run *er;
+    int id;
+} editor;
+
+/* One editor: its file prefix, then a request per keystroke burst (the prompt grows by 2 tokens each time), each
+ * waited for, then a think time. */
+static void *editor_main(void *arg) {
+    editor *e = arg;
+    editors_run *er = e->er;
+    const opts *o = er->o;
+    const int n_max = o->editor_prompt + 2 * o->edits;
+    int32_t *ids = malloc((size_t)n_max * sizeof(int32_t));
+    rng g;
+    rng_seed(&g, 5000 + (uint64_t)e->id);
+    for (int k = 0; k < n_max; k++) ids[k] = (int32_t)(rng_next(&g) % 50000);
+    for (int r = 0; r < o->edits; r++) {
+        sched_request rq = {ids, (size_t)(o->editor_prompt + 2 * r), {0}, 0};
+        rq.params.max_tokens = o->editor_gen;
+        rq.params.samp = samp_params_default();
+        rq.params.ignore_eos = 1;
+        sched_req *q = NULL;
+        errbuf eb = {0};
+        uint64_t t0 = clock_ns();
+        while (sched_submit(er->s, &rq, &q, &eb) == ERR_BUSY) nanosleep(&(struct timespec){0, 1000000}, NULL);
+        if (!q) {
+            fprintf(stderr, "sched_bench: %s\n", eb.msg);
+            exit(1);
+        }
+        uint64_t ttft = 0;
+        int32_t cached = 0;
+        for (int done = 0; !done;) {
+            sched_event ev;
+            if (!sched_next(q, &ev, 60000)) exit(1);
+            if (ev.kind == SCHED_EV_ERROR) exit(1);
+            if (ev.kind == SCHED_EV_DONE) done = 1, ttft = ev.ttft_ns, cached = ev.n_cached;
+            sched_event_fini(&ev);
+        }
+        double ms = (double)(clock_ns() - t0) * 1e-6;
+        sched_release(q);
+        pthread_mutex_lock(&er->mu);
+        er->lat[e->id * o->edits + r] = ms;
+        er->ttft[e->id * o->edits + r] = (double)ttft * 1e-6;
+        er->cached += (uint64_t)cached;
+        er->prompt += rq.n_prompt;
+        pthread_mutex_unlock(&er->mu);
+        if (o->think_ms) nanosleep(&(struct timespec){o->think_ms / 1000, (long)(o->think_ms % 1000) * 1000000L}, NULL);
+    }
+    free(ids);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, int n, double p) { return v[(int)(p * (double)(n - 1) + 0.5)]; }
+
+/* Requests per second of the editors' run; prints the latency percentiles under `label`. */
+static double editors(eng_model *em, const tok *tk, const opts *o, int max_batch, int prefix_cache, const char *label) {
+    sched_opts so = sched_opts_default();
+    so.max_batch = max_batch;
+    so.prefix_cache = prefix_cache;
+    so.queue_max = o->editors;
+    const int n = o->editors * o->edits;
+    editors_run er = {.o = o, .lat = calloc((size_t)n, sizeof(double)), .ttft = calloc((size_t)n, sizeof(double))};
+    errbuf eb = {0};
+    if (!er.lat || !er.ttft || sched_local_create(em, tk, &so, &er.s, &eb) != ERR_OK) {
+        fprintf(stderr, "sched_bench: %s\n", eb.msg[0] ? eb.msg : "out of memory");
+        exit(1);
+    }
+    pthread_mutex_init(&er.mu, NULL);
+    pthread_t *t = malloc((size_t)o->editors * sizeof(pthread_t));
+    editor *ed = malloc((size_t)o->editors * sizeof(editor));
+    uint64_t t0 = clock_ns();
+    for (int i = 0; i < o->editors; i++) {
+        ed[i] = (editor){&er, i};
+        pthread_create(&t[i], NULL, editor_main, &ed[i]);
+    }
+    for (int i = 0; i < o->editors; i++) pthread_join(t[i], NULL);
+    double secs = (double)(clock_ns() - t0) * 1e-9;
+    qsort(er.lat, (size_t)n, sizeof(double), cmp_double);
+    qsort(er.ttft, (size_t)n, sizeof(double), cmp_double);
+    printf("  editors %-14s %d x %d requests (%d-token file + typing, %d tokens): latency p50 %.1f p95 %.1f p99 %.1f "
+           "ms, TTFT p50 %.1f ms, %.1f requests/s, cached %.0f%%\n",
+           label, o->editors, o->edits, o->editor_prompt, o->editor_gen, pct(er.lat, n, 0.5), pct(er.lat, n, 0.95),
+           pct(er.lat, n, 0.99), pct(er.ttft, n, 0.5), (double)n / secs,
+           er.prompt ? 100.0 * (double)er.cached / (double)er.prompt : 0.0);
+    printf("RESULT editors_%s_latency_p50_ms=%.2f\nRESULT editors_%s_latency_p95_ms=%.2f\n", label,
+           pct(er.lat, n, 0.5), label, pct(er.lat, n, 0.95));
+    printf("RESULT editors_%s_requests_per_s=%.2f\n", label, (double)n / secs);
+    sched_destroy(er.s);
+    pthread_mutex_destroy(&er.mu);
+    free(t);
+    free(ed);
+    free(er.lat);
+    free(er.ttft);
+    return (double)n / secs;
+}
+
 static int parse(int argc, char **argv, opts *o) {
-    *o = (opts){.backend = "cpu", .clients = 16, .requests = 128, .prompt = 128, .gen = 32, .threads = 1,
-                .max_batch = 16};
+    *o = (opts){.backend = "cpu", .mode = "all", .clients = 16, .requests = 128, .prompt = 128, .gen = 32,
+                .threads = 1, .max_batch = 16, .editors = 32, .edits = 12, .editor_prompt = 1536, .editor_gen = 8,
+                .think_ms = 100};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-') {
@@ -163,20 +282,26 @@ static int parse(int argc, char **argv, opts *o) {
         }
         if (i + 1 >= argc) return fprintf(stderr, "sched_bench: %s needs a value\n", a), -1;
         const char *v = argv[++i];
-        if (!strcmp(a, "--backend")) {
-            o->backend = v;
+        if (!strcmp(a, "--backend") || !strcmp(a, "--mode")) {
+            *(!strcmp(a, "--mode") ? &o->mode : &o->backend) = v;
             continue;
         }
         int *dst = !strcmp(a, "--clients") ? &o->clients : !strcmp(a, "--requests") ? &o->requests
                  : !strcmp(a, "--prompt") ? &o->prompt : !strcmp(a, "--gen") ? &o->gen
-                 : !strcmp(a, "--threads") ? &o->threads : !strcmp(a, "--max-batch") ? &o->max_batch : NULL;
+                 : !strcmp(a, "--threads") ? &o->threads : !strcmp(a, "--max-batch") ? &o->max_batch
+                 : !strcmp(a, "--editors") ? &o->editors : !strcmp(a, "--edits") ? &o->edits
+                 : !strcmp(a, "--editor-prompt") ? &o->editor_prompt : !strcmp(a, "--editor-gen") ? &o->editor_gen
+                 : !strcmp(a, "--think-ms") ? &o->think_ms : NULL;
         char *end;
         long x = strtol(v, &end, 10);
-        if (!dst || *end || x < 1 || x > 100000)
+        if (!dst || *end || x < (dst == &o->think_ms ? 0 : 1) || x > 100000)
             return fprintf(stderr, "sched_bench: bad option %s %s (see the top of bench/sched_bench.c)\n", a, v), -1;
         *dst = (int)x;
     }
-    if (!o->dir) return fprintf(stderr, "usage: sched_bench MODEL_DIR [--clients C] [--requests R] ...\n"), -1;
+    if (!o->dir) return fprintf(stderr, "usage: sched_bench MODEL_DIR [--mode all|throughput|prefix|editors]\n"), -1;
+    const char *m = o->mode;
+    if (strcmp(m, "all") && strcmp(m, "throughput") && strcmp(m, "prefix") && strcmp(m, "editors"))
+        return fprintf(stderr, "sched_bench: --mode all, throughput, prefix or editors, not '%s'\n", o->mode), -1;
     return 0;
 }
 
@@ -188,23 +313,32 @@ int main(int argc, char **argv) {
     eng_backend *be = NULL;
     eng_model *em = NULL;
     errbuf eb = {0};
-    eng_model_opts mo = {.max_rows = 256, .kv_dtype = -1, .n_kv_seqs = o.max_batch};
+    eng_model_opts mo = {.max_rows = 256, .kv_dtype = -1, .n_kv_seqs = o.max_batch, .kv_mem_fraction = 0.9};
     if (model_open(o.dir, &m, &eb) || tok_load(o.dir, &tk, &eb) ||
         eng_backend_create(o.backend, o.threads, &be, &eb) || eng_model_create(be, m, &mo, &em, &eb)) {
         fprintf(stderr, "sched_bench: %s\n", eb.msg);
         return 1;
     }
-    printf("sched_bench: %s on %s, %d clients\n", o.dir, eng_backend_describe(be), o.clients);
-    double one = throughput(em, tk, &o, 1), many = throughput(em, tk, &o, o.max_batch);
-    double first, second;
-    int32_t cached;
-    prefix(em, tk, &first, &second, &cached);
-    printf("  prefix: long prompt %.2f ms, the same + 4 tokens %.2f ms (%d cached): ratio %.3f\n", first, second,
-           cached, second / first);
-    printf("RESULT tokens_per_s_batch1=%.1f\nRESULT tokens_per_s_batch%d=%.1f\nRESULT batching_speedup=%.2f\n", one,
-           o.max_batch, many, many / one);
-    printf("RESULT prefix_first_ms=%.2f\nRESULT prefix_second_ms=%.2f\nRESULT prefix_ratio=%.3f\n", first, second,
-           second / first);
+    printf("sched_bench: %s on %s\n", o.dir, eng_backend_describe(be));
+    const int all = !strcmp(o.mode, "all");
+    if (all || !strcmp(o.mode, "throughput")) {
+        double one = throughput(em, tk, &o, 1), many = throughput(em, tk, &o, o.max_batch);
+        printf("RESULT tokens_per_s_batch1=%.1f\nRESULT tokens_per_s_batch%d=%.1f\nRESULT batching_speedup=%.2f\n",
+               one, o.max_batch, many, many / one);
+    }
+    if (all || !strcmp(o.mode, "prefix")) {
+        double first, second;
+        int32_t cached;
+        prefix(em, tk, &first, &second, &cached);
+        printf("  prefix: long prompt %.2f ms, the same + 4 tokens %.2f ms (%d cached): ratio %.3f\n", first, second,
+               cached, second / first);
+        printf("RESULT prefix_first_ms=%.2f\nRESULT prefix_second_ms=%.2f\nRESULT prefix_ratio=%.3f\n", first,
+               second, second / first);
+    }
+    if (all || !strcmp(o.mode, "editors")) {
+        double many = editors(em, tk, &o, o.max_batch, 1, "batched"), one = editors(em, tk, &o, 1, 0, "one");
+        printf("RESULT editors_speedup=%.2f\n", many / one);
+    }
     eng_model_destroy(em);
     eng_backend_destroy(be);
     tok_destroy(tk);

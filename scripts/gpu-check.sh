@@ -9,6 +9,7 @@
 # bench.txt (RESULT lines), summary.txt. Libraries the GPU machine lacks come from .gpu-deps/*.deb (fetched on a
 # dev machine by scripts/gpu-deps.sh; carry .gpu-deps), unpacked with dpkg -x into build-gpu/deps, never into /.
 # Environment: CUDA_ARCHS (default 90: this machine only, to build fast), SKIP_MEMCHECK=1, SKIP_HF=1,
+# SCHED=1 (also the [sched] editors benchmark at the codegen-2B shape, RESULT lines in sched.txt),
 # CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
 # shapes benched again at context 1024 with BASELINE_ENV set (default SUGGESTD_CUDA_GEMV=0: cuBLAS for decode rows;
 # SUGGESTD_CUDA_GRAPHS=0 for the no-graph run), the same-card "before" in the summary's last column.
@@ -102,6 +103,26 @@ if [ "${SKIP_HF:-0}" != 1 ]; then
     for s in $SHAPES; do
         step "bench HF eager $s" 300 bash -c "set -o pipefail; PYTHONUNBUFFERED=1 python3 tools/bench_hf.py \
             --shape $s --contexts $CONTEXTS --prompt-tokens $PROMPT | tee -a '$OUT/bench.txt'"
+    done
+fi
+
+# --- [models]: the real torch.save fixture (seconds; comes back in $OUT/torch-fixture-*/bin for tests/unit/model/data)
+for dt in f16 f32; do
+    step "torch.save fixture $dt" 120 bash -c "python3 tools/make_ptbin_torch.py '$OUT/torch-fixture-$dt' $dt \
+        > '$OUT/torch-fixture-$dt.txt' 2>&1 || { tail -20 '$OUT/torch-fixture-$dt.txt'; exit 1; }"
+done
+
+# --- [sched]: batching on the GPU (SCHED=1): a random codegen-2B-shaped checkpoint, 32 editors' latency and 64 editors'
+# throughput against one at a time, 1536-token files (bench/sched_bench.c "editors")
+if [ "${SCHED:-0}" = 1 ]; then
+    SCK=build-gpu/ckpt-2B
+    step "build sched bench" 300 cmake --build $B -j"$(nproc)" --target gpu_sched_bench gpu_mkckpt
+    step "2B-shaped checkpoint" 300 bash -c "[ -f $SCK/model.safetensors ] || { $B/gpu_mkckpt $SCK 32 2560 32 64 2048 f16 7 \
+        >/dev/null && cp models/codegen-tokenizer/* $SCK/; }"
+    for e in 32 64; do
+        step "sched editors $e" 420 bash -c "set -o pipefail; $B/gpu_sched_bench $SCK --backend cuda --mode editors \
+            --editors $e --max-batch $e --edits 12 --editor-prompt 1536 --editor-gen 16 --think-ms 100 \
+            | sed 's/^RESULT editors_/RESULT editors${e}_/' | tee -a '$OUT/sched.txt'"
     done
 fi
 

@@ -80,7 +80,8 @@ err sched_submit(sched *s, const sched_request *r, sched_req **out, errbuf *eb);
  * sched_event_fini), 0 on timeout. After a DONE or ERROR event there are no more. */
 int sched_next(sched_req *q, sched_event *ev, int timeout_ms);
 void sched_event_fini(sched_event *ev);
-/* Stops the request as soon as possible (before its next forward step); idempotent, any thread. */
+/* Stops the request as soon as possible (before its next forward step); idempotent, any thread, as long as the
+ * owner has not released q yet (cancel and release must not race). */
 void sched_cancel(sched_req *q);
 /* The caller is done with q (cancels it if still running). */
 void sched_release(sched_req *q);

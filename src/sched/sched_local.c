@@ -23,6 +23,7 @@ void lreq_unref(lreq *r) {
         xfree(n);
     }
     for (int i = 0; i < GEN_MAX_STOP; i++) xfree(r->stops[i]);
+    xfree(r->final);
     xfree(r->pend);
     xfree(r->prompt);
     pthread_mutex_destroy(&r->mu);
@@ -30,10 +31,17 @@ void lreq_unref(lreq *r) {
     xfree(r);
 }
 
-/* Appends an event (taking ownership of its buffers). Without memory for the node the event is dropped and the
- * request is marked so that its DONE becomes an ERROR. */
+/* Appends an event (taking ownership of its buffers). Without memory for a TEXT event's node the event is dropped
+ * and the request is marked so that its DONE becomes an ERROR; the DONE / ERROR event uses the node reserved at
+ * submit, so a client never waits for an end that was lost. */
 void lreq_push_event(lreq *r, sched_event *ev) {
-    ev_node *n = xcalloc(1, sizeof(*n));
+    ev_node *n = NULL;
+    if (ev->kind != SCHED_EV_TEXT && r->final) {
+        n = r->final;
+        r->final = NULL;
+    } else {
+        n = xcalloc(1, sizeof(*n));
+    }
     if (!n) {
         sched_event_fini(ev);
         r->oom = 1;
@@ -106,6 +114,12 @@ static err l_submit(sched *base, const sched_request *rq, sched_req **out, errbu
     if (!atomic_load(&s->healthy)) return errbuf_set(eb, ERR_UNSUPPORTED, "the engine has failed; see the server log");
     err rc = gen_check(s->em, rq->n_prompt, &rq->params, eb);
     if (rc != ERR_OK) return rc;
+    /* one bad id would fail the forward of every request in its batch: refuse it here, alone */
+    const int32_t V = eng_model_config(s->em)->vocab_size;
+    for (size_t i = 0; i < rq->n_prompt; i++)
+        if (rq->prompt[i] < 0 || rq->prompt[i] >= V)
+            return errbuf_set(eb, ERR_INVALID, "prompt token %zu is %d, outside the vocabulary (0..%d)", i,
+                              rq->prompt[i], V - 1);
     lreq *r = xcalloc(1, sizeof(*r));
     if (!r) return errbuf_set(eb, ERR_NOMEM, "out of memory");
     r->base.ops = s->base.ops;
@@ -113,14 +127,19 @@ static err l_submit(sched *base, const sched_request *rq, sched_req **out, errbu
     r->params = rq->params;
     r->params.cancel = NULL;
     r->prompt = xmalloc_array(rq->n_prompt, sizeof(int32_t));
-    int oom = !r->prompt;
+    r->final = xcalloc(1, sizeof(ev_node));
+    int oom = !r->prompt || !r->final;
     for (int i = 0; i < rq->params.n_stop && i < GEN_MAX_STOP; i++) {
-        r->stops[i] = xstrdup(rq->params.stop[i]);
+        r->stops[i] = rq->params.stop[i] ? xstrdup(rq->params.stop[i]) : NULL;
         r->params.stop[i] = r->stops[i];
-        oom |= !r->stops[i];
+        oom |= rq->params.stop[i] && !r->stops[i];
     }
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    pthread_condattr_t ca; /* timed waits on the monotonic clock: a wall-clock jump must not stretch them */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_store(&r->refs, 1);
     if (oom) {
         lreq_unref(r);
@@ -132,10 +151,12 @@ static err l_submit(sched *base, const sched_request *rq, sched_req **out, errbu
     r->deadline_ns = rq->deadline_ns;
     pthread_mutex_lock(&s->mu);
     if (s->stop || s->st.queued >= s->o.queue_max) {
+        const int stopping = s->stop;
         s->st.rejected++;
         pthread_mutex_unlock(&s->mu);
         lreq_unref(r);
-        return errbuf_set(eb, ERR_BUSY, "the engine queue is full (%d waiting)", s->o.queue_max);
+        return stopping ? errbuf_set(eb, ERR_BUSY, "the engine is shutting down")
+                       : errbuf_set(eb, ERR_BUSY, "the engine queue is full (%d waiting)", s->o.queue_max);
     }
     atomic_fetch_add(&r->refs, 1); /* the engine's reference */
     if (s->qtail) s->qtail->qnext = r;
@@ -156,7 +177,7 @@ static int l_next(sched_req *base, sched_event *ev, int timeout_ms) {
             while (!r->head) pthread_cond_wait(&r->cv, &r->mu);
         } else {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += timeout_ms / 1000;
             ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;

@@ -32,6 +32,7 @@ typedef struct lreq {
     pthread_mutex_t mu; /* guards the event list */
     pthread_cond_t cv;
     ev_node *head, *tail;
+    ev_node *final; /* allocated at submit for the DONE / ERROR event, so the last word never fails to arrive */
     /* engine thread only: tokens sampled since the last event */
     samp_result *pend;
     int32_t n_pend, cap_pend;

@@ -1,7 +1,7 @@
 /* sched_step.c - the engine thread: continuous batching over the model's paged KV cache.
  *
  * DESIGN: one loop, one forward call per step.
- *   1. Requests that were cancelled or ran past their deadline leave (their blocks go back before the step).
+ *   1. Requests that were cancelled or ran past their deadline leave (their seats and blocks go back first).
  *   2. Waiting requests are admitted in FIFO order while there is a seat (max_batch) and KV room for their whole
  *      prompt + max_tokens (reserved up front, so a running request never runs out of blocks and nothing is ever
  *      preempted). Admission first matches the prompt against the prefix cache: those blocks are shared, not
@@ -144,7 +144,9 @@ static int admit(lsched *s, lreq *r, errbuf *eb) {
     /* the last prompt token is always computed: its logits are the first output */
     int32_t matched = s->o.prefix_cache ? kvpool_match(s->pool, r->prompt, (n_prompt - 1) / BT, blocks) : 0;
     int32_t next_block_end = (matched + 1) * BT < n_prompt ? (matched + 1) * BT : n_prompt;
-    int wait = s->o.prefix_cache && next_block_end - matched * BT == BT && prefill_in_flight(s, r, next_block_end);
+    /* waiting pays only for a block this prompt may match: one before the block of its last token */
+    int wait = s->o.prefix_cache && matched < (n_prompt - 1) / BT && next_block_end - matched * BT == BT &&
+               prefill_in_flight(s, r, next_block_end);
     if (wait || kvpool_available(s->pool) - s->reserved < need - matched) {
         for (int32_t b = 0; b < matched; b++) kvpool_release(s->pool, blocks[b]);
         xfree(blocks);
@@ -181,23 +183,28 @@ static int admit(lsched *s, lreq *r, errbuf *eb) {
 
 static int expired(const lreq *r, uint64_t now) { return r->deadline_ns && now >= r->deadline_ns; }
 
-/* Drops cancelled / expired waiting requests and admits what fits; returns 0 when the thread should stop. */
+/* Drops cancelled / expired waiting requests and admits what fits; returns 0 when the thread should stop. The
+ * whole queue is walked every step: once one request cannot be admitted (no seat, no KV room) nothing behind it
+ * is (FIFO, so a large request is not starved by small ones), but the ones behind it that were cancelled or ran
+ * out of time still leave now, or they would hold queue places (429s) and miss their deadlines. */
 static int admit_waiting(lsched *s) {
     uint64_t now = clock_ns();
     pthread_mutex_lock(&s->mu);
-    int stop = s->stop;
+    int stop = s->stop, admitting = 1;
     lreq **link = &s->qhead, *prev = NULL;
     while (*link) {
         lreq *r = *link;
         int gone = stop || atomic_load(&r->cancel) || expired(r, now), got = 0;
         errbuf eb = {0};
         if (!gone) {
-            if (s->n_seqs == s->o.max_batch) break;
-            pthread_mutex_unlock(&s->mu); /* admit takes the lock for its counters */
-            got = admit(s, r, &eb);
-            pthread_mutex_lock(&s->mu);
-            if (got == 0) break;
-            if (got == -1) {
+            if (s->n_seqs == s->o.max_batch) admitting = 0;
+            if (admitting) {
+                pthread_mutex_unlock(&s->mu); /* admit takes the lock for its counters */
+                got = admit(s, r, &eb);
+                pthread_mutex_lock(&s->mu);
+                if (got == 0) admitting = 0;
+            }
+            if (!admitting || got == -1) { /* stays queued */
                 prev = r;
                 link = &r->qnext;
                 continue;
@@ -211,9 +218,13 @@ static int admit_waiting(lsched *s) {
         if (gone) finish_queued(s, r, !stop && !atomic_load(&r->cancel));
         else if (got == -2) {
             sched_event ev = {.kind = SCHED_EV_ERROR, .code = eb.code ? eb.code : ERR_NOMEM};
+            ev.n_prompt = (int32_t)r->n_prompt;
             snprintf(ev.msg, sizeof(ev.msg), "%s", eb.msg);
             lreq_push_event(r, &ev);
             lreq_unref(r);
+            pthread_mutex_lock(&s->mu);
+            s->st.failed++;
+            pthread_mutex_unlock(&s->mu);
         }
         pthread_mutex_lock(&s->mu);
     }
@@ -289,10 +300,11 @@ static void publish_stats(lsched *s, int32_t nb, int32_t rows) {
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Runs one forward over the active sequences and hands out the logits. */
-static void step(lsched *s) {
+/* Running requests that were cancelled or ran out of time leave, before admission so their seats and blocks go to
+ * waiting requests in the same step. */
+static void leave_cancelled(lsched *s) {
     uint64_t now = clock_ns();
-    for (int32_t i = s->n_seqs - 1; i >= 0; i--) { /* leave before the step: cancelled or out of time */
+    for (int32_t i = s->n_seqs - 1; i >= 0; i--) {
         lreq *r = s->seqs[i].r;
         if (atomic_load(&r->cancel) || expired(r, now)) {
             int late = !atomic_load(&r->cancel);
@@ -300,7 +312,14 @@ static void step(lsched *s) {
             finish_seq(s, i, ERR_OK, NULL, late);
         }
     }
-    if (s->n_seqs == 0) return publish_stats(s, 0, 0);
+}
+
+/* Runs one forward over the active sequences and hands out the logits. */
+static void step(lsched *s) {
+    if (s->n_seqs == 0) {
+        publish_stats(s, 0, 0);
+        return;
+    }
     int32_t nb, nl;
     const int32_t rows = build_batch(s, &nb, &nl);
     const int32_t V = eng_model_config(s->em)->vocab_size;
@@ -311,9 +330,10 @@ static void step(lsched *s) {
         LOG_ERROR("engine: %s", eb.msg);
         if (rc == ERR_CUDA) atomic_store(&s->healthy, 0);
         while (s->n_seqs) finish_seq(s, s->n_seqs - 1, rc, eb.msg, 0);
-        return publish_stats(s, 0, 0);
+        publish_stats(s, 0, 0);
+        return;
     }
-    now = clock_ns();
+    uint64_t now = clock_ns();
     for (int32_t k = 0; k < nb; k++) { /* bseqs follow the seqs they came from; match by block table */
         for (int32_t i = 0; i < s->n_seqs; i++)
             if (s->seqs[i].blocks == s->bseqs[k].blocks) {
@@ -342,6 +362,7 @@ void *lsched_engine_main(void *arg) {
         pthread_mutex_lock(&s->mu);
         while (!s->stop && !s->qhead && s->n_seqs == 0) pthread_cond_wait(&s->cv, &s->mu);
         pthread_mutex_unlock(&s->mu);
+        leave_cancelled(s);
         if (!admit_waiting(s)) break;
         step(s);
     }

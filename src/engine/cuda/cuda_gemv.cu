@@ -1,16 +1,25 @@
 /* cuda_gemv.cu - decode matmul for a few rows: y[t] (+)= x[t] . w^T + bias for T <= 8, w f16/bf16 [N, K].
  *
  * At decode the whole cost of a matmul is streaming w once; cuBLAS's GEMV-like kernels reach ~70% of the copy
- * bandwidth there. Here a CTA of WPC warps owns WPC*R consecutive weight rows; each warp streams R whole rows with
- * 16-byte coalesced loads (a lane takes 8 consecutive elements, a warp 256 per load), U loads per row issued before
- * any is used, so R*U = 8 16-byte loads per lane are in flight. x is staged per K chunk in shared memory as f32
- * (every warp of the CTA shares it), products are summed in f32, one warp reduction per (row, t) at the end, and
- * the epilogue adds the bias and, with accumulate, the old y, rounding to y's dtype once.
- * Needs K % 8 == 0, w 16-byte aligned with stride % 8 == 0 (cuda_matmul.c checks, cuBLAS otherwise). No
+ * bandwidth there. v2 of this kernel (v1 is in NOTES.md "v3": it staged x in shared memory behind a barrier before
+ * any weight load, and its CTAs of 8 warps x 4 rows left a ragged last wave, e.g. 320 CTAs over 264 slots for
+ * 2B's fc_in; it ran 11% slower than cuBLAS):
+ * - one warp per weight row, CTAs of 4 warps: N / 4 small CTAs (2,560 for fc_in) so the last wave is a sliver;
+ * - a lane takes 8 consecutive elements per 16-byte load, a warp 256; the loads of UNROLL steps are issued before
+ *   any is used (8 x 16 B in flight per lane);
+ * - x is read straight from global memory with vector loads at the same k as the lane's weights (every warp of the
+ *   GPU reads the same few KB of x, so they hit in L1/L2): no shared memory, no barrier, no prologue;
+ * - f32 accumulation, one warp reduction per (row, t), an epilogue that adds the bias and, with accumulate, the old
+ *   y, rounding to y's dtype once.
+ * Needs K % 8 == 0, w and x 16-byte aligned with strides % 8 == 0 (cuda_matmul.c checks, cuBLAS otherwise). No
  * allocation, no synchronization: graph-capturable. */
 #include "cuda_common.cuh"
 
-#define GEMV_SMEM_FLOATS 8192 /* 32 KiB of x per CTA: KC = GEMV_SMEM_FLOATS / TMAX elements per chunk */
+#define GEMV_WARPS 4 /* rows (warps) per CTA */
+#define GEMV_UNROLL 8 /* 16-byte weight loads in flight per lane */
+/* CTAs per SM the registers must allow (<= 128 registers): 4 x 4 warps x 32 lanes x 8 loads x 16 B = 64 KiB in
+ * flight per SM; 6 made ptxas spill at T = 4 and 8 */
+#define GEMV_MIN_CTAS 4
 
 template <typename WT> struct wcvt;
 template <> struct wcvt<__half> {
@@ -35,130 +44,100 @@ static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     return v;
 }
 
-template <typename WT, int TMAX, int R>
-static __global__ void __launch_bounds__(256) gemv_kernel(eng_tensor y, eng_tensor x, const WT *__restrict__ w,
-                                                          int64_t ws, int N, int K, const void *bias, int bdt,
-                                                          int accumulate) {
-    constexpr int U = 8 / R; /* loads per row per step */
-    constexpr int KC = GEMV_SMEM_FLOATS / TMAX;
-    extern __shared__ float xs[]; /* [T][KC] */
-    const int T = (int)x.rows;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    const int n0 = (blockIdx.x * nw + warp) * R;
+static __device__ __forceinline__ void unpack8(uint4 v, float2 (*cv)(uint32_t), float *f) {
+    float2 a = cv(v.x), b = cv(v.y), c = cv(v.z), d = cv(v.w);
+    f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y, f[4] = c.x, f[5] = c.y, f[6] = d.x, f[7] = d.y;
+}
 
-    float acc[R][TMAX];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int t = 0; t < TMAX; t++) acc[r][t] = 0.0f;
-
-    const WT *wr[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) wr[r] = w + (int64_t)(n0 + r < N ? n0 + r : N - 1) * ws; /* clamp: loads stay valid */
-
-    for (int c0 = 0; c0 < K; c0 += KC) {
-        const int kc = K - c0 < KC ? K - c0 : KC;
-        __syncthreads(); /* the previous chunk is no longer read */
-        for (int i = threadIdx.x; i < T * kc; i += blockDim.x) {
-            const int t = i / kc, k = i - t * kc;
-            xs[t * KC + k] = cu_ld(x.data, x.dtype, (int64_t)t * x.stride + c0 + k);
-        }
-        __syncthreads();
-        if (n0 >= N) continue; /* still takes part in the barriers */
-        for (int k0 = lane * 8; k0 < kc; k0 += 256 * U) {
-            uint4 v[R][U];
-#pragma unroll
-            for (int u = 0; u < U; u++)
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    v[r][u] = k0 + u * 256 < kc ? ld_stream(reinterpret_cast<const uint4 *>(wr[r] + c0 + k0 + u * 256))
-                                                : make_uint4(0, 0, 0, 0);
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int k = k0 + u * 256;
-                if (k >= kc) break;
-                float wf[R][8];
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    float2 a = wcvt<WT>::f2(v[r][u].x), b2 = wcvt<WT>::f2(v[r][u].y), c = wcvt<WT>::f2(v[r][u].z),
-                           d = wcvt<WT>::f2(v[r][u].w);
-                    wf[r][0] = a.x, wf[r][1] = a.y, wf[r][2] = b2.x, wf[r][3] = b2.y;
-                    wf[r][4] = c.x, wf[r][5] = c.y, wf[r][6] = d.x, wf[r][7] = d.y;
-                }
-#pragma unroll
-                for (int t = 0; t < TMAX; t++) {
-                    if (t >= T) break;
-                    const float4 x0 = *reinterpret_cast<const float4 *>(&xs[t * KC + k]);
-                    const float4 x1 = *reinterpret_cast<const float4 *>(&xs[t * KC + k + 4]);
-#pragma unroll
-                    for (int r = 0; r < R; r++) {
-                        float s = acc[r][t];
-                        s = fmaf(wf[r][0], x0.x, s), s = fmaf(wf[r][1], x0.y, s);
-                        s = fmaf(wf[r][2], x0.z, s), s = fmaf(wf[r][3], x0.w, s);
-                        s = fmaf(wf[r][4], x1.x, s), s = fmaf(wf[r][5], x1.y, s);
-                        s = fmaf(wf[r][6], x1.z, s), s = fmaf(wf[r][7], x1.w, s);
-                        acc[r][t] = s;
-                    }
-                }
-            }
-        }
+/* x[i .. i + 8) as f32 (i a multiple of 8, x 16-byte aligned): one or two vector loads by x's dtype, which is the
+ * same for every thread. */
+static __device__ __forceinline__ void ld_x8(const void *x, int dt, int64_t i, float *f) {
+    if (dt == ENG_F32) {
+        const float4 a = *reinterpret_cast<const float4 *>((const float *)x + i);
+        const float4 b = *reinterpret_cast<const float4 *>((const float *)x + i + 4);
+        f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+    } else {
+        const uint4 v = *reinterpret_cast<const uint4 *>((const uint16_t *)x + i);
+        unpack8(v, dt == ENG_F16 ? wcvt<__half>::f2 : wcvt<__nv_bfloat16>::f2, f);
     }
-    if (n0 >= N) return;
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int t = 0; t < TMAX; t++) {
-            if (t >= T) break;
-            const float s = cu_warp_sum(acc[r][t]);
-            const int n = n0 + r;
-            if (lane == t && n < N) { /* spread the stores over lanes */
-                const int64_t o = (int64_t)t * y.stride + n;
-                float v = accumulate ? cu_ld(y.data, y.dtype, o) : 0.0f;
-                if (bias) v += cu_ld(bias, bdt, n);
-                cu_st(y.data, y.dtype, o, v + s);
-            }
-        }
 }
 
 template <typename WT, int TMAX>
-static cudaError_t launch_t(cudaStream_t st, int R, int wpc, eng_tensor y, eng_tensor x, const void *w, int64_t ws,
-                            int N, int K, const void *bias, int bdt, int accumulate) {
-    const int per = wpc * R;
-    const unsigned grid = (unsigned)((N + per - 1) / per);
-    const size_t smem = (size_t)x.rows * (GEMV_SMEM_FLOATS / TMAX) * sizeof(float);
-    const WT *wp = (const WT *)w;
-    if (R == 4)
-        gemv_kernel<WT, TMAX, 4><<<grid, wpc * 32, smem, st>>>(y, x, wp, ws, N, K, bias, bdt, accumulate);
-    else if (R == 2)
-        gemv_kernel<WT, TMAX, 2><<<grid, wpc * 32, smem, st>>>(y, x, wp, ws, N, K, bias, bdt, accumulate);
-    else
-        gemv_kernel<WT, TMAX, 1><<<grid, wpc * 32, smem, st>>>(y, x, wp, ws, N, K, bias, bdt, accumulate);
+static __global__ void __launch_bounds__(GEMV_WARPS * 32, GEMV_MIN_CTAS) gemv_kernel(eng_tensor y, eng_tensor x,
+                                                                      const WT *__restrict__ w, int64_t ws, int N,
+                                                                      int K, const void *bias, int bdt,
+                                                                      int accumulate) {
+    const int T = (int)x.rows;
+    const int lane = threadIdx.x & 31;
+    const int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (n >= N) return; /* no barrier below: a warp past the end simply leaves */
+    const WT *wr = w + (int64_t)n * ws;
+    float acc[TMAX];
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) acc[t] = 0.0f;
+    for (int k0 = lane * 8; k0 < K; k0 += 256 * GEMV_UNROLL) {
+        uint4 v[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) /* all loads first: bytes in flight hide the memory latency */
+            v[u] = k0 + u * 256 < K ? ld_stream(reinterpret_cast<const uint4 *>(wr + k0 + u * 256))
+                                    : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            const int k = k0 + u * 256;
+            if (k >= K) break;
+            float wf[8];
+            unpack8(v[u], wcvt<WT>::f2, wf);
+#pragma unroll
+            for (int t = 0; t < TMAX; t++) {
+                if (t >= T) break;
+                float xf[8];
+                ld_x8(x.data, x.dtype, (int64_t)t * x.stride + k, xf);
+                float s = acc[t];
+#pragma unroll
+                for (int j = 0; j < 8; j++) s = fmaf(wf[j], xf[j], s);
+                acc[t] = s;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        const float s = cu_warp_sum(acc[t]);
+        if (lane == t) { /* spread the stores over lanes */
+            const int64_t o = (int64_t)t * y.stride + n;
+            float v = accumulate ? cu_ld(y.data, y.dtype, o) : 0.0f;
+            if (bias) v += cu_ld(bias, bdt, n);
+            cu_st(y.data, y.dtype, o, v + s);
+        }
+    }
+}
+
+template <typename WT, int TMAX>
+static cudaError_t launch_t(cudaStream_t st, eng_tensor y, eng_tensor x, const void *w, int64_t ws, int N, int K,
+                            const void *bias, int bdt, int accumulate) {
+    const unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
+    gemv_kernel<WT, TMAX><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, (const WT *)w, ws, N, K, bias, bdt, accumulate);
     return cudaGetLastError();
 }
 
 template <typename WT>
-static cudaError_t launch_w(cudaStream_t st, int R, int wpc, eng_tensor y, eng_tensor x, const void *w, int64_t ws,
-                            int N, int K, const void *bias, int bdt, int accumulate) {
+static cudaError_t launch_w(cudaStream_t st, eng_tensor y, eng_tensor x, const void *w, int64_t ws, int N, int K,
+                            const void *bias, int bdt, int accumulate) {
     const int64_t T = x.rows;
-    if (T == 1) return launch_t<WT, 1>(st, R, wpc, y, x, w, ws, N, K, bias, bdt, accumulate);
-    if (T == 2) return launch_t<WT, 2>(st, R, wpc, y, x, w, ws, N, K, bias, bdt, accumulate);
-    if (T <= 4) return launch_t<WT, 4>(st, R, wpc, y, x, w, ws, N, K, bias, bdt, accumulate);
-    return launch_t<WT, 8>(st, R, wpc, y, x, w, ws, N, K, bias, bdt, accumulate);
+    if (T == 1) return launch_t<WT, 1>(st, y, x, w, ws, N, K, bias, bdt, accumulate);
+    if (T == 2) return launch_t<WT, 2>(st, y, x, w, ws, N, K, bias, bdt, accumulate);
+    if (T <= 4) return launch_t<WT, 4>(st, y, x, w, ws, N, K, bias, bdt, accumulate);
+    return launch_t<WT, 8>(st, y, x, w, ws, N, K, bias, bdt, accumulate);
 }
 
 extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w,
                                   const eng_tensor *bias, int accumulate) {
+    (void)n_sms; /* v1 sized its CTAs by the SM count; one warp per row needs no such rule */
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
     if (x.rows > CUDA_GEMV_MAX_ROWS || (w.dtype != ENG_F16 && w.dtype != ENG_BF16)) return cudaErrorInvalidValue;
-    /* Enough CTAs for every SM (at least two each where N allows): rows per warp R = 4, 2, 1 as N shrinks, then
-     * CTAs of 4 warps instead of 8. */
-    const int64_t want = 2 * (int64_t)(n_sms > 0 ? n_sms : 1);
-    int R = 4, wpc = 8;
-    while (R > 1 && (N + wpc * R - 1) / (wpc * R) < want) R >>= 1;
-    if ((N + wpc * R - 1) / (wpc * R) < want) wpc = 4;
     const void *bp = bias ? bias->data : NULL;
     const int bdt = bias ? (int)bias->dtype : 0;
-    if (w.dtype == ENG_F16) return launch_w<__half>(st, R, wpc, y, x, w.data, w.stride, N, K, bp, bdt, accumulate);
-    return launch_w<__nv_bfloat16>(st, R, wpc, y, x, w.data, w.stride, N, K, bp, bdt, accumulate);
+    if (w.dtype == ENG_F16) return launch_w<__half>(st, y, x, w.data, w.stride, N, K, bp, bdt, accumulate);
+    return launch_w<__nv_bfloat16>(st, y, x, w.data, w.stride, N, K, bp, bdt, accumulate);
 }

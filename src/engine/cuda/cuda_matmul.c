@@ -33,9 +33,11 @@ err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_
     if (T > INT32_MAX || K > INT32_MAX || N > INT32_MAX || x->stride > INT32_MAX || w->stride > INT32_MAX ||
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
-    /* the GEMV's 16-byte weight loads need K, the row stride and the base address in whole 8-element vectors */
+    /* the GEMV's 16-byte weight and x loads need K, the row strides and the base addresses in whole 8-element
+     * vectors */
     if (b->gemv && T >= 1 && T <= CUDA_GEMV_MAX_ROWS && K > 0 && (w->dtype == ENG_F16 || w->dtype == ENG_BF16) &&
-        K % 8 == 0 && w->stride % 8 == 0 && ((uintptr_t)w->data & 15) == 0) {
+        K % 8 == 0 && w->stride % 8 == 0 && ((uintptr_t)w->data & 15) == 0 && x->stride % 8 == 0 &&
+        ((uintptr_t)x->data & 15) == 0) {
         CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, accumulate));
         return ERR_OK;
     }

@@ -230,6 +230,51 @@ static void test_deadline(void **state) {
     assert_true(o.n < 400);
 }
 
+/* With every seat busy, a waiting request that is cancelled (or whose deadline passes) still leaves at once: it must
+ * not hold a queue place until a seat frees. A prompt id outside the vocabulary is refused at submit. */
+static void test_queue_reaped_while_full(void **state) {
+    world *w = *state;
+    static int32_t p[40], pb[16][30];
+    fill(p, 40, 99);
+    sched_req *busy[16], *waiting[3];
+    errbuf eb = {0};
+    for (int i = 0; i < 16; i++) { /* distinct prompts: identical ones would wait for each other's prefill */
+        fill(pb[i], 30, 700 + (uint64_t)i);
+        sched_request r = make_req(pb[i], 30, 470); /* the whole pool: 16 x 32 blocks */
+        assert_int_equal(sched_submit(w->s, &r, &busy[i], &eb), ERR_OK);
+    }
+    for (int i = 0; i < 3; i++) {
+        sched_request r = make_req(p, 10 + (size_t)i, 4);
+        if (i == 2) r.deadline_ns = clock_ns() + 30 * 1000000ull;
+        assert_int_equal(sched_submit(w->s, &r, &waiting[i], &eb), ERR_OK);
+    }
+    sched_cancel(waiting[1]);
+    uint64_t t0 = clock_ns();
+    out o1, o2;
+    collect(waiting[1], &o1);
+    collect(waiting[2], &o2);
+    assert_true(clock_ns() - t0 < 2000000000ull); /* long before 16 x 470 tokens are done */
+    assert_int_equal(o1.done.finish, GEN_FINISH_CANCELLED);
+    assert_int_equal(o2.done.finish, GEN_FINISH_CANCELLED);
+    assert_int_equal(o2.done.deadline, 1);
+    assert_int_equal(o1.n + o2.n, 0);
+    sched_stats st;
+    sched_get_stats(w->s, &st);
+    assert_int_equal(st.queued, 1); /* only waiting[0] still waits for a seat */
+    for (int i = 0; i < 16; i++) sched_release(busy[i]);
+    out o0;
+    collect(waiting[0], &o0); /* gets its seat once the released ones leave */
+    assert_int_equal(o0.done.finish, GEN_FINISH_LENGTH);
+    for (int i = 0; i < 3; i++) sched_release(waiting[i]);
+    int32_t bad[] = {5, 51200, 7};
+    sched_request r = make_req(bad, 3, 2);
+    sched_req *q = NULL;
+    assert_int_equal(sched_submit(w->s, &r, &q, &eb), ERR_INVALID);
+    assert_null(q);
+    assert_non_null(strstr(eb.msg, "vocabulary"));
+    wait_idle(w, &st);
+}
+
 static void test_cancel_10000(void **state) {
     world *w = *state;
     sched_stats st0, st;
@@ -278,6 +323,7 @@ int main(void) {
         cmocka_unit_test(test_prefix_reuse),
         cmocka_unit_test(test_identical_prompts_compute_once),
         cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_queue_reaped_while_full),
         cmocka_unit_test(test_cancel_10000),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
