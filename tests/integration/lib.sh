@@ -15,3 +15,16 @@ pass=0 fail=0
 ok()  { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; shift; printf '     %s\n' "$@"; }
 check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$*"; fi; }
+
+# A port nothing listens on, below the kernel's ephemeral range (ip_local_port_range, 32768+ by default): a port
+# from that range can be taken between this check and the bind by any outgoing connection of a test running in
+# parallel (seen in CI: "Address already in use").
+free_port() {
+    local p eph lo=20000 hi=32000
+    read -r eph _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && [ "${eph:-0}" -gt 21000 ] && hi=$((eph - 1))
+    for _ in $(seq 200); do
+        p=$((lo + RANDOM % (hi - lo)))
+        if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo $p; return; fi
+    done
+    echo 0
+}

@@ -13,15 +13,6 @@ M=$TMP/tiny
 "$MKCKPT" "$M" 2 64 4 8 256 f32 7 >/dev/null || { echo "mkckpt failed"; exit 1; }
 cp "$SRC"/models/codegen-tokenizer/{vocab.json,merges.txt,added_tokens.json,special_tokens_map.json} "$M"/
 
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo $p; return; fi
-    done
-    echo 0
-}
-
 # --- the stand-in GitLab ---------------------------------------------------------------------------------------
 node "$HERE/fake_gitlab.mjs" "$TMP/gl.port" >"$TMP/gitlab.log" 2>&1 &
 PIDS+=($!)

@@ -43,7 +43,7 @@ for prompt in $'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n
     else bad "CLI: '$name'" "rc=$rc" "$prompt$out"; fi
 done
 
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+): see free_port in lib.sh
 SUGGESTD_LOG=warn BYPASS_EXTERNAL_AUTH=true "$BIN" serve --model "$M" --host 127.0.0.1 --port $port --threads 2 &
 pid=$!
 trap 'kill $pid 2>/dev/null' EXIT

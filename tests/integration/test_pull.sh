@@ -123,7 +123,7 @@ HF_ENDPOINT=$HUB SUGGESTD_MODELS_DIR="$MD" "$BIN" complete --model test/fresh --
     >/dev/null 2>"$TMP/c.err"
 check "complete --model ORG/NAME pulls when absent" test "$?:$(complete_dir "$MD/test/fresh" && echo complete)" = 0:complete
 
-port=$((20000 + RANDOM % 30000))
+port=$(free_port)
 HF_ENDPOINT=$HUB SUGGESTD_MODELS_DIR="$MD" BYPASS_EXTERNAL_AUTH=true "$BIN" serve --host 127.0.0.1 --port $port \
     --model test/served --threads 1 >"$TMP/serve.log" 2>&1 &
 SPID=$!

@@ -26,15 +26,6 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     [ -d "$HERE/node_modules/openai" ] && NODE_OK=1
 fi
 
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo $p; return; fi
-    done
-    echo 0
-}
-
 # start_server LOGFILE ENV... -- ARGS...   sets SPID and SPORT; waits for healthz 200
 start_server() {
     local log=$1; shift
