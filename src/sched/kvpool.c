@@ -6,6 +6,7 @@
 #include "alloc.h"
 
 typedef struct node {
+    uint64_t stamp; /* pool clock when last released: the LRU's order */
     int32_t ref;
     int32_t parent;     /* cached: the block before it (-1: first block of a prompt) */
     int32_t n_children; /* cached children */
@@ -21,7 +22,8 @@ struct kvpool {
     int32_t *free_ids, n_free;
     int32_t *heads; /* hash buckets, hmask + 1 of them */
     uint32_t hmask;
-    int32_t lru_head, lru_tail; /* head: released last; tail: evicted first */
+    int32_t lru_head, lru_tail; /* head: released last; tail: evicted first; ordered by stamp */
+    uint64_t clock;
     int32_t n_cached, n_cached_unref;
 };
 
@@ -64,6 +66,25 @@ static void lru_push(kvpool *p, int32_t id, int at_head) {
         else p->lru_head = id;
         p->lru_tail = id;
     }
+}
+
+/* A block that became an evictable leaf because its last child was evicted goes where its own last release puts it,
+ * not at either end: a shared prefix that is matched often (each time refreshing its stamp) but whose cached child
+ * went cold must outlive that child's neighbours. Walks from the cold end; parents are usually old, so it is short. */
+static void lru_insert_by_stamp(kvpool *p, int32_t id) {
+    int32_t cur = p->lru_tail;
+    while (cur >= 0 && p->nodes[cur].stamp < p->nodes[id].stamp) cur = p->nodes[cur].lprev;
+    if (cur < 0) {
+        lru_push(p, id, 1);
+        return;
+    }
+    node *x = &p->nodes[id], *c = &p->nodes[cur];
+    x->in_lru = 1;
+    x->lprev = cur;
+    x->lnext = c->lnext;
+    if (c->lnext >= 0) p->nodes[c->lnext].lprev = id;
+    else p->lru_tail = id;
+    c->lnext = id;
 }
 
 err kvpool_create(int32_t n_blocks, int32_t block_tokens, kvpool **out) {
@@ -139,7 +160,7 @@ static int32_t evict(kvpool *p) {
     *link = x->hnext;
     if (x->parent >= 0) {
         node *up = &p->nodes[x->parent];
-        if (--up->n_children == 0 && up->ref == 0) lru_push(p, x->parent, 0);
+        if (--up->n_children == 0 && up->ref == 0) lru_insert_by_stamp(p, x->parent);
     }
     *x = (node){.parent = -1, .hnext = -1, .lprev = -1, .lnext = -1};
     p->n_cached--;
@@ -176,6 +197,7 @@ void kvpool_release(kvpool *p, int32_t block) {
         return;
     }
     p->n_cached_unref++;
+    x->stamp = ++p->clock;
     if (x->n_children == 0) lru_push(p, block, 1);
 }
 

@@ -86,6 +86,34 @@ static void test_evicts_lru_leaves(void **state) {
     kvpool_destroy(p);
 }
 
+/* A shared first block matched again and again (its own child cold) outlives an older leaf once the child goes. */
+static void test_hot_prefix_outlives_its_cold_child(void **state) {
+    (void)state;
+    kvpool *p;
+    assert_int_equal(kvpool_create(4, BT, &p), ERR_OK);
+    int32_t a[8] = {1, 1, 1, 1, 2, 2, 2, 2}, b[4] = {3, 3, 3, 3}, ia[2], ib[1], got[2];
+    run_seq(p, a, 2, ia); /* a0 -> a1 */
+    run_seq(p, b, 1, ib); /* b0, released after a1 */
+    int32_t hot[8] = {1, 1, 1, 1, 9, 9, 9, 9};
+    for (int i = 0; i < 3; i++) { /* prompts sharing a0 only: a0 is used, a1 is not */
+        assert_int_equal(kvpool_match(p, hot, 2, got), 1);
+        kvpool_release(p, got[0]);
+    }
+    int32_t x = kvpool_alloc(p);  /* the one free block */
+    int32_t e1 = kvpool_alloc(p); /* evicts the oldest leaf: a1 */
+    assert_int_equal(e1, ia[1]);
+    int32_t e2 = kvpool_alloc(p); /* then b0 (older than a0's last use), not a0 */
+    assert_int_equal(e2, ib[0]);
+    assert_int_equal(kvpool_match(p, a, 2, got), 1);
+    assert_int_equal(got[0], ia[0]);
+    kvpool_release(p, got[0]);
+    kvpool_release(p, x);
+    kvpool_release(p, e1);
+    kvpool_release(p, e2);
+    check_counts(p, 0, 1);
+    kvpool_destroy(p);
+}
+
 static void test_duplicates_stay_private(void **state) {
     (void)state;
     kvpool *p;
@@ -141,6 +169,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_match_exact_prefix),
         cmocka_unit_test(test_evicts_lru_leaves),
+        cmocka_unit_test(test_hot_prefix_outlives_its_cold_child),
         cmocka_unit_test(test_duplicates_stay_private),
         cmocka_unit_test(test_churn_counts),
     };
