@@ -73,7 +73,7 @@ struct lsched {
     int32_t reserved; /* sum of seq.reserve */
     seq *seqs;        /* [o.max_batch] active sequences, in admission order */
     int32_t n_seqs;
-    int32_t *row_tokens, *row_pos, *logit_rows, *logit_seq;
+    int32_t *row_tokens, *row_pos, *logit_rows, *logit_seq, *bseq_seq; /* *_seq: index into seqs */
     eng_seq *bseqs;
     float *logits;
 };

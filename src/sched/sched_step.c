@@ -42,8 +42,10 @@ err lsched_engine_init(lsched *s) {
     s->row_pos = xmalloc_array((size_t)rows, sizeof(int32_t));
     s->logit_rows = xmalloc_array(B, sizeof(int32_t));
     s->logit_seq = xmalloc_array(B, sizeof(int32_t));
+    s->bseq_seq = xmalloc_array(B, sizeof(int32_t));
     s->logits = xmalloc_array(B * (size_t)V, sizeof(float));
-    if (!s->seqs || !s->bseqs || !s->row_tokens || !s->row_pos || !s->logit_rows || !s->logit_seq || !s->logits)
+    if (!s->seqs || !s->bseqs || !s->row_tokens || !s->row_pos || !s->logit_rows || !s->logit_seq || !s->bseq_seq ||
+        !s->logits)
         return ERR_NOMEM;
     return kvpool_create(eng_kv_blocks(eng_model_kv(s->em)), BT, &s->pool);
 }
@@ -56,6 +58,7 @@ void lsched_engine_fini(lsched *s) {
     xfree(s->row_pos);
     xfree(s->logit_rows);
     xfree(s->logit_seq);
+    xfree(s->bseq_seq);
     xfree(s->logits);
 }
 
@@ -270,6 +273,7 @@ static int32_t build_batch(lsched *s, int32_t *n_bseq, int32_t *n_logits) {
                 s->row_tokens[rows + j] = q->tokens[q->n_done + j];
                 s->row_pos[rows + j] = q->n_done + j;
             }
+            s->bseq_seq[nb] = i;
             s->bseqs[nb++] = (eng_seq){rows, n, q->n_done, q->blocks, q->n_blocks};
             if (q->n_done + n == q->n_tokens) {
                 s->logit_rows[nl] = rows + n - 1;
@@ -334,12 +338,10 @@ static void step(lsched *s) {
         return;
     }
     uint64_t now = clock_ns();
-    for (int32_t k = 0; k < nb; k++) { /* bseqs follow the seqs they came from; match by block table */
-        for (int32_t i = 0; i < s->n_seqs; i++)
-            if (s->seqs[i].blocks == s->bseqs[k].blocks) {
-                s->seqs[i].n_done += s->bseqs[k].n_tokens;
-                publish_full(s, &s->seqs[i]);
-            }
+    for (int32_t k = 0; k < nb; k++) {
+        seq *q = &s->seqs[s->bseq_seq[k]];
+        q->n_done += s->bseqs[k].n_tokens;
+        publish_full(s, q);
     }
     for (int32_t k = 0; k < nl; k++) {
         seq *q = &s->seqs[s->logit_seq[k]];

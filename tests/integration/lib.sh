@@ -28,3 +28,25 @@ free_port() {
     done
     echo 0
 }
+
+# start_server LOGFILE ENV... -- ARGS...   sets SPID and SPORT; waits for healthz 200 (no token needed). The
+# environment's bypass is dropped (a caller that wants it says so in ENV); SERVE_DEFAULTS go before ARGS; the log
+# is appended to, so a restart on the same log keeps the first run's lines.
+SERVE_DEFAULTS=()
+start_server() {
+    local log=$1; shift
+    local envs=()
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    SPORT=$(free_port)
+    env -u BYPASS_EXTERNAL_AUTH -u AUTH_BYPASS_EXTERNAL "${envs[@]}" "$BIN" serve --host 127.0.0.1 --port "$SPORT" \
+        "${SERVE_DEFAULTS[@]}" "$@" >>"$log" 2>&1 &
+    SPID=$!
+    PIDS+=("$SPID")
+    for _ in $(seq 300); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SPORT/monitoring/healthz")" = 200 ] && return 0
+        kill -0 "$SPID" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}

@@ -20,26 +20,8 @@ for _ in $(seq 100); do [ -s "$TMP/gl.port" ] && break; sleep 0.05; done
 GL=http://127.0.0.1:$(cat "$TMP/gl.port")
 calls() { curl -s "$GL/_counts" | jq -r --arg t "$1" '.[$t] // 0'; }
 jwt() { curl -s "$GL/_jwt?kind=$1&sub=${2:-user-1}"; }
+SERVE_DEFAULTS=(--model "$M" --threads 1)
 AUTH_ENV=(GITLAB_API_URL="$GL/api/v4/" GITLAB_URL="$GL" SUGGESTD_GITLAB_TIMEOUT_MS=1000)
-
-# start_server LOGFILE ENV... -- ARGS...   sets SPID and SPORT; waits for healthz 200 (no token needed)
-start_server() {
-    local log=$1; shift
-    local envs=()
-    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
-    shift
-    SPORT=$(free_port)
-    env -u BYPASS_EXTERNAL_AUTH -u AUTH_BYPASS_EXTERNAL "${envs[@]}" "$BIN" serve --host 127.0.0.1 --port "$SPORT" \
-        --model "$M" --threads 1 "$@" >>"$log" 2>&1 &
-    SPID=$!
-    PIDS+=("$SPID")
-    for _ in $(seq 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SPORT/monitoring/healthz")" = 200 ] && return 0
-        kill -0 "$SPID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 # req URL PATH TOKEN [EXTRA_HEADER] -> CODE, BODY, HDRS (GET /v1/models: an authenticated route that skips the engine)
 req() {

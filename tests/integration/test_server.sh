@@ -26,24 +26,6 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     [ -d "$HERE/node_modules/openai" ] && NODE_OK=1
 fi
 
-# start_server LOGFILE ENV... -- ARGS...   sets SPID and SPORT; waits for healthz 200
-start_server() {
-    local log=$1; shift
-    local envs=()
-    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
-    shift
-    SPORT=$(free_port)
-    env "${envs[@]}" "$BIN" serve --host 127.0.0.1 --port "$SPORT" "$@" >"$log" 2>&1 &
-    SPID=$!
-    PIDS+=("$SPID")
-    for _ in $(seq 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SPORT/monitoring/healthz")" = 200 ] && return 0
-        kill -0 "$SPID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
 # req METHOD PATH [BODY] -> sets CODE, BODY, HDRS
 req() {
     local method=$1 path=$2 data=${3-}
