@@ -276,7 +276,9 @@ static void matmul_case(worst *w, eng_dtype xd, eng_dtype wd, eng_dtype yd, int6
     /* f32 sums (cuBLAS, no TF32) against double, judged against the typical output magnitude; a half y adds its
      * rounding, and with bias + accumulate a second one (the bias is added into y first). */
     double rt = round_tol(yd) * (use_bias && accumulate ? 2 : 1);
-    GC_CHECK(close_ok(w, what, out[0], out[1], (size_t)(T * N), 1.0, 1e-5 + rt, 1e-11 + rt * rt), "%s", what);
+    /* an f32 sum's error grows with K (and a GEMV sums in another order than cuBLAS): 2.4e-11 seen at K = 4104 */
+    double sum_nmse = 1e-11 * (1.0 + (double)K / 1024.0);
+    GC_CHECK(close_ok(w, what, out[0], out[1], (size_t)(T * N), 1.0, 1e-5 + rt, sum_nmse + rt * rt), "%s", what);
     free(out[0]), free(out[1]), free(x), free(wv), free(bv), free(y0), free(hw), free(hb);
 }
 
