@@ -6,10 +6,11 @@ Run on the GPU machine (needs torch; numpy optional), not in CI:
     python3 tools/make_ptbin_torch.py OUTDIR [f16|f32|bf16]
 writes OUTDIR/bin/{config.json,pytorch_model.bin} and prints the sha256 of every tensor. Then check with suggestd:
     mkckpt-style twin:  the weights follow tests/common/testutil.h (splitmix64 recipe, spec TINY below), so
-    tu_write_checkpoint(dir, {2,16,4,2,32,64,dtype,4242}) writes the same tensors as safetensors; test_ptbin.c's
-    check_twin() compares them byte for byte. Copy OUTDIR/bin/pytorch_model.bin over
-    tests/unit/model/data/tiny_<dtype>.bin only after review (it replaces a stdlib-written fixture with a torch one;
-    keep it under 100 KB).
+    tu_write_checkpoint(dir, {2,16,4,2,32,64,dtype,4242}) writes the same tensors as safetensors;
+    test_ptbin.c (test_torch_f16_*) compares them byte for byte and checks greedy tokens. The committed output is
+    tests/unit/model/data/torch_tiny_f16/ (OUTDIR/bin/{pytorch_model.bin,config.json} as written, this script's
+    stdout as torch_save.log); the stdlib-written tiny_*.bin fixtures beside it stay (ZIP64, protocol 4, refusals).
+    Refresh it, or add torch_tiny_<dtype>/, only after review; keep each file under 100 KB.
 The state dict is built the way transformers' CodeGen model of that era holds it: an OrderedDict with `_metadata`,
 tensors contiguous, masks registered as persistent uint8 buffers of shape [1, 1, P, P].
 """

@@ -1,11 +1,17 @@
 /* test_ptbin.c - pytorch_model.bin: the zip reader, the restricted pickle VM and model_open on .bin directories.
  *
- * The fixtures in tests/unit/model/data were written by tools/make_ptbin.py, which produces torch.save's exact
- * layout (stored entries padded to 64 bytes, a protocol-2 pickle with torch's GLOBALs and persistent ids) from the
- * testutil.h weight recipe, so each tiny_* checkpoint must equal, byte for byte, the safetensors twin that
- * tu_write_checkpoint writes for the same spec. The refusal fixtures carry a pickle naming posix.system (and
- * builtins.eval through STACK_GLOBAL), out-of-range storage offsets, a wrong storage size, a transposed view and a
- * deflated entry. Truncations and corruptions are made here from the good files. */
+ * Two kinds of fixture live in tests/unit/model/data:
+ *  - torch_tiny_f16/ (pytorch_model.bin + config.json) was written by the real torch.save (torch 2.11, on the GPU
+ *    machine) through tools/make_ptbin_torch.py; torch_save.log beside it is that script's output (torch's dtype,
+ *    shape and sha256 prefix of every tensor). It carries torch's own container details (`pytorch_model/` top
+ *    folder, .format_version, .storage_alignment, the `_metadata` BUILD) and uint8 causal_mask buffers.
+ *  - the flat *.bin files were written by tools/make_ptbin.py (stdlib only, regenerable without torch), which
+ *    produces torch.save's layout (stored entries padded to 64 bytes, a protocol-2 pickle with torch's GLOBALs and
+ *    persistent ids); they add what torch alone does not give us: f32 through ZIP64, bf16 with a protocol-4 pickle,
+ *    and the refusal fixtures (a pickle naming posix.system, builtins.eval through STACK_GLOBAL, out-of-range
+ *    storage offsets, a wrong storage size, a transposed view, a deflated entry).
+ * All tiny checkpoints follow the testutil.h weight recipe, so each must equal, byte for byte, the safetensors twin
+ * that tu_write_checkpoint writes for the same spec. Truncations and corruptions are made here from the good files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,7 +32,7 @@
 #include "pt.h"
 #include "testutil.h"
 
-/* Must match TINY in tools/make_ptbin.py. */
+/* Must match TINY in tools/make_ptbin.py and tools/make_ptbin_torch.py. */
 static const tu_ckpt_spec tiny = {
     .n_layer = 2, .n_embd = 16, .n_head = 4, .rotary_dim = 2, .n_positions = 32, .vocab_size = 64,
     .dtype = ST_F16, .seed = 4242,
@@ -182,20 +188,23 @@ static void assert_same_model(const model *a, const model *b) {
     assert_int_equal(model_weight_bytes(a), model_weight_bytes(b));
 }
 
-/* Greedy decoding on the CPU backend: prompt, then n tokens, each the argmax of the last logits. */
-static void greedy(const model *m, int32_t *out, int n) {
+/* Greedy decoding on the CPU backend: the prompt, then n tokens, each the argmax of the last logits. */
+static void greedy(const model *m, const int32_t *prompt, int32_t n_prompt, int32_t *out, int n) {
+    enum { CTX = 2 * ENG_KV_BLOCK };
+    assert_true(n_prompt > 0 && n_prompt + n <= CTX && n_prompt + n <= m->cfg.n_positions);
     eng_backend *be = NULL;
     eng_model *em = NULL;
     errbuf eb = {0};
     check_code(eng_backend_create("cpu", 1, &be, &eb), ERR_OK, &eb);
-    eng_model_opts mo = {.max_rows = 32, .kv_dtype = -1};
+    eng_model_opts mo = {.max_rows = CTX, .kv_dtype = -1};
     check_code(eng_model_create(be, m, &mo, &em, &eb), ERR_OK, &eb);
     const int32_t V = m->cfg.vocab_size, blocks[2] = {0, 1};
     float *logits = malloc((size_t)V * sizeof(float));
     assert_non_null(logits);
-    int32_t toks[32] = {3, 17, 42, 5}, pos[32];
-    int32_t n_tok = 4;
-    for (int32_t i = 0; i < 32; i++) pos[i] = i;
+    int32_t toks[CTX], pos[CTX];
+    memcpy(toks, prompt, (size_t)n_prompt * sizeof(*toks));
+    int32_t n_tok = n_prompt;
+    for (int32_t i = 0; i < CTX; i++) pos[i] = i;
     int32_t row0 = 0, n_rows = n_tok;
     for (int step = 0; step < n; step++) {
         eng_seq s = {0, n_rows, row0, blocks, 2};
@@ -214,6 +223,20 @@ static void greedy(const model *m, int32_t *out, int n) {
     eng_backend_destroy(be);
 }
 
+static const int32_t prompt0[] = {3, 17, 42, 5};
+
+/* The same greedy tokens from both models, for n new tokens after the prompt. */
+static void check_same_tokens(const model *mb, const model *ms, const int32_t *prompt, int32_t n_prompt, int n) {
+    int32_t gb[32], gs[32];
+    assert_true(n <= 32);
+    greedy(mb, prompt, n_prompt, gb, n);
+    greedy(ms, prompt, n_prompt, gs, n);
+    for (int i = 0; i < n; i++)
+        if (gb[i] != gs[i])
+            fail_msg("prompt of %d tokens, greedy token %d: .bin gives %d, safetensors %d", (int)n_prompt, i, gb[i],
+                     gs[i]);
+}
+
 static void check_twin(const char *name, st_dtype dt) {
     char *twin, *dir = bin_dir(name, dt, &twin);
     model *mb = NULL, *ms = NULL;
@@ -222,11 +245,7 @@ static void check_twin(const char *name, st_dtype dt) {
     check_code(model_open(twin, &ms, &eb), ERR_OK, &eb);
     assert_same_model(mb, ms);
     /* Equal tensors imply equal tokens; check the whole path anyway. */
-    int32_t gb[12], gs[12];
-    greedy(mb, gb, 12);
-    greedy(ms, gs, 12);
-    for (int i = 0; i < 12; i++)
-        if (gb[i] != gs[i]) fail_msg("greedy token %d: .bin gives %d, safetensors %d", i, gb[i], gs[i]);
+    check_same_tokens(mb, ms, prompt0, 4, 12);
     model_close(mb);
     model_close(ms);
 
@@ -253,6 +272,93 @@ static void check_twin(const char *name, st_dtype dt) {
 static void test_twin_f16(void **state) { (void)state, check_twin("tiny_f16.bin", ST_F16); }
 static void test_twin_f32_zip64(void **state) { (void)state, check_twin("tiny_f32_zip64.bin", ST_F32); }
 static void test_twin_bf16_proto4(void **state) { (void)state, check_twin("tiny_bf16_proto4.bin", ST_BF16); }
+
+/* The real torch.save output (tools/make_ptbin_torch.py): a model directory as torch wrote it, config.json included. */
+#define TORCH_F16_DIR "torch_tiny_f16"
+#define TORCH_F16_BIN TORCH_F16_DIR "/pytorch_model.bin"
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !memcmp(s + n - k, suffix, k);
+}
+
+/* Every tensor torch wrote, in pickle order, against the safetensors twin; the masks are CodeGen's uint8 tril. */
+static void test_torch_f16_tensors(void **state) {
+    (void)state;
+    char *bin = fixture(TORCH_F16_BIN), *twin = tu_mkdtemp();
+    assert_non_null(twin);
+    errbuf eb = {0};
+    check_code(tu_write_checkpoint(twin, &tiny, &eb), ERR_OK, &eb);
+    char p[1024];
+    snprintf(p, sizeof(p), "%s/model.safetensors", twin);
+    st_file *sf = NULL;
+    check_code(st_open(p, &sf, &eb), ERR_OK, &eb);
+    pt_file *f = NULL;
+    check_code(pt_open(bin, &f, &eb), ERR_OK, &eb);
+    const int64_t P = tiny.n_positions;
+    assert_int_equal(pt_count(f), st_count(sf) + (size_t)tiny.n_layer);
+    size_t k = 0, masks = 0;
+    for (size_t i = 0; i < pt_count(f); i++) {
+        const st_tensor *t = pt_at(f, i);
+        assert_int_equal((uintptr_t)t->data % 64, 0); /* torch's .storage_alignment: each storage mapped in place */
+        if (ends_with(t->name, ".attn.causal_mask")) {
+            char want[64];
+            snprintf(want, sizeof(want), "transformer.h.%zu.attn.causal_mask", masks);
+            assert_string_equal(t->name, want);
+            snprintf(want, sizeof(want), "transformer.h.%zu.attn.out_proj.weight", masks);
+            assert_true(i > 0);
+            assert_string_equal(pt_at(f, i - 1)->name, want); /* right after out_proj, as CodeGen registers it */
+            assert_int_equal(t->dtype, ST_U8);
+            assert_int_equal(t->n_dims, 4);
+            assert_int_equal(t->shape[0], 1);
+            assert_int_equal(t->shape[1], 1);
+            assert_int_equal(t->shape[2], P);
+            assert_int_equal(t->shape[3], P);
+            assert_int_equal(t->nbytes, (size_t)(P * P));
+            const unsigned char *mk = t->data;
+            for (int64_t r = 0; r < P; r++)
+                for (int64_t c = 0; c < P; c++)
+                    if (mk[r * P + c] != (c <= r)) fail_msg("%s[%d][%d] = %d", t->name, (int)r, (int)c, mk[r * P + c]);
+            masks++;
+            continue;
+        }
+        assert_same_tensor(t, st_at(sf, k)); /* same name, order, dtype, shape and bytes */
+        assert_ptr_equal(pt_find(f, t->name), t);
+        k++;
+    }
+    assert_int_equal(k, st_count(sf));
+    assert_int_equal(masks, (size_t)tiny.n_layer);
+    pt_close(f);
+    st_close(sf);
+    free(bin);
+    tu_rmtree_free(twin);
+}
+
+/* model_open on the directory torch wrote (its own config.json) skips the masks, binds the same weights as the
+ * safetensors twin, and greedy decoding gives the same tokens for several prompts. */
+static void test_torch_f16_model(void **state) {
+    (void)state;
+    char *dir = fixture(TORCH_F16_DIR), *twin = tu_mkdtemp();
+    assert_non_null(twin);
+    errbuf eb = {0};
+    check_code(tu_write_checkpoint(twin, &tiny, &eb), ERR_OK, &eb);
+    model *mb = NULL, *ms = NULL;
+    check_code(model_open(dir, &mb, &eb), ERR_OK, &eb);
+    check_code(model_open(twin, &ms, &eb), ERR_OK, &eb);
+    assert_int_equal(mb->n_shards, 0); /* read from pytorch_model.bin, nothing else */
+    assert_string_equal(mb->cfg.torch_dtype, "float16");
+    assert_int_equal(mb->cfg.n_positions, tiny.n_positions);
+    assert_int_equal(mb->cfg.rotary_dim, tiny.rotary_dim);
+    assert_same_model(mb, ms); /* every bound tensor byte-identical; weight bytes equal, so no mask counted */
+    static const int32_t bos[] = {1}, mixed[] = {60, 2, 2, 9, 33, 33, 0, 63, 14, 7};
+    check_same_tokens(mb, ms, prompt0, 4, 12);
+    check_same_tokens(mb, ms, bos, 1, 24);
+    check_same_tokens(mb, ms, mixed, 10, 16);
+    model_close(mb);
+    model_close(ms);
+    free(dir);
+    tu_rmtree_free(twin);
+}
 
 /* pytorch_model.bin.index.json with the same weight_map format as safetensors'. */
 static void test_sharded_index(void **state) {
@@ -344,8 +450,8 @@ static void test_refuses_bad_storage(void **state) {
 
 static void test_truncated(void **state) {
     (void)state;
-    const char *names[] = {"tiny_f16.bin", "tiny_f32_zip64.bin", "small.bin"};
-    for (size_t k = 0; k < 3; k++) {
+    const char *names[] = {"tiny_f16.bin", "tiny_f32_zip64.bin", "small.bin", TORCH_F16_BIN};
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         size_t len;
         unsigned char *b = slurp(names[k], &len);
         for (size_t cut = 0; cut < len; cut += (cut < 256 || len - cut < 512) ? 1 : 61) {
@@ -450,9 +556,8 @@ static void test_pickle_mutations(void **state) {
     free(b);
 }
 
-static void test_alloc_failures(void **state) {
-    (void)state;
-    char *path = fixture("tiny_f16.bin");
+static void alloc_failures(const char *name) {
+    char *path = fixture(name);
     for (int n = 0; n < 10000; n++) {
         alloc_fail_after(n);
         pt_file *f = NULL;
@@ -470,12 +575,20 @@ static void test_alloc_failures(void **state) {
     free(path);
 }
 
+static void test_alloc_failures(void **state) {
+    (void)state;
+    alloc_failures("tiny_f16.bin");
+    alloc_failures(TORCH_F16_BIN);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small),
         cmocka_unit_test(test_twin_f16),
         cmocka_unit_test(test_twin_f32_zip64),
         cmocka_unit_test(test_twin_bf16_proto4),
+        cmocka_unit_test(test_torch_f16_tensors),
+        cmocka_unit_test(test_torch_f16_model),
         cmocka_unit_test(test_sharded_index),
         cmocka_unit_test(test_prefers_safetensors),
         cmocka_unit_test(test_refuses_globals),
