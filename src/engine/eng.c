@@ -233,6 +233,20 @@ err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_te
     return OPS(be)->matmul(be, y, x, w, bias, accumulate);
 }
 
+err eng_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
+                    const eng_tensor *bias) {
+    if (!OPS(be)->matmul_gelu) {
+        err rc = eng_matmul(be, y, x, w, bias, 0);
+        return rc != ERR_OK ? rc : eng_gelu(be, y);
+    }
+    if (is_q8(y) || is_q8(x) || is_q8(bias)) return ERR_UNSUPPORTED;
+    if (x->cols != w->cols || y->rows != x->rows || y->cols != w->rows) return ERR_INVALID;
+    if (w->dtype == ENG_Q8 && w->stride != w->cols) return ERR_INVALID;
+    if (bias && !is_vec(bias, w->rows)) return ERR_INVALID;
+    if (x->rows == 0) return ERR_OK;
+    return OPS(be)->matmul_gelu(be, y, x, w, bias);
+}
+
 err eng_gelu(eng_backend *be, eng_tensor *x) {
     if (is_q8(x)) return ERR_UNSUPPORTED;
     return OPS(be)->gelu(be, x);

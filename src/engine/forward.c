@@ -319,8 +319,7 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
         TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
         TRY(eng_matmul(be, &x, &att, &L->out_proj, NULL, 1));
         /* MLP branch, on the same normalized input */
-        TRY(eng_matmul(be, &mlp, &h, &L->fc_in_w, &L->fc_in_b, 0));
-        TRY(eng_gelu(be, &mlp));
+        TRY(eng_matmul_gelu(be, &mlp, &h, &L->fc_in_w, &L->fc_in_b));
         TRY(eng_matmul(be, &x, &mlp, &L->fc_out_w, &L->fc_out_b, 1));
     }
     if (n_logits == 0) return ERR_OK;

@@ -204,7 +204,7 @@ static void cuda_destroy(eng_backend *be) {
             if (b->meta[i].dev) (void)cudaFree(b->meta[i].dev);
             xfree(b->meta[i].host);
         }
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
             if (b->scratch[i]) (void)cudaFree(b->scratch[i]);
         if (b->rope_cs) (void)cudaFree(b->rope_cs);
         if (b->pinned) (void)cudaFreeHost(b->pinned);
@@ -259,6 +259,13 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
     {   /* the decode GEMV (cuda_gemv.cu) is opt-in until a GPU run of test_gpu_parity has passed with it */
         const char *g = getenv("SUGGESTD_CUDA_GEMV");
         b->gemv = g && g[0] ? g[0] != '0' : CUDA_GEMV_DEFAULT;
+        /* SUGGESTD_CUDA_GEMV=2: its weights through the bulk-copy engine (TMA), on sm_90 and later only */
+        b->gemv_tma = g && g[0] == '2' && prop.major >= 9;
+    }
+    {   /* SUGGESTD_CUDA_ATTN_MMA=0: prefill attention on the SIMT kernel (benchmarks compare both in one run); the
+         * tensor-core kernel needs sm_80 (cp.async, m16n8k16) */
+        const char *m = getenv("SUGGESTD_CUDA_ATTN_MMA");
+        b->attn_mma = !(m && m[0] == '0') && prop.major >= 8;
     }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
              prop.minor, prop.multiProcessorCount, (double)prop.totalGlobalMem / (1024.0 * 1024 * 1024));
@@ -296,12 +303,18 @@ static void cuda_tensor_free(eng_backend *be, eng_tensor *t) {
 static err cuda_weight_from_host(eng_backend *be, const void *host, eng_dtype dtype, int64_t rows, int64_t cols,
                                  eng_tensor *out) {
     cuda_backend *b = (cuda_backend *)be;
-    /* int8 weights (ENG_Q8) are CPU-only for now: no kernel here reads them. forward.c turns this ERR_UNSUPPORTED
-     * into "weight dtype int8: backend cuda does not run int8 weights (int8 is CPU-only for now ...)". */
-    if (dtype == ENG_Q8) return ERR_UNSUPPORTED;
-    err rc = cuda_tensor_alloc(be, dtype, rows, cols, out);
-    if (rc != ERR_OK) return rc;
-    size_t bytes = (size_t)rows * (size_t)cols * eng_dtype_size(dtype);
+    size_t bytes;
+    if (dtype == ENG_Q8) { /* int8 rows, padding, per-row scales: one block (eng.h "int8 weights") */
+        ENTER(b);
+        bytes = eng_q8_bytes(rows, cols);
+        void *p = NULL;
+        CUDA_CHECK(b, cudaMalloc(&p, bytes));
+        *out = (eng_tensor){.data = p, .dtype = ENG_Q8, .rows = rows, .cols = cols, .stride = cols};
+    } else {
+        err rc = cuda_tensor_alloc(be, dtype, rows, cols, out);
+        if (rc != ERR_OK) return rc;
+        bytes = (size_t)rows * (size_t)cols * eng_dtype_size(dtype);
+    }
     CUDA_CHECK(b, cudaMemcpyAsync(out->data, host, bytes, cudaMemcpyHostToDevice, b->stream));
     CUDA_CHECK(b, cudaStreamSynchronize(b->stream));
     return ERR_OK;
@@ -364,6 +377,12 @@ static err cuda_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, cons
                        const eng_tensor *bias, int accumulate) {
     ENTER((cuda_backend *)be);
     return cuda__matmul(be, y, x, w, bias, accumulate);
+}
+
+static err cuda_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
+                            const eng_tensor *bias) {
+    ENTER((cuda_backend *)be);
+    return cuda__matmul_gelu(be, y, x, w, bias);
 }
 
 static err cuda_gelu(eng_backend *be, eng_tensor *x) {
@@ -469,30 +488,30 @@ static void cuda_kv_destroy(eng_backend *be, eng_kv *kv_) {
     xfree(kv);
 }
 
-#define ATTN_TILE_ROWS 8 /* the layout's tiles8 (cuda_impl.h) */
+#define ATTN_TILE_ROWS CUDA_ATTN_TILE_ROWS /* the layout's tiles64 (cuda_impl.h) */
 
 void cuda__layout_count(const eng_batch *batch, cuda__layout *lo) {
-    int64_t total_blocks = 0, n8 = 0, n1 = 0;
+    int64_t total_blocks = 0, n64 = 0, n1 = 0;
     for (int32_t s = 0; s < batch->n_seqs; s++) {
         const eng_seq *q = &batch->seqs[s];
         total_blocks += q->n_blocks;
-        if (q->n_tokens >= 4) n8 += (q->n_tokens + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
+        if (q->n_tokens >= 4) n64 += (q->n_tokens + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
         else n1 += q->n_tokens;
     }
     memset(lo, 0, sizeof(*lo));
     lo->n_rows = batch->n_rows, lo->total_blocks = lo->blocks_cap = (int32_t)total_blocks;
-    lo->n8 = (int32_t)n8, lo->n1 = (int32_t)n1;
+    lo->n64 = (int32_t)n64, lo->n1 = (int32_t)n1;
 }
 
 size_t cuda__layout_ints(const cuda__layout *lo) {
-    return 4 + (size_t)lo->n_rows + (size_t)lo->blocks_cap + 4 * (size_t)(lo->n8 + lo->n1);
+    return 4 + (size_t)lo->n_rows + (size_t)lo->blocks_cap + 4 * (size_t)(lo->n64 + lo->n1);
 }
 
 void cuda__layout_fill(const eng_batch *batch, cuda__layout *lo, int32_t *h) {
-    int32_t *slot = h + 4, *blocks = slot + lo->n_rows, *t8 = blocks + lo->blocks_cap, *t1 = t8 + 4 * lo->n8;
-    h[0] = lo->n_rows, h[1] = lo->blocks_cap, h[2] = lo->n8, h[3] = lo->n1;
-    lo->max_keys8 = lo->max_keys1 = 0;
-    int32_t off = 0, i8 = 0, i1 = 0;
+    int32_t *slot = h + 4, *blocks = slot + lo->n_rows, *t64 = blocks + lo->blocks_cap, *t1 = t64 + 4 * lo->n64;
+    h[0] = lo->n_rows, h[1] = lo->blocks_cap, h[2] = lo->n64, h[3] = lo->n1;
+    lo->max_keys64 = lo->max_keys1 = 0;
+    int32_t off = 0, i64 = 0, i1 = 0;
     for (int32_t s = 0; s < batch->n_seqs; s++) {
         const eng_seq *q = &batch->seqs[s];
         memcpy(blocks + off, q->blocks, (size_t)q->n_blocks * sizeof(int32_t));
@@ -504,10 +523,10 @@ void cuda__layout_fill(const eng_batch *batch, cuda__layout *lo, int32_t *h) {
         const int32_t per = tiled ? ATTN_TILE_ROWS : 1;
         for (int32_t t = 0; t < q->n_tokens; t += per) {
             int32_t nr = q->n_tokens - t < per ? q->n_tokens - t : per;
-            int32_t *e = tiled ? t8 + 4 * i8++ : t1 + 4 * i1++;
+            int32_t *e = tiled ? t64 + 4 * i64++ : t1 + 4 * i1++;
             e[0] = q->row0 + t, e[1] = nr, e[2] = q->pos + t, e[3] = off;
             int32_t keys = q->pos + t + nr;
-            if (tiled && keys > lo->max_keys8) lo->max_keys8 = keys;
+            if (tiled && keys > lo->max_keys64) lo->max_keys64 = keys;
             if (!tiled && keys > lo->max_keys1) lo->max_keys1 = keys;
         }
         off += q->n_blocks;
@@ -552,11 +571,12 @@ static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_
     return ERR_OK;
 }
 
-/* Splits a key budget into chunks so that tiles x heads x chunks fills the GPU about twice. The budget is the
- * launch's longest key range rounded up (cuda__keys_bucket), not the positions themselves, so a step graph keeps
- * its plan while the context grows inside the budget: chunks past a tile's keys exit at once. */
-static void plan_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budget) {
-    const int64_t base = (int64_t)a->n_tiles * a->n_head, want = 2 * (int64_t)b->n_sms;
+/* Splits a key budget into chunks so that blocks x heads x chunks fills the GPU about twice (blocks_per_tile: the
+ * kernel's blocks per tile, 8 for the SIMT kernel on 64-row tiles). The budget is the launch's longest key range
+ * rounded up (cuda__keys_bucket), not the positions themselves, so a step graph keeps its plan while the context
+ * grows inside the budget: chunks past a tile's keys exit at once. */
+static void plan_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budget, int32_t blocks_per_tile) {
+    const int64_t base = (int64_t)a->n_tiles * blocks_per_tile * a->n_head, want = 2 * (int64_t)b->n_sms;
     int64_t splits = base >= want ? 1 : (want + base - 1) / base;
     const int64_t max_splits = (budget + 127) / 128;
     if (splits > max_splits) splits = max_splits;
@@ -579,6 +599,11 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
     size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
                        eng_dtype_size(kv->base.dtype);
     const int32_t *blocks = lo.dev + 4 + lo.n_rows;
+    /* prefill tiles on an f16 cache: tensor cores (cuda_attn_mma.cu); the k/v checks hold for every cache this file
+     * allocates (d_model = n_head * head_dim, head_dim % 16 == 0) but are cheap */
+    const int mma = b->attn_mma && kv->base.dtype == ENG_F16 && cuda__attention_mma_ok(shape.head_dim) &&
+                    kv->base.d_model % 8 == 0 && (uintptr_t)((const char *)kv->k + layer_off) % 16 == 0 &&
+                    (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
     for (int pass = 0; pass < 2; pass++) {
         cuda__attn_args a = {
             .out = *out, .q = *q, .k = (const char *)kv->k + layer_off, .v = (const char *)kv->v + layer_off,
@@ -586,10 +611,12 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
             .head_dim = shape.head_dim, .blocks = blocks, .scale = 1.0f / sqrtf((float)shape.head_dim),
         };
         a.rows = pass == 0 ? ATTN_TILE_ROWS : 1;
-        a.n_tiles = pass == 0 ? lo.n8 : lo.n1;
-        a.tiles = blocks + lo.blocks_cap + (pass == 0 ? 0 : 4 * lo.n8);
+        a.n_tiles = pass == 0 ? lo.n64 : lo.n1;
+        a.tiles = blocks + lo.blocks_cap + (pass == 0 ? 0 : 4 * lo.n64);
         if (a.n_tiles == 0) continue;
-        plan_splits(b, &a, cuda__keys_bucket(pass == 0 ? lo.max_keys8 : lo.max_keys1));
+        const int use_mma = pass == 0 && mma;
+        plan_splits(b, &a, cuda__keys_bucket(pass == 0 ? lo.max_keys64 : lo.max_keys1),
+                    pass == 0 && !use_mma ? ATTN_TILE_ROWS / 8 : 1);
         size_t pf = cuda__attention_part_floats(&a);
         if (pf) {
             void *p;
@@ -597,7 +624,8 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
             if (rc != ERR_OK) return rc;
             a.part = p;
         }
-        CUDA_CHECK(b, cuda__attention(b->stream, &a));
+        if (use_mma) CUDA_CHECK(b, cuda__attention_mma(b->stream, &a));
+        else CUDA_CHECK(b, cuda__attention(b->stream, &a));
     }
     return ERR_OK;
 }
@@ -664,6 +692,7 @@ const eng_backend_ops cuda__backend_ops = {
     .embed = cuda_embed,
     .layernorm = cuda_layernorm,
     .matmul = cuda_matmul,
+    .matmul_gelu = cuda_matmul_gelu,
     .gelu = cuda_gelu,
     .rope = cuda_rope,
     .add = cuda_add,

@@ -11,7 +11,10 @@
  * Precision: f32 scores, softmax and accumulation over f32 or f16 K/V. Unlike ref.c the probabilities are not
  * rounded to the cache dtype before the value product (the flash formulation never holds normalized
  * probabilities); the parity test states the tolerance this costs.
- * This is the SIMT version; a tensor-core (mma) prefill kernel is the next step for long prompts. */
+ * This is the SIMT version, kept for f32 caches, head sizes that are not a multiple of 16 and decode rows; f16
+ * prefill tiles go to the tensor-core kernel (cuda_attn_mma.cu). The layout's prefill tiles are 64 rows (the mma
+ * kernel's CTA); here a block takes 8 of them (blockIdx.x = tile * 8 + sub-tile), so each block still keeps ROWS
+ * queries' scores in registers, and writes its partials at its rows' place in the 64-row tile's slot. */
 #include "cuda_common.cuh"
 
 #include <math_constants.h>
@@ -37,7 +40,10 @@ template <typename KT, int ROWS, int DP>
 static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn_args a) {
     extern __shared__ float sm[];
     const int hd = a.head_dim, h = blockIdx.y, split = blockIdx.z;
-    const int4 tile = load_tile(a.tiles, blockIdx.x);
+    const int subs = a.rows / ROWS, ti = blockIdx.x / subs, sub = blockIdx.x % subs; /* ROWS-row part of a tile */
+    int4 tile = load_tile(a.tiles, ti);
+    tile.x += sub * ROWS, tile.y = min(ROWS, tile.y - sub * ROWS), tile.z += sub * ROWS;
+    if (tile.y <= 0) return;
     const int n_keys = tile.z + tile.y;
     const int k_begin = split * a.chunk, k_end = min(n_keys, k_begin + a.chunk);
     if (k_begin >= n_keys) return; /* the combine kernel skips chunks past this tile's keys */
@@ -140,20 +146,21 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn
         if (a.n_splits == 1) {
             cu_st(a.out.data, a.out.dtype, (int64_t)(tile.x + r) * a.out.stride + (int64_t)h * hd + d, A / L);
         } else {
-            float *pp = a.part + (((int64_t)blockIdx.x * a.n_splits + split) * a.n_head + h) * ROWS * (hd + 2) +
-                        (int64_t)r * (hd + 2);
+            float *pp = a.part + (((int64_t)ti * a.n_splits + split) * a.n_head + h) * a.rows * (hd + 2) +
+                        (int64_t)(sub * ROWS + r) * (hd + 2);
             if (d == 0) pp[0] = M, pp[1] = L;
             pp[2 + d] = A;
         }
     }
 }
 
-/* grid (n_tiles * rows, n_head): merges the chunks of one query row and head. */
+/* grid (n_tiles * rows, n_head): merges the chunks of one query row and head. Only the chunks holding the row's own
+ * keys (0 .. pos0 + r) are read: a block of a shorter sub-tile (or an mma warp) exits before writing past them. */
 static __global__ void attn_combine_kernel(cuda__attn_args a) {
     const int t = blockIdx.x / a.rows, r = blockIdx.x % a.rows, h = blockIdx.y, hd = a.head_dim;
     const int4 tile = load_tile(a.tiles, t);
     if (r >= tile.y) return;
-    const int used = (tile.z + tile.y + a.chunk - 1) / a.chunk;
+    const int used = (tile.z + r + 1 + a.chunk - 1) / a.chunk;
     const int64_t step = (int64_t)a.n_head * a.rows * (hd + 2);
     const float *p0 = a.part + (((int64_t)t * a.n_splits) * a.n_head + h) * a.rows * (hd + 2) + (int64_t)r * (hd + 2);
     float M = -CUDART_INF_F;
@@ -174,14 +181,18 @@ extern "C" size_t cuda__attention_part_floats(const cuda__attn_args *a) {
     return a->n_splits > 1 ? (size_t)a->n_tiles * a->n_splits * a->n_head * a->rows * (a->head_dim + 2) : 0;
 }
 
+extern "C" cudaError_t cuda__attention_combine(cudaStream_t st, const cuda__attn_args *a) {
+    attn_combine_kernel<<<dim3((unsigned)(a->n_tiles * a->rows), (unsigned)a->n_head), 128, 0, st>>>(*a);
+    return cudaGetLastError();
+}
+
 template <typename KT, int ROWS, int DP> static cudaError_t launch(cudaStream_t st, const cuda__attn_args *a) {
     const size_t smem = (size_t)(ROWS * a->head_dim + ATTN_WARPS * ROWS * (a->head_dim + 2)) * sizeof(float);
-    dim3 grid((unsigned)a->n_tiles, (unsigned)a->n_head, (unsigned)a->n_splits);
+    dim3 grid((unsigned)(a->n_tiles * (a->rows / ROWS)), (unsigned)a->n_head, (unsigned)a->n_splits);
     attn_kernel<KT, ROWS, DP><<<grid, ATTN_WARPS * 32, smem, st>>>(*a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || a->n_splits == 1) return e;
-    attn_combine_kernel<<<dim3((unsigned)(a->n_tiles * a->rows), (unsigned)a->n_head), 128, 0, st>>>(*a);
-    return cudaGetLastError();
+    return cuda__attention_combine(st, a);
 }
 
 template <typename KT, int ROWS> static cudaError_t launch_dp(cudaStream_t st, const cuda__attn_args *a) {
@@ -191,10 +202,10 @@ template <typename KT, int ROWS> static cudaError_t launch_dp(cudaStream_t st, c
 }
 
 template <typename KT> static cudaError_t launch_rows(cudaStream_t st, const cuda__attn_args *a) {
-    return a->rows == 1 ? launch_dp<KT, 1>(st, a) : launch_dp<KT, 8>(st, a);
+    return a->rows == 1 ? launch_dp<KT, 1>(st, a) : launch_dp<KT, 8>(st, a); /* rows CUDA_ATTN_TILE_ROWS: 8 x 8 */
 }
 
-/* head_dim even and <= 256, rows 1 or 8, kvdt f32 or f16: checked by cuda.c. */
+/* head_dim even and <= 256, rows 1 or CUDA_ATTN_TILE_ROWS, kvdt f32 or f16: checked by cuda.c. */
 extern "C" cudaError_t cuda__attention(cudaStream_t st, const cuda__attn_args *a) {
     if (a->n_tiles <= 0) return cudaSuccess;
     return a->kvdt == ENG_F16 ? launch_rows<__half>(st, a) : launch_rows<float>(st, a);

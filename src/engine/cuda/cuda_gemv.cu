@@ -1,53 +1,64 @@
-/* cuda_gemv.cu - decode matmul for a few rows: y[t] (+)= x[t] . w^T + bias for T <= 8, w f16/bf16 [N, K].
+/* cuda_gemv.cu - decode matmul for a few rows: y[t] (+)= act(x[t] . w^T * scale + bias) for T <= 8; w f16, bf16
+ * or int8 (ENG_Q8: per-row f32 scales) [N, K].
  *
- * At decode the whole cost of a matmul is streaming w once; cuBLAS's GEMV-like kernels reach ~70% of the copy
- * bandwidth there. v2 of this kernel (v1 is in NOTES.md "v3": it staged x in shared memory behind a barrier before
- * any weight load, and its CTAs of 8 warps x 4 rows left a ragged last wave, e.g. 320 CTAs over 264 slots for
- * 2B's fc_in; it ran 11% slower than cuBLAS):
- * - one warp per weight row, CTAs of 4 warps: N / 4 small CTAs (2,560 for fc_in) so the last wave is a sliver;
- * - a lane takes 8 consecutive elements per 16-byte load, a warp 256; the loads of UNROLL steps are issued before
- *   any is used (8 x 16 B in flight per lane);
- * - x is read straight from global memory with vector loads at the same k as the lane's weights (every warp of the
- *   GPU reads the same few KB of x, so they hit in L1/L2): no shared memory, no barrier, no prologue;
- * - f32 accumulation, one warp reduction per (row, t), an epilogue that adds the bias and, with accumulate, the old
- *   y, rounding to y's dtype once.
- * Needs K % 8 == 0, w and x 16-byte aligned with strides % 8 == 0 (cuda_matmul.c checks, cuBLAS otherwise). No
- * allocation, no synchronization: graph-capturable. */
+ * At decode the whole cost of a matmul is streaming w once, so the kernel is built around bytes in flight. Nsight
+ * Compute on an H100 (NOTES.md "v5") showed why v1 and v2 stalled at 0.7-1.9 TB/s: they held the weights they had
+ * requested in registers (8 x 16 B per lane), which capped occupancy at 25% (119 registers) and left every warp
+ * waiting for a full memory round trip per 8 loads, with nothing else to do. v3:
+ * - weights go global -> shared memory with cp.async (16 B per lane per step, L2 only), which holds no register
+ *   while in flight, through a ring of GEMV_STAGES steps per warp: 16 x 512 B = 8 KiB in flight per warp, and more
+ *   warps per SM fit because the registers are free;
+ * - each warp owns a run of whole rows and streams them as one sequence of steps (a step = 32 lanes x 16 B of one
+ *   row), so the ring runs across row ends and never drains until the warp's last row; a lane reads back only what
+ *   it copied itself, so no barrier is needed anywhere (cp.async.wait_group orders a thread's own copies);
+ * - the grid is one wave: rows per warp = N / (warps resident on the GPU), from the occupancy API;
+ * - x is read with vector loads at the lane's k (a few KB every warp reads: L1/L2 hits);
+ * - f32 sums, one warp reduction per (row, t) at the row's end, and an epilogue that applies the int8 row scale,
+ *   the bias, GELU (fc_in), and with accumulate the old y, rounding into y once.
+ * Needs K % 8 (int8: 16) == 0, w and x 16-byte aligned with strides multiples of that (cuda_matmul.c checks;
+ * cuBLAS otherwise). No allocation, no synchronization: graph-capturable. */
 #include "cuda_common.cuh"
 
-#define GEMV_WARPS 4 /* rows (warps) per CTA */
-#define GEMV_UNROLL 8 /* 16-byte weight loads in flight per lane */
-/* CTAs per SM the registers must allow (<= 128 registers): 4 x 4 warps x 32 lanes x 8 loads x 16 B = 64 KiB in
- * flight per SM; 6 made ptxas spill at T = 4 and 8 */
-#define GEMV_MIN_CTAS 4
+#define GEMV_WARPS 4   /* warps per CTA (each independent: CTAs only group them for the scheduler) */
+#define GEMV_STAGES 16 /* steps (512 B per warp) in flight per warp */
+#define GELU_C 0.7978845608028654f
 
-template <typename WT> struct wcvt;
-template <> struct wcvt<__half> {
-    static __device__ __forceinline__ float2 f2(uint32_t u) {
-        __half2 h = *reinterpret_cast<const __half2 *>(&u);
-        return __half22float2(h);
+/* Element traits: how a 16-byte chunk of weights unpacks into f32. */
+template <typename WT> struct wchunk;
+template <> struct wchunk<__half> {
+    enum { N = 8 };
+    static __device__ __forceinline__ void unpack(uint4 v, float *f) {
+        const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 p = __half22float2(*reinterpret_cast<const __half2 *>(&u[i]));
+            f[2 * i] = p.x, f[2 * i + 1] = p.y;
+        }
     }
 };
-template <> struct wcvt<__nv_bfloat16> {
-    static __device__ __forceinline__ float2 f2(uint32_t u) {
-        /* bf16 -> f32 is a shift: exact */
-        return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+template <> struct wchunk<__nv_bfloat16> {
+    enum { N = 8 };
+    static __device__ __forceinline__ void unpack(uint4 v, float *f) {
+        const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) /* bf16 -> f32 is a shift: exact */
+            f[2 * i] = __uint_as_float(u[i] << 16), f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+};
+template <> struct wchunk<int8_t> {
+    enum { N = 16 };
+    static __device__ __forceinline__ void unpack(uint4 v, float *f) {
+        const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) f[4 * i + j] = (float)(int8_t)(u[i] >> (8 * j));
     }
 };
 
-static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
-    /* weights are read once per step: do not keep them in L1 */
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
-static __device__ __forceinline__ void unpack8(uint4 v, float2 (*cv)(uint32_t), float *f) {
-    float2 a = cv(v.x), b = cv(v.y), c = cv(v.z), d = cv(v.w);
-    f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y, f[4] = c.x, f[5] = c.y, f[6] = d.x, f[7] = d.y;
-}
+template <typename HT> static __device__ __forceinline__ HT cvt(float f);
+template <> __device__ __forceinline__ __half cvt<__half>(float f) { return __float2half_rn(f); }
+template <> __device__ __forceinline__ __nv_bfloat16 cvt<__nv_bfloat16>(float f) { return __float2bfloat16_rn(f); }
 
 /* x[i .. i + 8) as f32 (i a multiple of 8, x 16-byte aligned): one or two vector loads by x's dtype, which is the
  * same for every thread. */
@@ -56,88 +67,338 @@ static __device__ __forceinline__ void ld_x8(const void *x, int dt, int64_t i, f
         const float4 a = *reinterpret_cast<const float4 *>((const float *)x + i);
         const float4 b = *reinterpret_cast<const float4 *>((const float *)x + i + 4);
         f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+    } else if (dt == ENG_F16) {
+        wchunk<__half>::unpack(*reinterpret_cast<const uint4 *>((const uint16_t *)x + i), f);
     } else {
-        const uint4 v = *reinterpret_cast<const uint4 *>((const uint16_t *)x + i);
-        unpack8(v, dt == ENG_F16 ? wcvt<__half>::f2 : wcvt<__nv_bfloat16>::f2, f);
+        wchunk<__nv_bfloat16>::unpack(*reinterpret_cast<const uint4 *>((const uint16_t *)x + i), f);
     }
 }
 
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
+    /* .cg: cached in L2 only (each weight is read once); bytes = 0 zero-fills (a chunk past K) */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+static __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+static __device__ __forceinline__ void cp_wait_stages() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(GEMV_STAGES - 1) : "memory");
+}
+#else
+/* Turing (sm_75) has no cp.async: a plain copy through registers keeps the same code correct there, if slower */
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
+    const uint4 v = bytes ? *reinterpret_cast<const uint4 *>(src) : make_uint4(0, 0, 0, 0);
+    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp_commit() {}
+static __device__ __forceinline__ void cp_wait_stages() {}
+#endif
+
+struct gemv_args {
+    eng_tensor y, x;
+    const void *w;
+    const float *scales; /* int8: one per row */
+    int64_t ws;
+    int N, K, rows_per_warp;
+    const void *bias;
+    int bdt, accumulate, gelu;
+};
+
 template <typename WT, int TMAX>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32, GEMV_MIN_CTAS) gemv_kernel(eng_tensor y, eng_tensor x,
-                                                                      const WT *__restrict__ w, int64_t ws, int N,
-                                                                      int K, const void *bias, int bdt,
-                                                                      int accumulate) {
-    const int T = (int)x.rows;
-    const int lane = threadIdx.x & 31;
-    const int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-    if (n >= N) return; /* no barrier below: a warp past the end simply leaves */
-    const WT *wr = w + (int64_t)n * ws;
+static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args a) {
+    extern __shared__ uint4 ring[]; /* [GEMV_WARPS][GEMV_STAGES][32] */
+    constexpr int E = wchunk<WT>::N, STEP = 32 * E; /* elements per lane-chunk and per warp step */
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    const int r0 = (blockIdx.x * GEMV_WARPS + wid) * a.rows_per_warp;
+    if (r0 >= a.N) return; /* no barrier anywhere: a warp past the end simply leaves */
+    const int n_rows = min(a.rows_per_warp, a.N - r0);
+    const int steps_per_row = (a.K + STEP - 1) / STEP, total = n_rows * steps_per_row;
+    const WT *w = (const WT *)a.w + (int64_t)r0 * a.ws;
+    uint4 *mine = ring + wid * GEMV_STAGES * 32 + lane;
+    const uint32_t ring_base = (uint32_t)__cvta_generic_to_shared(mine);
+
+    /* producer cursor: the step that goes into the ring next (row pr of this warp, chunk pk of that row) */
+    int pr = 0, pk = 0;
+    auto issue = [&](int slot) {
+        const int k = pk * STEP + lane * E;
+        const bool ok = k < a.K;
+        cp_async16(ring_base + slot * 32 * 16, ok ? (const void *)(w + (int64_t)pr * a.ws + k) : a.w, ok ? 16 : 0);
+        if (++pk == steps_per_row) pk = 0, pr++;
+    };
+#pragma unroll 1
+    for (int s = 0; s < GEMV_STAGES; s++) {
+        if (s < total) issue(s);
+        cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
+    }
+    const int T = (int)a.x.rows;
     float acc[TMAX];
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[t] = 0.0f;
-    for (int k0 = lane * 8; k0 < K; k0 += 256 * GEMV_UNROLL) {
-        uint4 v[GEMV_UNROLL];
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) /* all loads first: bytes in flight hide the memory latency */
-            v[u] = k0 + u * 256 < K ? ld_stream(reinterpret_cast<const uint4 *>(wr + k0 + u * 256))
-                                    : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
-            const int k = k0 + u * 256;
-            if (k >= K) break;
-            float wf[8];
-            unpack8(v[u], wcvt<WT>::f2, wf);
+    int cr = 0, ck = 0, slot = 0;
+#pragma unroll 1
+    for (int s = 0; s < total; s++) {
+        cp_wait_stages(); /* this lane's copy of step s has landed */
+        const uint4 v = mine[slot * 32];
+        const int k = ck * STEP + lane * E;
+        if (k < a.K) {
+            float wf[E];
+            wchunk<WT>::unpack(v, wf);
 #pragma unroll
             for (int t = 0; t < TMAX; t++) {
                 if (t >= T) break;
-                float xf[8];
-                ld_x8(x.data, x.dtype, (int64_t)t * x.stride + k, xf);
-                float s = acc[t];
+                float sum = acc[t];
 #pragma unroll
-                for (int j = 0; j < 8; j++) s = fmaf(wf[j], xf[j], s);
-                acc[t] = s;
+                for (int h = 0; h < E; h += 8) {
+                    float xf[8];
+                    ld_x8(a.x.data, a.x.dtype, (int64_t)t * a.x.stride + k + h, xf);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) sum = fmaf(wf[h + j], xf[j], sum);
+                }
+                acc[t] = sum;
             }
         }
-    }
+        /* v has been used, so the slot is free again: refill it with the step GEMV_STAGES ahead */
+        if (s + GEMV_STAGES < total) issue(slot);
+        cp_commit();
+        if (++slot == GEMV_STAGES) slot = 0;
+        if (++ck == steps_per_row) { /* row r0 + cr is complete */
+            const int n = r0 + cr;
+            const float sc = a.scales ? a.scales[n] : 1.0f;
 #pragma unroll
-    for (int t = 0; t < TMAX; t++) {
-        if (t >= T) break;
-        const float s = cu_warp_sum(acc[t]);
-        if (lane == t) { /* spread the stores over lanes */
-            const int64_t o = (int64_t)t * y.stride + n;
-            float v = accumulate ? cu_ld(y.data, y.dtype, o) : 0.0f;
-            if (bias) v += cu_ld(bias, bdt, n);
-            cu_st(y.data, y.dtype, o, v + s);
+            for (int t = 0; t < TMAX; t++) {
+                if (t >= T) break;
+                const float d = cu_warp_sum(acc[t]);
+                acc[t] = 0.0f;
+                if (lane == t) { /* spread the stores over lanes */
+                    float val = d * sc;
+                    if (a.bias) val += cu_ld(a.bias, a.bdt, n);
+                    if (a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
+                    const int64_t o = (int64_t)t * a.y.stride + n;
+                    if (a.accumulate) val += cu_ld(a.y.data, a.y.dtype, o);
+                    cu_st(a.y.data, a.y.dtype, o, val);
+                }
+            }
+            ck = 0, cr++;
         }
     }
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory"); /* leave no copy in flight into a ring about to be reused */
+#endif
 }
 
+/* ---- v4: the same stream through the Hopper bulk-copy engine (TMA, cp.async.bulk; sm_90+) ------------------------
+ * When the rows are contiguous (stride == K) a warp's rows are one contiguous byte range, which one lane can ask
+ * for in 4 KiB stages with a single instruction each, completing on an mbarrier: the copy engine keeps the bytes
+ * in flight instead of the SM's load units (v3 issues 32 x 16 B per step per warp). Steps are still 512 B (32
+ * lanes x 16 B), and K * size % 512 == 0 keeps every step inside one row, so the consumer is v3's loop. */
+#define TMA_WARPS 4
+#define TMA_STAGES 4
+#define TMA_STAGE 4096 /* bytes per stage per warp */
+#define TMA_SMEM (TMA_WARPS * TMA_STAGES * (TMA_STAGE + 8))
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define GEMV_HAVE_TMA 1
+static __device__ __forceinline__ void mbar_init(uint32_t bar) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
+}
+static __device__ __forceinline__ void tma_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+}
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     " selp.u32 %0, 1, 0, p;\n}" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+}
+#endif
+
 template <typename WT, int TMAX>
-static cudaError_t launch_t(cudaStream_t st, eng_tensor y, eng_tensor x, const void *w, int64_t ws, int N, int K,
-                            const void *bias, int bdt, int accumulate) {
-    const unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
-    gemv_kernel<WT, TMAX><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, (const WT *)w, ws, N, K, bias, bdt, accumulate);
+static __global__ void __launch_bounds__(TMA_WARPS * 32) gemv_tma_kernel(gemv_args a) {
+#ifdef GEMV_HAVE_TMA
+    extern __shared__ __align__(128) unsigned char tsm[]; /* [TMA_WARPS][TMA_STAGES][TMA_STAGE], then the barriers */
+    constexpr int E = wchunk<WT>::N;
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    const int r0 = (blockIdx.x * TMA_WARPS + wid) * a.rows_per_warp;
+    if (r0 >= a.N) return;
+    const int n_rows = min(a.rows_per_warp, a.N - r0);
+    const int64_t row_bytes = (int64_t)a.K * sizeof(WT), total = n_rows * row_bytes;
+    const int steps_per_row = (int)(row_bytes / 512);
+    const char *src = (const char *)a.w + (int64_t)r0 * row_bytes;
+    const uint32_t data = (uint32_t)__cvta_generic_to_shared(tsm + wid * TMA_STAGES * TMA_STAGE);
+    const uint32_t bars = (uint32_t)__cvta_generic_to_shared(tsm + TMA_WARPS * TMA_STAGES * TMA_STAGE) +
+                          wid * TMA_STAGES * 8;
+    const int n_stages = (int)((total + TMA_STAGE - 1) / TMA_STAGE);
+    if (lane == 0) {
+        for (int i = 0; i < TMA_STAGES; i++) mbar_init(bars + 8 * i);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        for (int g = 0; g < TMA_STAGES && g < n_stages; g++)
+            tma_load(data + g * TMA_STAGE, src + (int64_t)g * TMA_STAGE,
+                     (uint32_t)min((int64_t)TMA_STAGE, total - (int64_t)g * TMA_STAGE), bars + 8 * g);
+    }
+    __syncwarp();
+    const int T = (int)a.x.rows;
+    float acc[TMAX];
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) acc[t] = 0.0f;
+    int cr = 0, ck = 0;
+#pragma unroll 1
+    for (int g = 0; g < n_stages; g++) {
+        const int slot = g % TMA_STAGES;
+        mbar_wait(bars + 8 * slot, (uint32_t)(g / TMA_STAGES) & 1);
+        const int steps = (int)(min((int64_t)TMA_STAGE, total - (int64_t)g * TMA_STAGE) / 512);
+        const uint4 *stage = reinterpret_cast<const uint4 *>(tsm + (wid * TMA_STAGES + slot) * TMA_STAGE) + lane;
+#pragma unroll 1
+        for (int q = 0; q < steps; q++) {
+            const uint4 v = stage[q * 32];
+            const int k = ck * 32 * E + lane * E;
+            float wf[E];
+            wchunk<WT>::unpack(v, wf);
+#pragma unroll
+            for (int t = 0; t < TMAX; t++) {
+                if (t >= T) break;
+                float sum = acc[t];
+#pragma unroll
+                for (int h = 0; h < E; h += 8) {
+                    float xf[8];
+                    ld_x8(a.x.data, a.x.dtype, (int64_t)t * a.x.stride + k + h, xf);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) sum = fmaf(wf[h + j], xf[j], sum);
+                }
+                acc[t] = sum;
+            }
+            if (++ck == steps_per_row) {
+                const int n = r0 + cr;
+                const float sc = a.scales ? a.scales[n] : 1.0f;
+#pragma unroll
+                for (int t = 0; t < TMAX; t++) {
+                    if (t >= T) break;
+                    const float d = cu_warp_sum(acc[t]);
+                    acc[t] = 0.0f;
+                    if (lane == t) {
+                        float val = d * sc;
+                        if (a.bias) val += cu_ld(a.bias, a.bdt, n);
+                        if (a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
+                        const int64_t o = (int64_t)t * a.y.stride + n;
+                        if (a.accumulate) val += cu_ld(a.y.data, a.y.dtype, o);
+                        cu_st(a.y.data, a.y.dtype, o, val);
+                    }
+                }
+                ck = 0, cr++;
+            }
+        }
+        /* every lane is done with the slot: hand it back to the copy engine for stage g + TMA_STAGES (the proxy
+         * fence orders our generic reads before its async writes) */
+        __syncwarp();
+        const int next = g + TMA_STAGES;
+        if (lane == 0 && next < n_stages) {
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            tma_load(data + slot * TMA_STAGE, src + (int64_t)next * TMA_STAGE,
+                     (uint32_t)min((int64_t)TMA_STAGE, total - (int64_t)next * TMA_STAGE), bars + 8 * slot);
+        }
+    }
+#else
+    (void)a; /* no bulk-copy engine before sm_90: cuda__gemv never launches this there */
+#endif
+}
+
+template <typename WT, int TMAX> static cudaError_t launch_tma(cudaStream_t st, int n_sms, gemv_args a) {
+    static int ctas_per_sm = 0;
+    if (!ctas_per_sm) {
+        cudaError_t e = cudaFuncSetAttribute(gemv_tma_kernel<WT, TMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             TMA_SMEM);
+        int n = 0;
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_tma_kernel<WT, TMAX>, TMA_WARPS * 32, TMA_SMEM);
+        if (e != cudaSuccess) return e;
+        ctas_per_sm = n > 0 ? n : 1;
+    }
+    const int64_t resident = (int64_t)n_sms * ctas_per_sm * TMA_WARPS;
+    a.rows_per_warp = (int)((a.N + resident - 1) / resident);
+    const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
+    const unsigned grid = (unsigned)((warps + TMA_WARPS - 1) / TMA_WARPS);
+    gemv_tma_kernel<WT, TMAX><<<grid, TMA_WARPS * 32, TMA_SMEM, st>>>(a);
     return cudaGetLastError();
 }
 
-template <typename WT>
-static cudaError_t launch_w(cudaStream_t st, eng_tensor y, eng_tensor x, const void *w, int64_t ws, int N, int K,
-                            const void *bias, int bdt, int accumulate) {
-    const int64_t T = x.rows;
-    if (T == 1) return launch_t<WT, 1>(st, y, x, w, ws, N, K, bias, bdt, accumulate);
-    if (T == 2) return launch_t<WT, 2>(st, y, x, w, ws, N, K, bias, bdt, accumulate);
-    if (T <= 4) return launch_t<WT, 4>(st, y, x, w, ws, N, K, bias, bdt, accumulate);
-    return launch_t<WT, 8>(st, y, x, w, ws, N, K, bias, bdt, accumulate);
+#define RING_BYTES (GEMV_WARPS * GEMV_STAGES * 32 * 16)
+
+template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
+    /* warps the GPU holds at once, asked once per kernel (not a stream operation: safe while capturing) */
+    static int ctas_per_sm = 0;
+    if (!ctas_per_sm) {
+        int n = 0;
+        cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_kernel<WT, TMAX>, GEMV_WARPS * 32,
+                                                                      RING_BYTES);
+        if (e != cudaSuccess) return e;
+        ctas_per_sm = n > 0 ? n : 1;
+    }
+    const int64_t resident = (int64_t)n_sms * ctas_per_sm * GEMV_WARPS;
+    a.rows_per_warp = (int)((a.N + resident - 1) / resident);
+    const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
+    const unsigned grid = (unsigned)((warps + GEMV_WARPS - 1) / GEMV_WARPS);
+    gemv_kernel<WT, TMAX><<<grid, GEMV_WARPS * 32, RING_BYTES, st>>>(a);
+    return cudaGetLastError();
 }
 
-extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w,
-                                  const eng_tensor *bias, int accumulate) {
-    (void)n_sms; /* v1 sized its CTAs by the SM count; one warp per row needs no such rule */
+template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a, int tma) {
+    const int64_t T = a.x.rows;
+    if (tma && a.ws == a.K && ((int64_t)a.K * (int64_t)sizeof(WT)) % 512 == 0) {
+        if (T == 1) return launch_tma<WT, 1>(st, n_sms, a);
+        if (T == 2) return launch_tma<WT, 2>(st, n_sms, a);
+        if (T <= 4) return launch_tma<WT, 4>(st, n_sms, a);
+        return launch_tma<WT, 8>(st, n_sms, a);
+    }
+    if (T == 1) return launch_t<WT, 1>(st, n_sms, a);
+    if (T == 2) return launch_t<WT, 2>(st, n_sms, a);
+    if (T <= 4) return launch_t<WT, 4>(st, n_sms, a);
+    return launch_t<WT, 8>(st, n_sms, a);
+}
+
+extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int tma, eng_tensor y, eng_tensor x, eng_tensor w,
+                                  const eng_tensor *bias, int accumulate, int gelu) {
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
-    if (x.rows > CUDA_GEMV_MAX_ROWS || (w.dtype != ENG_F16 && w.dtype != ENG_BF16)) return cudaErrorInvalidValue;
-    const void *bp = bias ? bias->data : NULL;
-    const int bdt = bias ? (int)bias->dtype : 0;
-    if (w.dtype == ENG_F16) return launch_w<__half>(st, y, x, w.data, w.stride, N, K, bp, bdt, accumulate);
-    return launch_w<__nv_bfloat16>(st, y, x, w.data, w.stride, N, K, bp, bdt, accumulate);
+    if (x.rows > CUDA_GEMV_MAX_ROWS) return cudaErrorInvalidValue;
+    gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
+                   accumulate, gelu};
+    switch (w.dtype) {
+    case ENG_F16: return launch_w<__half>(st, n_sms, a, tma);
+    case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a, tma);
+    case ENG_Q8: a.scales = eng_q8_scales(&w); return launch_w<int8_t>(st, n_sms, a, tma);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+/* int8 -> half rows for the prefill path (cuBLAS has no int8-weight x half-activation GEMM): out[n][k] =
+ * q[n][k] * scale[n], rounded once. */
+template <typename HT>
+static __global__ void q8_dequant_kernel(HT *out, const int8_t *q, const float *scales, int64_t N, int64_t K) {
+    const int64_t n16 = N * K / 16;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n16; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row = i * 16 / K;
+        float f[16];
+        wchunk<int8_t>::unpack(reinterpret_cast<const uint4 *>(q)[i], f);
+        const float s = scales[row];
+        __align__(16) HT h[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) h[j] = cvt<HT>(f[j] * s);
+        reinterpret_cast<uint4 *>(out)[2 * i] = *reinterpret_cast<const uint4 *>(h);
+        reinterpret_cast<uint4 *>(out)[2 * i + 1] = *reinterpret_cast<const uint4 *>(h + 8);
+    }
+}
+
+extern "C" cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w) {
+    if (w.rows <= 0) return cudaSuccess;
+    const int64_t n16 = w.rows * w.cols / 16;
+    const int grid = cu_blocks(n16, 256) > 8192 ? 8192 : cu_blocks(n16, 256);
+    if (out_dt == ENG_BF16)
+        q8_dequant_kernel<<<grid, 256, 0, st>>>((__nv_bfloat16 *)out, (const int8_t *)w.data, eng_q8_scales(&w),
+                                                w.rows, w.cols);
+    else
+        q8_dequant_kernel<<<grid, 256, 0, st>>>((__half *)out, (const int8_t *)w.data, eng_q8_scales(&w), w.rows,
+                                                w.cols);
+    return cudaGetLastError();
 }

@@ -6,7 +6,7 @@
  *   packed into one host array and copied by one host-to-device copy into this cache's staging buffer before the
  *   graph runs. While the step is open, the ops find those arrays there by the caller's host addresses
  *   (cuda.c: step_ints, batch_layout), so the graph reads fixed addresses and serves every step of its shape.
- * - The shape is the key: rows, logit rows, tiles of 8 and of 1 row, the block-table room (a power of two, so
+ * - The shape is the key: rows, logit rows, tiles of 64 and of 1 row, the block-table room (a power of two, so
  *   growing tables keep their offsets) and each tile kind's attention key budget (a power of two: the split plan
  *   is made for the budget, not the positions; chunks past a tile's keys exit early, reading its length from the
  *   tile list on the device). A 1-sequence decode is recaptured when its context crosses 256, 512, 1024, 2048.
@@ -29,7 +29,7 @@
 #define GRAPH_MAX_FAILS 3
 
 typedef struct graph_key {
-    int32_t n_rows, n_logits, blocks_cap, n8, n1, keys8, keys1;
+    int32_t n_rows, n_logits, blocks_cap, n64, n1, keys64, keys1;
 } graph_key;
 
 typedef struct graph_slot {
@@ -133,7 +133,7 @@ static err stage(cuda_backend *b, cuda_graphs *g, const eng_batch *batch, const 
     g->step = (cuda_step){.batch = batch, .tokens = batch->tokens, .positions = batch->positions,
                           .logit_rows = logit_rows, .n_rows = R, .n_logits = n_logits, .d_tokens = g->dev,
                           .d_positions = g->dev + R, .d_logit_rows = g->dev + 2 * R, .lo = lo};
-    *key = (graph_key){R,     n_logits, lo.blocks_cap, lo.n8, lo.n1, lo.n8 ? cuda__keys_bucket(lo.max_keys8) : 0,
+    *key = (graph_key){R,     n_logits, lo.blocks_cap, lo.n64, lo.n1, lo.n64 ? cuda__keys_bucket(lo.max_keys64) : 0,
                        lo.n1 ? cuda__keys_bucket(lo.max_keys1) : 0};
     b->step = &g->step;
     return ERR_OK;

@@ -21,22 +21,23 @@ typedef struct cuda_meta {
 } cuda_meta;
 
 /* The batch as the KV kernels read it, one int32 array:
- *   [0] n_rows  [1] blocks_cap  [2] tiles of 8 rows  [3] tiles of 1 row
+ *   [0] n_rows  [1] blocks_cap  [2] tiles of CUDA_ATTN_TILE_ROWS (64) rows  [3] tiles of 1 row
  *   slot[n_rows]            cache slot of each row (block * ENG_KV_BLOCK + position % ENG_KV_BLOCK)
  *   blocks[blocks_cap]      every sequence's block table, concatenated (total_blocks used, the rest unused room)
- *   tiles8[4 * n8], tiles1[4 * n1]   {row0, n_rows, pos0, offset of the sequence's table in blocks}
- * Sequences with at least 4 new rows (prefill chunks) go into tiles of 8 rows that share K/V reads; decode rows
- * get tiles of one. blocks_cap > total_blocks lets a step graph keep its offsets while block tables grow. */
+ *   tiles64[4 * n64], tiles1[4 * n1]   {row0, n_rows, pos0, offset of the sequence's table in blocks}
+ * Sequences with at least 4 new rows (prefill chunks) go into tiles of 64 rows that share K/V reads (the tensor-core
+ * kernel's CTA; the SIMT kernel cuts them into 8-row blocks); decode rows get tiles of one. blocks_cap >
+ * total_blocks lets a step graph keep its offsets while block tables grow. */
 typedef struct cuda__layout {
     const int32_t *dev; /* the array on the device */
-    int32_t n_rows, total_blocks, blocks_cap, n8, n1, max_keys8, max_keys1;
+    int32_t n_rows, total_blocks, blocks_cap, n64, n1, max_keys64, max_keys1;
 } cuda__layout;
 
-/* Counts (n_rows, total_blocks, n8, n1; blocks_cap = total_blocks) for batch. */
+/* Counts (n_rows, total_blocks, n64, n1; blocks_cap = total_blocks) for batch. */
 void cuda__layout_count(const eng_batch *batch, cuda__layout *lo);
 /* Ints the array of a counted layout takes. */
 size_t cuda__layout_ints(const cuda__layout *lo);
-/* Writes the array into h (cuda__layout_ints of it) and sets max_keys8 / max_keys1. */
+/* Writes the array into h (cuda__layout_ints of it) and sets max_keys64 / max_keys1. */
 void cuda__layout_fill(const eng_batch *batch, cuda__layout *lo, int32_t *h);
 /* The attention key budget the split plan is made for: keys rounded up to a power of two (at least 128), so that
  * steps of one graph share a plan whatever their positions. */
@@ -55,7 +56,9 @@ typedef struct cuda_step {
 typedef struct cuda_backend {
     eng_backend_base base;
     int device, n_sms;
-    int gemv; /* decode matmuls (<= CUDA_GEMV_MAX_ROWS rows, half weights) use cuda__gemv; cuda.c sets it */
+    int gemv; /* decode matmuls (<= CUDA_GEMV_MAX_ROWS rows) on half weights use cuda__gemv (int8 always do) */
+    int gemv_tma; /* the GEMV streams contiguous weights with cp.async.bulk (SUGGESTD_CUDA_GEMV=2, sm_90+) */
+    int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     cudaStream_t stream;
     cublasHandle_t blas;
     char desc[320];
@@ -69,9 +72,10 @@ typedef struct cuda_backend {
     int meta_next;
     int32_t *hbuf; /* host scratch for building the batch layout */
     size_t hbuf_cap;
-    /* device scratch, grown on demand (two: a matmul may need a widened operand and an f32 result at once) */
-    void *scratch[2];
-    size_t scratch_cap[2];
+    /* device scratch, grown on demand (three: a matmul may need a widened operand and an f32 result at once, and
+     * an int8 weight dequantized for cuBLAS) */
+    void *scratch[3];
+    size_t scratch_cap[3];
     /* (cos, sin) table for RoPE: [rope_npos][rope_rd / 2] float pairs */
     float *rope_cs;
     int32_t rope_rd, rope_npos;
@@ -105,6 +109,8 @@ err cuda__graphs_end(eng_backend *be, eng_graphs *g, err ops_rc, eng_step *step)
 
 err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                  int accumulate);
+/* y = gelu_new(x . w^T + bias): fused into the GEMV's epilogue at decode, cuBLAS + the gelu kernel otherwise. */
+err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias);
 
 #define CUDA_CHECK(b, call)                                                                                          \
     do {                                                                                                             \

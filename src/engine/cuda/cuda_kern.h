@@ -34,17 +34,25 @@ cudaError_t cuda__rope(cudaStream_t st, eng_tensor x, const int32_t *pos, const 
 cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, eng_tensor k, eng_tensor v,
                            const int32_t *slot);
 
-/* Decode matmul (cuda_gemv.cu): y[t] (+)= x[t] . w^T + bias for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16 [N, K] with
- * K % 8 == 0, stride % 8 == 0 and 16-byte aligned data; x, y, bias of any dtype. f32 sums, one rounding into y.
- * n_sms sizes the grid. */
+/* Decode matmul (cuda_gemv.cu): y[t] (+)= act(x[t] . w^T + bias) for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16
+ * (K % 8 == 0, stride % 8 == 0) or ENG_Q8 (K % 16 == 0, contiguous) [N, K] with 16-byte aligned data; x (16-byte
+ * aligned, stride % 8 == 0), y, bias of any dtype. act: gelu_new when gelu != 0 (before the accumulate). f32 sums,
+ * one rounding into y. n_sms sizes the grid (one wave). tma: stream contiguous weights with the bulk-copy engine (sm_90+;
+ * the caller checks the device). */
 #define CUDA_GEMV_MAX_ROWS 8
-cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w, const eng_tensor *bias,
-                       int accumulate);
+cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int tma, eng_tensor y, eng_tensor x, eng_tensor w,
+                       const eng_tensor *bias, int accumulate, int gelu);
+/* out [w.rows, w.cols] of dtype out_dt (f16 or bf16), contiguous = the ENG_Q8 weight w dequantized (w.cols % 16 == 0):
+ * the prefill path's operand for cuBLAS. */
+cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w);
 
-/* One attention launch: tiles of up to `rows` (1 or 8) consecutive query rows of one sequence. tiles: device int4
- * {row0, n_rows, pos0, blocks offset}; blocks: the sequences' block tables, concatenated. Keys are split into
- * n_splits chunks of `chunk` keys (a multiple of 128); with n_splits > 1 the partial results go to part and a second
- * kernel combines them. */
+/* Query rows per prefill tile of the batch layout: the tensor-core kernel's CTA (cuda_attn_mma.cu). */
+#define CUDA_ATTN_TILE_ROWS 64
+
+/* One attention launch: tiles of up to `rows` (1 or CUDA_ATTN_TILE_ROWS) consecutive query rows of one sequence.
+ * tiles: device int4 {row0, n_rows, pos0, blocks offset}; blocks: the sequences' block tables, concatenated. Keys
+ * are split into n_splits chunks of `chunk` keys (a multiple of 128); with n_splits > 1 the partial results go to
+ * part and a second kernel combines them. */
 typedef struct cuda__attn_args {
     eng_tensor out, q;
     const void *k, *v; /* this layer's cache */
@@ -55,7 +63,15 @@ typedef struct cuda__attn_args {
     float *part; /* n_tiles * n_splits * n_head * rows * (head_dim + 2) floats when n_splits > 1 */
     float scale;
 } cuda__attn_args;
+/* The SIMT kernel (cuda_attn.cu): any kvdt, even head_dim <= 256. */
 cudaError_t cuda__attention(cudaStream_t st, const cuda__attn_args *a);
+/* The tensor-core kernel (cuda_attn_mma.cu) for prefill tiles: rows == CUDA_ATTN_TILE_ROWS, kvdt f16, head_dim
+ * accepted by cuda__attention_mma_ok, k and v 16-byte aligned, d_model % 8 == 0, compute capability >= 8.0. Same
+ * results layout and split plan as cuda__attention. */
+cudaError_t cuda__attention_mma(cudaStream_t st, const cuda__attn_args *a);
+int cuda__attention_mma_ok(int head_dim);
+/* The second kernel of a split launch (both kernels use it): merges part into out. */
+cudaError_t cuda__attention_combine(cudaStream_t st, const cuda__attn_args *a);
 /* Floats of `part` one launch needs. */
 size_t cuda__attention_part_floats(const cuda__attn_args *a);
 

@@ -1,6 +1,8 @@
 /* cuda_matmul.c - y (+)= x . w^T + bias through cuBLAS (cublasGemmEx, f32 compute: no TF32, no f16 accumulation),
- * or, for decode (x->rows <= CUDA_GEMV_MAX_ROWS) on f16/bf16 weights, our own GEMV (cuda_gemv.cu) with the bias and
- * the accumulate fused: one kernel instead of cuBLAS plus a bias pre-fill.
+ * or, for decode (x->rows <= CUDA_GEMV_MAX_ROWS), our own GEMV (cuda_gemv.cu) with the bias, the accumulate and
+ * fc_in's GELU fused: one kernel instead of cuBLAS, a bias pre-fill and a gelu pass. int8 weights (ENG_Q8) always
+ * take the GEMV at decode; for prefill they are dequantized into scratch for cuBLAS (the GEMM's own time dwarfs
+ * that pass at prefill sizes).
  *
  * Row-major y[T, N] = x[T, K] . w[N, K]^T is, in cuBLAS's column-major terms, C[N, T] = op_T(W[K, N]) . X[K, T]
  * with the row strides as leading dimensions, so strided views (q/k/v columns of the fused buffer) need no copy.
@@ -25,26 +27,42 @@ static err widen(cuda_backend *b, int i, const eng_tensor *t, eng_tensor *out) {
     return ERR_OK;
 }
 
-err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
-                 int accumulate) {
-    cuda_backend *b = (cuda_backend *)be;
+/* Whether the GEMV can take this matmul: its 16-byte loads need K, the row strides and the base addresses in whole
+ * vectors. */
+static int gemv_fits(const cuda_backend *b, const eng_tensor *x, const eng_tensor *w) {
+    const int64_t T = x->rows, K = x->cols;
+    if (T < 1 || T > CUDA_GEMV_MAX_ROWS || K <= 0 || ((uintptr_t)w->data & 15) || x->stride % 8 ||
+        ((uintptr_t)x->data & 15))
+        return 0;
+    if (w->dtype == ENG_Q8) return K % 16 == 0 && w->stride == K;
+    return b->gemv && (w->dtype == ENG_F16 || w->dtype == ENG_BF16) && K % 8 == 0 && w->stride % 8 == 0;
+}
+
+static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                  int accumulate, int gelu) {
     if (b->sticky) return b->sticky;
     const int64_t T = x->rows, K = x->cols, N = w->rows;
     if (T > INT32_MAX || K > INT32_MAX || N > INT32_MAX || x->stride > INT32_MAX || w->stride > INT32_MAX ||
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
-    /* the GEMV's 16-byte weight and x loads need K, the row strides and the base addresses in whole 8-element
-     * vectors */
-    if (b->gemv && T >= 1 && T <= CUDA_GEMV_MAX_ROWS && K > 0 && (w->dtype == ENG_F16 || w->dtype == ENG_BF16) &&
-        K % 8 == 0 && w->stride % 8 == 0 && ((uintptr_t)w->data & 15) == 0 && x->stride % 8 == 0 &&
-        ((uintptr_t)x->data & 15) == 0) {
-        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, accumulate));
+    if (gemv_fits(b, x, w)) {
+        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, b->gemv_tma, *y, *x, *w, bias, accumulate, gelu));
         return ERR_OK;
     }
     eng_tensor xa = *x, wa = *w;
     err rc = ERR_OK;
-    if (x->dtype != w->dtype) { /* widen whichever is the half operand */
-        if (w->dtype != ENG_F32) rc = widen(b, 0, w, &wa);
+    if (w->dtype == ENG_Q8) { /* prefill on int8 weights: a half copy for cuBLAS */
+        if (K % 16 || w->stride != K) return ERR_UNSUPPORTED;
+        const eng_dtype hd = x->dtype == ENG_BF16 ? ENG_BF16 : ENG_F16;
+        void *p;
+        rc = cuda__scratch(b, 2, (size_t)N * (size_t)K * 2, &p);
+        if (rc != ERR_OK) return rc;
+        CUDA_CHECK(b, cuda__q8_dequant(b->stream, p, hd, *w));
+        wa = (eng_tensor){.data = p, .dtype = hd, .rows = N, .cols = K, .stride = K};
+    }
+    if (xa.dtype != wa.dtype) { /* widen whichever is the half operand */
+        const eng_tensor w0 = wa; /* widen reads its input after writing its output */
+        if (wa.dtype != ENG_F32) rc = widen(b, 0, &w0, &wa);
         else rc = widen(b, 0, x, &xa);
         if (rc != ERR_OK) return rc;
     }
@@ -70,5 +88,16 @@ err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_
                                     beta, c, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (s != CUBLAS_STATUS_SUCCESS) return cuda__fail_blas(b, s, "cublasGemmEx");
     if (!direct) CUDA_CHECK(b, cuda__epilogue(b->stream, *y, (const float *)c, N, bias, accumulate));
+    if (gelu) CUDA_CHECK(b, cuda__gelu(b->stream, *y));
     return ERR_OK;
+}
+
+err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                 int accumulate) {
+    return matmul((cuda_backend *)be, y, x, w, bias, accumulate, 0);
+}
+
+err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
+                      const eng_tensor *bias) {
+    return matmul((cuda_backend *)be, y, x, w, bias, 0, 1);
 }
