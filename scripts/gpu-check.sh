@@ -8,7 +8,8 @@
 # Everything goes to $OUT (the device tool's output folder; build-gpu/out elsewhere): gpu-check.log (all output),
 # bench.txt (RESULT lines), summary.txt. Libraries the GPU machine lacks come from .gpu-deps/*.deb (fetched on a
 # dev machine by scripts/gpu-deps.sh; carry .gpu-deps), unpacked with dpkg -x into build-gpu/deps, never into /.
-# Environment: CUDA_ARCHS (default 90: this machine only, to build fast), SKIP_MEMCHECK=1, SKIP_HF=1,
+# Environment: CUDA_ARCHS (default 90: this machine only, to build fast), SKIP_TESTS=1 (benchmarks only),
+# SKIP_MEMCHECK=1, SKIP_HF=1,
 # (per-kernel times: scripts/gpu-prof.sh after this script's build),
 # SCHED=1 (also the [sched] editors benchmark at the codegen-2B shape, RESULT lines in sched.txt),
 # CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
@@ -22,8 +23,6 @@ mkdir -p "$OUT"
 SHAPES=${*:-codegen-350M codegen-2B}
 BASELINE=${BASELINE-$(echo $SHAPES | cut -d' ' -f1-2)}
 BASELINE_ENV=${BASELINE_ENV:-SUGGESTD_CUDA_GEMV=0}
-# the decode GEMV is opt-in (cuda.c CUDA_GEMV_DEFAULT) until validated: tests and benches here run with it on
-export SUGGESTD_CUDA_GEMV=${SUGGESTD_CUDA_GEMV:-1}
 CONTEXTS=${CONTEXTS:-128,1024,2048}
 PROMPT=${PROMPT:-1536}
 T_START=$(date +%s)
@@ -86,8 +85,10 @@ step "configure (CUDA, archs ${CUDA_ARCHS:-90})" 120 cmake -S "$P" -B $B -DCMAKE
 step "build GPU tests and gpu_bench" 300 cmake --build $B -j"$(nproc)" --target test_gpu_parity test_gpu_golden gpu_bench
 
 # --- tests -----------------------------------------------------------------------------------------------------
-step "GPU parity: every op vs ref" 420 $B/test_gpu_parity
-step "golden: cuda vs HF" 240 $B/test_gpu_golden
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    step "GPU parity: every op vs ref" 420 $B/test_gpu_parity
+    step "golden: cuda vs HF" 240 $B/test_gpu_golden
+fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------
 : >"$OUT/bench.txt"

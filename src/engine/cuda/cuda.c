@@ -27,7 +27,7 @@
 
 /* Whether matmuls of <= CUDA_GEMV_MAX_ROWS rows on half weights use the decode GEMV when SUGGESTD_CUDA_GEMV is unset
  * (0 until a GPU run of test_gpu_parity has passed with it; SUGGESTD_CUDA_GEMV=1 / 0 overrides). */
-#define CUDA_GEMV_DEFAULT 0
+#define CUDA_GEMV_DEFAULT 1
 
 typedef struct cuda_kv {
     eng_kv_base base;
@@ -256,11 +256,14 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         return rc;
     }
     b->n_sms = prop.multiProcessorCount;
-    {   /* the decode GEMV (cuda_gemv.cu) is opt-in until a GPU run of test_gpu_parity has passed with it */
+    {   /* the decode GEMV (cuda_gemv.cu) is on by default: at least as fast as cuBLAS at decode on an H100 (NOTES.md
+         * "v6"), and the int8 and fused-GELU paths need it; SUGGESTD_CUDA_GEMV=0 sends half weights to cuBLAS */
         const char *g = getenv("SUGGESTD_CUDA_GEMV");
         b->gemv = g && g[0] ? g[0] != '0' : CUDA_GEMV_DEFAULT;
-        /* SUGGESTD_CUDA_GEMV=2: its weights through the bulk-copy engine (TMA), on sm_90 and later only */
-        b->gemv_tma = g && g[0] == '2' && prop.major >= 9;
+        /* SUGGESTD_CUDA_GEMV=2: its weights through the bulk-copy engine (TMA); both on sm_90 and later only */
+        const char *pdl = getenv("SUGGESTD_CUDA_PDL");
+        b->gemv_flags = (g && g[0] == '2' && prop.major >= 9 ? CUDA_GEMV_TMA : 0) |
+                        (prop.major >= 9 && pdl && pdl[0] == '1' ? CUDA_GEMV_PDL : 0);
     }
     {   /* SUGGESTD_CUDA_ATTN_MMA=0: prefill attention on the SIMT kernel (benchmarks compare both in one run); the
          * tensor-core kernel needs sm_80 (cp.async, m16n8k16) */

@@ -21,10 +21,23 @@
 
 template <typename KT> struct kv_load;
 template <> struct kv_load<float> {
+    enum { vec = 0 };
     static __device__ __forceinline__ float2 two(const float *p) { return *(const float2 *)p; }
+    static __device__ __forceinline__ void eight(const float *, float *) {}
 };
 template <> struct kv_load<__half> {
+    enum { vec = 1 };
     static __device__ __forceinline__ float2 two(const __half *p) { return __half22float2(*(const __half2 *)p); }
+    /* p 16-byte aligned: head_dim % 8 == 0 and d_model % 8 == 0 */
+    static __device__ __forceinline__ void eight(const __half *p, float *f) {
+        const uint4 u = *(const uint4 *)p;
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 t = __half22float2(*(const __half2 *)&w[i]);
+            f[2 * i] = t.x, f[2 * i + 1] = t.y;
+        }
+    }
 };
 
 /* {row0, n_rows, pos0, blocks offset}; the tile array sits at any int offset of the batch layout, so no int4 load */
@@ -39,6 +52,7 @@ static __device__ __forceinline__ int4 load_tile(const int32_t *tiles, int i) {
 template <typename KT, int ROWS, int DP>
 static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn_args a) {
     extern __shared__ float sm[];
+    cu_let_next_start();
     const int hd = a.head_dim, h = blockIdx.y, split = blockIdx.z;
     const int subs = a.rows / ROWS, ti = blockIdx.x / subs, sub = blockIdx.x % subs; /* ROWS-row part of a tile */
     int4 tile = load_tile(a.tiles, ti);
@@ -72,8 +86,27 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn
         float s[ROWS];
 #pragma unroll
         for (int r = 0; r < ROWS; r++) s[r] = 0.0f;
-        if (j < k_end) {
-            const KT *kr = kh + ((int64_t)blocks[j / ENG_KV_BLOCK] * ENG_KV_BLOCK + j % ENG_KV_BLOCK) * a.d_model;
+        /* this lane's key row (an element offset into the cache), kept for the value pass: lane jj's row comes by
+         * shuffle there instead of a second dependent block-table load per key */
+        const int64_t row = j < k_end ? ((int64_t)blocks[j / ENG_KV_BLOCK] * ENG_KV_BLOCK + j % ENG_KV_BLOCK) * a.d_model
+                                      : 0;
+        if (j < k_end && kv_load<KT>::vec && (hd & 7) == 0) {
+            /* f16 keys: 16-byte loads, 4 in flight (v1's 2-element loads in a loop made decode attention a chain
+             * of 40 dependent round trips per key, 24.6 us a 2B layer at context 1024 on an H100) */
+            const KT *kr = kh + row;
+#pragma unroll 4
+            for (int d = 0; d < hd; d += 8) {
+                float kf[8];
+                kv_load<KT>::eight(kr + d, kf);
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+                    const float4 q0 = *(const float4 *)(qs + r * hd + d), q1 = *(const float4 *)(qs + r * hd + d + 4);
+                    s[r] += q0.x * kf[0] + q0.y * kf[1] + q0.z * kf[2] + q0.w * kf[3] + q1.x * kf[4] + q1.y * kf[5] +
+                            q1.z * kf[6] + q1.w * kf[7];
+                }
+            }
+        } else if (j < k_end) {
+            const KT *kr = kh + row;
             for (int d = 0; d < hd; d += 2) {
                 const float2 kv = kv_load<KT>::two(kr + d);
 #pragma unroll
@@ -101,9 +134,9 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn
             m[r] = mn;
         }
         const int nk = min(32, k_end - kb);
+#pragma unroll 8
         for (int jj = 0; jj < nk; jj++) {
-            const int key = kb + jj;
-            const KT *vr = vh + ((int64_t)blocks[key / ENG_KV_BLOCK] * ENG_KV_BLOCK + key % ENG_KV_BLOCK) * a.d_model;
+            const KT *vr = vh + __shfl_sync(0xffffffffu, row, jj);
             float pj[ROWS];
 #pragma unroll
             for (int r = 0; r < ROWS; r++) pj[r] = __shfl_sync(0xffffffffu, p[r], jj);
@@ -157,6 +190,7 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn
 /* grid (n_tiles * rows, n_head): merges the chunks of one query row and head. Only the chunks holding the row's own
  * keys (0 .. pos0 + r) are read: a block of a shorter sub-tile (or an mma warp) exits before writing past them. */
 static __global__ void attn_combine_kernel(cuda__attn_args a) {
+    cu_let_next_start();
     const int t = blockIdx.x / a.rows, r = blockIdx.x % a.rows, h = blockIdx.y, hd = a.head_dim;
     const int4 tile = load_tile(a.tiles, t);
     if (r >= tile.y) return;

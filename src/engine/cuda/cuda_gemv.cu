@@ -20,7 +20,8 @@
 #include "cuda_common.cuh"
 
 #define GEMV_WARPS 4   /* warps per CTA (each independent: CTAs only group them for the scheduler) */
-#define GEMV_STAGES 16 /* steps (512 B per warp) in flight per warp */
+#define GEMV_STAGES 8 /* steps (512 B per warp) in flight per warp; 16 (v3's first run) let shared memory cap
+                        * occupancy at 24 warps per SM, too few to hide the x loads */
 #define GELU_C 0.7978845608028654f
 
 /* Element traits: how a 16-byte chunk of weights unpacks into f32. */
@@ -94,6 +95,15 @@ static __device__ __forceinline__ void cp_commit() {}
 static __device__ __forceinline__ void cp_wait_stages() {}
 #endif
 
+/* Programmatic dependent launch (sm_90+): a GEMV is launched so that it may start while the kernel before it is
+ * still running; it streams its first weights (which nothing in the step writes) and only then waits for that
+ * kernel's results. It lets the next GEMV start at once too (cu_let_next_start, as LayerNorm and attention do). */
+static __device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 struct gemv_args {
     eng_tensor y, x;
     const void *w;
@@ -110,6 +120,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
     constexpr int E = wchunk<WT>::N, STEP = 32 * E; /* elements per lane-chunk and per warp step */
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     const int r0 = (blockIdx.x * GEMV_WARPS + wid) * a.rows_per_warp;
+    cu_let_next_start();
     if (r0 >= a.N) return; /* no barrier anywhere: a warp past the end simply leaves */
     const int n_rows = min(a.rows_per_warp, a.N - r0);
     const int steps_per_row = (a.K + STEP - 1) / STEP, total = n_rows * steps_per_row;
@@ -130,17 +141,53 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
         if (s < total) issue(s);
         cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
     }
+    pdl_wait(); /* x (and y, with accumulate) come from the kernels before this one */
     const int T = (int)a.x.rows;
     float acc[TMAX];
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[t] = 0.0f;
     int cr = 0, ck = 0, slot = 0;
+    /* Half x with half weights (the forward pass): x of the next step is loaded one step ahead into registers.
+     * Nsight Compute on v3 without it: the top stall was each step's x load (an L1 hit, but used at once). */
+    const bool xpf = E == 8 && a.x.dtype != ENG_F32;
+    const uint16_t *xh = (const uint16_t *)a.x.data;
+    uint4 xn[TMAX];
+    if (xpf) {
+        const int k = lane * E;
+#pragma unroll
+        for (int t = 0; t < TMAX; t++)
+            xn[t] = t < T && k < a.K ? *reinterpret_cast<const uint4 *>(xh + (int64_t)t * a.x.stride + k)
+                                     : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll 1
     for (int s = 0; s < total; s++) {
         cp_wait_stages(); /* this lane's copy of step s has landed */
         const uint4 v = mine[slot * 32];
         const int k = ck * STEP + lane * E;
-        if (k < a.K) {
+        if (xpf) {
+            uint4 xc[TMAX];
+#pragma unroll
+            for (int t = 0; t < TMAX; t++) xc[t] = xn[t];
+            const int kn = (ck + 1 == steps_per_row ? 0 : ck + 1) * STEP + lane * E;
+#pragma unroll
+            for (int t = 0; t < TMAX; t++)
+                if (t < T && kn < a.K) xn[t] = *reinterpret_cast<const uint4 *>(xh + (int64_t)t * a.x.stride + kn);
+            if (k < a.K) {
+                float wf[E];
+                wchunk<WT>::unpack(v, wf);
+#pragma unroll
+                for (int t = 0; t < TMAX; t++) {
+                    if (t >= T) break;
+                    float xf[8];
+                    if (a.x.dtype == ENG_F16) wchunk<__half>::unpack(xc[t], xf);
+                    else wchunk<__nv_bfloat16>::unpack(xc[t], xf);
+                    float sum = acc[t];
+#pragma unroll
+                    for (int j = 0; j < 8; j++) sum = fmaf(wf[j], xf[j], sum);
+                    acc[t] = sum;
+                }
+            }
+        } else if (k < a.K) {
             float wf[E];
             wchunk<WT>::unpack(v, wf);
 #pragma unroll
@@ -222,6 +269,7 @@ static __global__ void __launch_bounds__(TMA_WARPS * 32) gemv_tma_kernel(gemv_ar
     constexpr int E = wchunk<WT>::N;
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     const int r0 = (blockIdx.x * TMA_WARPS + wid) * a.rows_per_warp;
+    cu_let_next_start();
     if (r0 >= a.N) return;
     const int n_rows = min(a.rows_per_warp, a.N - r0);
     const int64_t row_bytes = (int64_t)a.K * sizeof(WT), total = n_rows * row_bytes;
@@ -239,6 +287,7 @@ static __global__ void __launch_bounds__(TMA_WARPS * 32) gemv_tma_kernel(gemv_ar
                      (uint32_t)min((int64_t)TMA_STAGE, total - (int64_t)g * TMA_STAGE), bars + 8 * g);
     }
     __syncwarp();
+    pdl_wait();
     const int T = (int)a.x.rows;
     float acc[TMAX];
 #pragma unroll
@@ -304,7 +353,19 @@ static __global__ void __launch_bounds__(TMA_WARPS * 32) gemv_tma_kernel(gemv_ar
 #endif
 }
 
-template <typename WT, int TMAX> static cudaError_t launch_tma(cudaStream_t st, int n_sms, gemv_args a) {
+/* kernel<<<grid, block, smem, st>>>(a), with the programmatic-dependent-launch attribute when pdl */
+template <typename K> static cudaError_t launch_pdl(K kernel, unsigned grid, unsigned block, size_t smem,
+                                                    cudaStream_t st, int pdl, const gemv_args &a) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(block), cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at, cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, a);
+}
+
+template <typename WT, int TMAX> static cudaError_t launch_tma(cudaStream_t st, int n_sms, int pdl, gemv_args a) {
     static int ctas_per_sm = 0;
     if (!ctas_per_sm) {
         cudaError_t e = cudaFuncSetAttribute(gemv_tma_kernel<WT, TMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -319,13 +380,12 @@ template <typename WT, int TMAX> static cudaError_t launch_tma(cudaStream_t st, 
     a.rows_per_warp = (int)((a.N + resident - 1) / resident);
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
     const unsigned grid = (unsigned)((warps + TMA_WARPS - 1) / TMA_WARPS);
-    gemv_tma_kernel<WT, TMAX><<<grid, TMA_WARPS * 32, TMA_SMEM, st>>>(a);
-    return cudaGetLastError();
+    return launch_pdl(gemv_tma_kernel<WT, TMAX>, grid, TMA_WARPS * 32, TMA_SMEM, st, pdl, a);
 }
 
 #define RING_BYTES (GEMV_WARPS * GEMV_STAGES * 32 * 16)
 
-template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
+template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, int pdl, gemv_args a) {
     /* warps the GPU holds at once, asked once per kernel (not a stream operation: safe while capturing) */
     static int ctas_per_sm = 0;
     if (!ctas_per_sm) {
@@ -339,25 +399,25 @@ template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, in
     a.rows_per_warp = (int)((a.N + resident - 1) / resident);
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
     const unsigned grid = (unsigned)((warps + GEMV_WARPS - 1) / GEMV_WARPS);
-    gemv_kernel<WT, TMAX><<<grid, GEMV_WARPS * 32, RING_BYTES, st>>>(a);
-    return cudaGetLastError();
+    return launch_pdl(gemv_kernel<WT, TMAX>, grid, GEMV_WARPS * 32, RING_BYTES, st, pdl, a);
 }
 
-template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a, int tma) {
+template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a, int flags) {
     const int64_t T = a.x.rows;
-    if (tma && a.ws == a.K && ((int64_t)a.K * (int64_t)sizeof(WT)) % 512 == 0) {
-        if (T == 1) return launch_tma<WT, 1>(st, n_sms, a);
-        if (T == 2) return launch_tma<WT, 2>(st, n_sms, a);
-        if (T <= 4) return launch_tma<WT, 4>(st, n_sms, a);
-        return launch_tma<WT, 8>(st, n_sms, a);
+    const int pdl = flags & CUDA_GEMV_PDL;
+    if ((flags & CUDA_GEMV_TMA) && a.ws == a.K && ((int64_t)a.K * (int64_t)sizeof(WT)) % 512 == 0) {
+        if (T == 1) return launch_tma<WT, 1>(st, n_sms, pdl, a);
+        if (T == 2) return launch_tma<WT, 2>(st, n_sms, pdl, a);
+        if (T <= 4) return launch_tma<WT, 4>(st, n_sms, pdl, a);
+        return launch_tma<WT, 8>(st, n_sms, pdl, a);
     }
-    if (T == 1) return launch_t<WT, 1>(st, n_sms, a);
-    if (T == 2) return launch_t<WT, 2>(st, n_sms, a);
-    if (T <= 4) return launch_t<WT, 4>(st, n_sms, a);
-    return launch_t<WT, 8>(st, n_sms, a);
+    if (T == 1) return launch_t<WT, 1>(st, n_sms, pdl, a);
+    if (T == 2) return launch_t<WT, 2>(st, n_sms, pdl, a);
+    if (T <= 4) return launch_t<WT, 4>(st, n_sms, pdl, a);
+    return launch_t<WT, 8>(st, n_sms, pdl, a);
 }
 
-extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int tma, eng_tensor y, eng_tensor x, eng_tensor w,
+extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int flags, eng_tensor y, eng_tensor x, eng_tensor w,
                                   const eng_tensor *bias, int accumulate, int gelu) {
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
@@ -365,9 +425,9 @@ extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int tma, eng_tenso
     gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
                    accumulate, gelu};
     switch (w.dtype) {
-    case ENG_F16: return launch_w<__half>(st, n_sms, a, tma);
-    case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a, tma);
-    case ENG_Q8: a.scales = eng_q8_scales(&w); return launch_w<int8_t>(st, n_sms, a, tma);
+    case ENG_F16: return launch_w<__half>(st, n_sms, a, flags);
+    case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a, flags);
+    case ENG_Q8: a.scales = eng_q8_scales(&w); return launch_w<int8_t>(st, n_sms, a, flags);
     default: return cudaErrorInvalidValue;
     }
 }

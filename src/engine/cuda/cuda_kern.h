@@ -37,10 +37,11 @@ cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, 
 /* Decode matmul (cuda_gemv.cu): y[t] (+)= act(x[t] . w^T + bias) for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16
  * (K % 8 == 0, stride % 8 == 0) or ENG_Q8 (K % 16 == 0, contiguous) [N, K] with 16-byte aligned data; x (16-byte
  * aligned, stride % 8 == 0), y, bias of any dtype. act: gelu_new when gelu != 0 (before the accumulate). f32 sums,
- * one rounding into y. n_sms sizes the grid (one wave). tma: stream contiguous weights with the bulk-copy engine (sm_90+;
- * the caller checks the device). */
+ * one rounding into y. n_sms sizes the grid (one wave). flags: CUDA_GEMV_* below (the caller checks the device). */
 #define CUDA_GEMV_MAX_ROWS 8
-cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int tma, eng_tensor y, eng_tensor x, eng_tensor w,
+#define CUDA_GEMV_TMA 1 /* flags: stream contiguous weights with the bulk-copy engine (sm_90+) */
+#define CUDA_GEMV_PDL 2 /* flags: programmatic dependent launch (sm_90+): weights stream before the last kernel ends */
+cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int flags, eng_tensor y, eng_tensor x, eng_tensor w,
                        const eng_tensor *bias, int accumulate, int gelu);
 /* out [w.rows, w.cols] of dtype out_dt (f16 or bf16), contiguous = the ENG_Q8 weight w dequantized (w.cols % 16 == 0):
  * the prefill path's operand for cuBLAS. */

@@ -46,7 +46,7 @@ static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
     if (gemv_fits(b, x, w)) {
-        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, b->gemv_tma, *y, *x, *w, bias, accumulate, gelu));
+        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, b->gemv_flags, *y, *x, *w, bias, accumulate, gelu));
         return ERR_OK;
     }
     eng_tensor xa = *x, wa = *w;
