@@ -98,6 +98,12 @@ static err parse_fields(const json_t *root, const char *name, model_config *c, e
         c->layer_norm_eps = (float)e;
     }
 
+    /* HF's CodeGenConfig defaults to untied; a tied model's lm_head.weight is its wte. */
+    const json_t *tv = json_object_get(root, "tie_word_embeddings");
+    if (tv && !json_is_null(tv) && !json_is_boolean(tv))
+        return errbuf_set(eb, ERR_FORMAT, "%s: \"tie_word_embeddings\" must be true or false", name);
+    c->tie_word_embeddings = json_is_true(tv);
+
     const json_t *dv = json_object_get(root, "torch_dtype");
     if (dv && !json_is_null(dv)) {
         if (!json_is_string(dv) || strlen(json_string_value(dv)) >= sizeof(c->torch_dtype))

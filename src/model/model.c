@@ -8,7 +8,9 @@
  * (warned about, then ignored). Then every slot must be filled once, with its expected shape and the one dtype. One
  * table (slot_ptr / slot_name / slot_shape) describes the slots so the three steps cannot disagree. A weights file is
  * either a safetensors file (m->shards) or a pytorch_model.bin (pt.h; kept in the model_priv wrapper below, since
- * model.h's struct only has room for the former); both hand out st_tensors, so binding does not care which. */
+ * model.h's struct only has room for the former); both hand out st_tensors, so binding does not care which. With
+ * tie_word_embeddings the lm_head.weight slot is filled with wte after binding (any lm_head.weight in the file is
+ * skipped), so the later checks and the engine see an ordinary, filled slot. */
 #include "model.h"
 
 #include <errno.h>
@@ -304,11 +306,18 @@ static err bind_tensors(model *m, const char *where, errbuf *eb) {
     }
     err rc = ERR_OK;
     char name[128], want[64], got[160];
+    const size_t lm_head_slot = n_slots - 2;
     for (int32_t s = 0; s < src_count(m) && rc == ERR_OK; s++) {
         for (size_t i = 0; i < src_tensors(m, s); i++) {
             const st_tensor *t = src_at(m, s, i);
             long k = classify(c, t->name);
             if (k == SLOT_IGNORED) continue;
+            /* tied: torch.save keeps both names of the one weight; safetensors writers drop lm_head.weight */
+            if (c->tie_word_embeddings && (size_t)k == lm_head_slot) {
+                LOG_DEBUG("%s: '%s' is tied to transformer.wte.weight: ignoring the copy in the file", src_name(m, s),
+                          t->name);
+                continue;
+            }
             if (k == SLOT_UNKNOWN) {
                 if (++n_unknown <= MAX_UNKNOWN_WARNINGS)
                     LOG_WARN("%s: ignoring unexpected tensor '%s'", src_name(m, s), t->name);
@@ -326,6 +335,10 @@ static err bind_tensors(model *m, const char *where, errbuf *eb) {
     }
     if (n_unknown > MAX_UNKNOWN_WARNINGS)
         LOG_WARN("%s: ignored %zu more unexpected tensors", where, n_unknown - MAX_UNKNOWN_WARNINGS);
+    if (rc == ERR_OK && c->tie_word_embeddings && m->wte) { /* HF's tie_weights(): the output layer is wte */
+        m->lm_head_w = m->wte;
+        src[lm_head_slot] = src[0];
+    }
 
     for (size_t k = 0; k < n_slots && rc == ERR_OK; k++) {
         if (!*slot_ptr(m, k)) {
@@ -395,7 +408,7 @@ uint64_t model_weight_bytes(const model *m) {
     uint64_t sum = 0;
     for (size_t k = 0; k < slot_count(&m->cfg); k++) {
         const st_tensor *t = *slot_ptr((model *)m, k);
-        if (t) sum += t->nbytes;
+        if (t && (k == 0 || t != m->wte)) sum += t->nbytes; /* a tied lm_head is wte: counted once */
     }
     return sum;
 }

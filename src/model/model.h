@@ -4,7 +4,9 @@
  * model.safetensors.index.json, pytorch_model.bin (zip + restricted pickle, read in place) or a sharded
  * pytorch_model.bin.index.json. model_open checks that every tensor CodeGen needs is present with the shape the
  * config implies and a float dtype (F32, F16 or BF16, all the same), ignores the causal_mask / masked_bias buffers,
- * and reports anything else unexpected. Errors name the file and the tensor. The model is read-only after open
+ * and reports anything else unexpected. With "tie_word_embeddings": true in config.json, lm_head_w is wte (as HF
+ * ties them: a lm_head.weight in the file is ignored, and may be absent); lm_head.bias is still required. Errors name
+ * the file and the tensor. The model is read-only after open
  * and may be shared between threads. */
 #ifndef SUGGESTD_MODEL_MODEL_H
 #define SUGGESTD_MODEL_MODEL_H
@@ -18,6 +20,7 @@ typedef struct model_config {
     int32_t n_layer, n_embd, n_head, head_dim, rotary_dim, n_inner, n_positions, vocab_size;
     int32_t eos_token_id, bos_token_id;
     float layer_norm_eps;
+    int32_t tie_word_embeddings; /* 1: lm_head.weight is transformer.wte.weight (the file need not hold it) */
     char torch_dtype[16]; /* as written in config.json ("float16"), "" if absent */
 } model_config;
 
@@ -43,13 +46,13 @@ typedef struct model {
 } model;
 
 /* Parses config.json text (CodeGen fields; defaults as HF's CodeGenConfig: n_inner null -> 4*n_embd,
- * eos_token_id 50256, layer_norm_epsilon 1e-5). Checks n_embd % n_head == 0, n_head % 4 == 0, rotary_dim even and
- * <= head_dim, all sizes positive and sane. */
+ * eos_token_id 50256, layer_norm_epsilon 1e-5, tie_word_embeddings false). Checks n_embd % n_head == 0,
+ * n_head % 4 == 0, rotary_dim even and <= head_dim, all sizes positive and sane. */
 err model_config_parse(const char *json, size_t len, model_config *cfg, errbuf *eb);
 
 err model_open(const char *dir, model **out, errbuf *eb);
 void model_close(model *m);
-/* Bytes of all weights (what a decode step must at least read, plus wte). */
+/* Bytes of all weights (what a decode step must at least read, plus wte); a tied lm_head counts once. */
 uint64_t model_weight_bytes(const model *m);
 
 #endif

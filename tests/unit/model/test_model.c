@@ -289,6 +289,7 @@ static void test_config_defaults(void **state) {
     assert_int_equal(c.bos_token_id, 50256);
     assert_true(c.layer_norm_eps == 1e-5f);
     assert_string_equal(c.torch_dtype, "");
+    assert_int_equal(c.tie_word_embeddings, 0); /* CodeGenConfig's default */
 
     const char js2[] = "{\"n_layer\":1,\"n_embd\":64,\"n_head\":8,\"rotary_dim\":null,\"n_positions\":16,\"n_ctx\":8,"
                        "\"vocab_size\":10,\"n_inner\":100,\"eos_token_id\":2,\"layer_norm_epsilon\":0.001,"
@@ -299,6 +300,20 @@ static void test_config_defaults(void **state) {
     assert_int_equal(c.n_inner, 100);
     assert_int_equal(c.eos_token_id, 2);
     assert_true(c.layer_norm_eps == 0.001f);
+
+    static const struct {
+        const char *tie;
+        int32_t want;
+    } ties[] = {{"true", 1}, {"false", 0}, {"null", 0}};
+    for (size_t i = 0; i < sizeof(ties) / sizeof(ties[0]); i++) {
+        char js3[256];
+        snprintf(js3, sizeof(js3),
+                 "{\"n_layer\":2,\"n_embd\":32,\"n_head\":4,\"rotary_dim\":4,\"n_ctx\":64,\"vocab_size\":100,"
+                 "\"tie_word_embeddings\":%s}",
+                 ties[i].tie);
+        check_code(model_config_parse(js3, strlen(js3), &c, &eb), ERR_OK, &eb);
+        assert_int_equal(c.tie_word_embeddings, ties[i].want);
+    }
 }
 
 static void test_config_errors(void **state) {
@@ -367,6 +382,9 @@ static void test_config_errors(void **state) {
         {"{\"n_layer\":2,\"n_embd\":32,\"n_head\":4,\"rotary_dim\":4,\"n_ctx\":64,\"vocab_size\":100,"
          "\"torch_dtype\":\"a-very-long-dtype-name\"}",
          ERR_FORMAT, "torch_dtype"},
+        {"{\"n_layer\":2,\"n_embd\":32,\"n_head\":4,\"rotary_dim\":4,\"n_ctx\":64,\"vocab_size\":100,"
+         "\"tie_word_embeddings\":1}",
+         ERR_FORMAT, "\"tie_word_embeddings\" must be true or false"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         model_config c;
@@ -463,6 +481,62 @@ static void test_load_sharded(void **state) {
     assert_ptr_equal(st_find(m->shards[0], "transformer.wte.weight"), m->wte);
     assert_ptr_equal(st_find(m->shards[1], "lm_head.bias"), m->lm_head_b);
     model_close(m);
+    tu_rmtree_free(dir);
+}
+
+/* Rewrites dir/config.json with "tie_word_embeddings": true. */
+static void config_tied(const char *dir, const tu_ckpt_spec *s) {
+    char js[512];
+    int n = snprintf(js, sizeof(js),
+                     "{\"model_type\": \"codegen\", \"n_layer\": %d, \"n_embd\": %d, \"n_head\": %d, "
+                     "\"rotary_dim\": %d, \"n_positions\": %d, \"vocab_size\": %d, \"bos_token_id\": 1, "
+                     "\"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}",
+                     s->n_layer, s->n_embd, s->n_head, s->rotary_dim, s->n_positions, s->vocab_size);
+    assert_true(n > 0 && (size_t)n < sizeof(js));
+    assert_int_equal(tu_write_file(dir, "config.json", js, (size_t)n), 0);
+}
+
+/* tie_word_embeddings: lm_head.weight is wte, whether the file lacks it (a safetensors save of a tied model) or also
+ * holds it (torch.save keeps both names); lm_head.bias is still read from the file. */
+static void test_load_tied(void **state) {
+    (void)state;
+    const int64_t D = small.n_embd, V = small.vocab_size;
+    for (int with_copy = 0; with_copy < 2; with_copy++) {
+        char *dir = dir_with_config(&small);
+        config_tied(dir, &small);
+        gen_ckpt g;
+        gen_codegen(&g, &small);
+        if (!with_copy) gen_find(&g, "lm_head.weight")->shard = -1;
+        gen_write(&g, dir, "model.safetensors", 0);
+        model *m = NULL;
+        errbuf eb = {0};
+        check_code(model_open(dir, &m, &eb), ERR_OK, &eb);
+        assert_int_equal(m->cfg.tie_word_embeddings, 1);
+        check_tensor(m, m->wte, "transformer.wte.weight", 2, V, D);
+        assert_ptr_equal(m->lm_head_w, m->wte);
+        check_tensor(m, m->lm_head_b, "lm_head.bias", 1, V, 0);
+        check_tensor(m, m->layers[1].fc_out_w, "transformer.h.1.mlp.fc_out.weight", 2, D, 4 * D);
+        /* one [V, D] matrix fewer than the untied model (f32 here) */
+        assert_int_equal(model_weight_bytes(m), expected_weight_bytes(&small) - (uint64_t)(V * D) * 4);
+        model_close(m);
+
+        /* a tied model still needs wte (named as missing, not lm_head) and the lm_head bias */
+        gen_find(&g, "transformer.wte.weight")->shard = -1;
+        gen_write(&g, dir, "model.safetensors", 0);
+        expect_open_fails(dir, ERR_FORMAT, "missing tensor 'transformer.wte.weight'", NULL);
+        gen_find(&g, "transformer.wte.weight")->shard = 0;
+        gen_find(&g, "lm_head.bias")->shard = -1;
+        gen_write(&g, dir, "model.safetensors", 0);
+        expect_open_fails(dir, ERR_FORMAT, "missing tensor 'lm_head.bias'", NULL);
+        tu_rmtree_free(dir);
+    }
+    /* untied (the default), a missing lm_head.weight is an error */
+    char *dir = dir_with_config(&small);
+    gen_ckpt g;
+    gen_codegen(&g, &small);
+    gen_find(&g, "lm_head.weight")->shard = -1;
+    gen_write(&g, dir, "model.safetensors", 0);
+    expect_open_fails(dir, ERR_FORMAT, "missing tensor 'lm_head.weight'", NULL);
     tu_rmtree_free(dir);
 }
 
@@ -701,6 +775,7 @@ int main(void) {
         cmocka_unit_test(test_load_bf16),
         cmocka_unit_test(test_load_ignores_buffers_and_unknowns),
         cmocka_unit_test(test_load_sharded),
+        cmocka_unit_test(test_load_tied),
         cmocka_unit_test(test_missing_files),
         cmocka_unit_test(test_bad_config_in_dir),
         cmocka_unit_test(test_bad_safetensors_in_dir),
