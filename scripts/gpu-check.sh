@@ -88,6 +88,9 @@ step "build GPU tests and gpu_bench" 300 cmake --build $B -j"$(nproc)" --target 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step "GPU parity: every op vs ref" 420 $B/test_gpu_parity
     step "golden: cuda vs HF" 240 $B/test_gpu_golden
+    # the opt-in GEMV paths (bulk-copy variant, programmatic dependent launch) against ref too
+    step "GPU parity: matmul, SUGGESTD_CUDA_GEMV=2 SUGGESTD_CUDA_PDL=1" 300 env SUGGESTD_CUDA_GEMV=2 SUGGESTD_CUDA_PDL=1 \
+        $B/test_gpu_parity cuda matmul
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------
@@ -132,8 +135,10 @@ fi
 if [ "${SKIP_MEMCHECK:-0}" != 1 ]; then
     CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
     step "memcheck: golden" 300 "$CS" --tool memcheck --error-exitcode 99 --print-limit 20 $B/test_gpu_golden
-    step "memcheck: parity (element ops, rope, attention)" 300 "$CS" --tool memcheck --error-exitcode 99 \
-        --print-limit 20 $B/test_gpu_parity cuda embed layernorm gelu rope add attention
+    step "memcheck: parity (every op)" 400 "$CS" --tool memcheck --error-exitcode 99 \
+        --print-limit 20 $B/test_gpu_parity cuda embed layernorm gelu rope add attention attention_prefill matmul
+    step "racecheck: prefill attention" 300 "$CS" --tool racecheck --error-exitcode 99 --print-limit 20 \
+        $B/test_gpu_parity cuda attention_prefill
 fi
 
 # --- summary ---------------------------------------------------------------------------------------------------

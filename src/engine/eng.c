@@ -223,13 +223,19 @@ err eng_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng
     return OPS(be)->layernorm(be, y, x, w, b, eps);
 }
 
-err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
-               int accumulate) {
+/* The checks eng_matmul and eng_matmul_gelu share. */
+static err matmul_args(const eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias) {
     if (is_q8(y) || is_q8(x) || is_q8(bias)) return ERR_UNSUPPORTED;
     if (x->cols != w->cols || y->rows != x->rows || y->cols != w->rows) return ERR_INVALID;
     if (w->dtype == ENG_Q8 && w->stride != w->cols) return ERR_INVALID; /* a view: the scales cannot be found */
     if (bias && !is_vec(bias, w->rows)) return ERR_INVALID;
-    if (x->rows == 0) return ERR_OK;
+    return ERR_OK;
+}
+
+err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+               int accumulate) {
+    err rc = matmul_args(y, x, w, bias);
+    if (rc != ERR_OK || x->rows == 0) return rc;
     return OPS(be)->matmul(be, y, x, w, bias, accumulate);
 }
 
@@ -239,11 +245,8 @@ err eng_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const e
         err rc = eng_matmul(be, y, x, w, bias, 0);
         return rc != ERR_OK ? rc : eng_gelu(be, y);
     }
-    if (is_q8(y) || is_q8(x) || is_q8(bias)) return ERR_UNSUPPORTED;
-    if (x->cols != w->cols || y->rows != x->rows || y->cols != w->rows) return ERR_INVALID;
-    if (w->dtype == ENG_Q8 && w->stride != w->cols) return ERR_INVALID;
-    if (bias && !is_vec(bias, w->rows)) return ERR_INVALID;
-    if (x->rows == 0) return ERR_OK;
+    err rc = matmul_args(y, x, w, bias);
+    if (rc != ERR_OK || x->rows == 0) return rc;
     return OPS(be)->matmul_gelu(be, y, x, w, bias);
 }
 

@@ -256,8 +256,8 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
         eng_backend_status(be, &st);
         eng_model_destroy(em);
         if (q8 && rc == ERR_UNSUPPORTED)
-            return errbuf_set(eb, rc, "weight dtype int8: backend %s does not run int8 weights (int8 is CPU-only for "
-                              "now: use --backend cpu, or --dtype auto)", eng_backend_name(be));
+            return errbuf_set(eb, rc, "weight dtype int8: backend %s does not run int8 weights (use --dtype auto)",
+                              eng_backend_name(be));
         return errbuf_set(eb, rc, "placing the model on backend %s: %s%s%s", eng_backend_name(be), err_name(rc),
                           st.code ? ": " : "", st.code ? st.msg : "");
     }

@@ -262,13 +262,14 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         b->gemv = g && g[0] ? g[0] != '0' : CUDA_GEMV_DEFAULT;
         /* SUGGESTD_CUDA_GEMV=2: its weights through the bulk-copy engine (TMA); both on sm_90 and later only */
         const char *pdl = getenv("SUGGESTD_CUDA_PDL");
-        b->gemv_flags = (g && g[0] == '2' && prop.major >= 9 ? CUDA_GEMV_TMA : 0) |
-                        (prop.major >= 9 && pdl && pdl[0] == '1' ? CUDA_GEMV_PDL : 0);
+        const int sm90 = prop.major >= 9 && cuda__gemv_sm90_code();
+        b->gemv_flags = (g && g[0] == '2' && sm90 ? CUDA_GEMV_TMA : 0) |
+                        (sm90 && pdl && pdl[0] == '1' ? CUDA_GEMV_PDL : 0);
     }
     {   /* SUGGESTD_CUDA_ATTN_MMA=0: prefill attention on the SIMT kernel (benchmarks compare both in one run); the
          * tensor-core kernel needs sm_80 (cp.async, m16n8k16) */
         const char *m = getenv("SUGGESTD_CUDA_ATTN_MMA");
-        b->attn_mma = !(m && m[0] == '0') && prop.major >= 8;
+        b->attn_mma = !(m && m[0] == '0') && prop.major >= 8 && cuda__attention_mma_code();
     }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
              prop.minor, prop.multiProcessorCount, (double)prop.totalGlobalMem / (1024.0 * 1024 * 1024));

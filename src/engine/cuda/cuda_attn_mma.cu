@@ -121,6 +121,7 @@ template <int HD, int BN, bool QREG>
 static __global__ void __launch_bounds__(MMA_WARPS * 32) attn_mma_kernel(cuda__attn_args a) {
 #ifndef MMA_ARCH_OK
     (void)a;
+    __trap(); /* cuda__attention_mma_code() keeps the host from choosing code built without tensor cores */
 #else
     constexpr int SD = HD + 8; /* padded shared row pitch in halves (header: bank groups) */
     constexpr int KC = HD / 16, NB = BN / 8, ND = HD / 8;
@@ -321,6 +322,13 @@ template <int HD> static cudaError_t launch_mma(cudaStream_t st, const cuda__att
     e = cudaGetLastError();
     if (e != cudaSuccess || a->n_splits == 1) return e;
     return cuda__attention_combine(st, a);
+}
+
+/* Whether the kernel the driver runs on the current device was compiled for sm_80 or later (a build for older
+ * architectures, JIT-compiled on a newer card, has the card's capability but the empty body). */
+extern "C" int cuda__attention_mma_code(void) {
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, attn_mma_kernel<64, 64, true>) == cudaSuccess && fa.ptxVersion >= 80;
 }
 
 extern "C" int cuda__attention_mma_ok(int head_dim) {

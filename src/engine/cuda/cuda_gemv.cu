@@ -2,11 +2,11 @@
  * or int8 (ENG_Q8: per-row f32 scales) [N, K].
  *
  * At decode the whole cost of a matmul is streaming w once, so the kernel is built around bytes in flight. Nsight
- * Compute on an H100 (NOTES.md "v5") showed why v1 and v2 stalled at 0.7-1.9 TB/s: they held the weights they had
+ * Compute on an H100 (NOTES.md "v6") showed why v1 and v2 stalled at 0.7-1.9 TB/s: they held the weights they had
  * requested in registers (8 x 16 B per lane), which capped occupancy at 25% (119 registers) and left every warp
  * waiting for a full memory round trip per 8 loads, with nothing else to do. v3:
  * - weights go global -> shared memory with cp.async (16 B per lane per step, L2 only), which holds no register
- *   while in flight, through a ring of GEMV_STAGES steps per warp: 16 x 512 B = 8 KiB in flight per warp, and more
+ *   while in flight, through a ring of GEMV_STAGES steps per warp: 8 x 512 B = 4 KiB in flight per warp, and more
  *   warps per SM fit because the registers are free;
  * - each warp owns a run of whole rows and streams them as one sequence of steps (a step = 32 lanes x 16 B of one
  *   row), so the ring runs across row ends and never drains until the warp's last row; a lane reads back only what
@@ -233,6 +233,25 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
 #endif
 }
 
+/* CTAs of `kernel` an SM of the current device holds, asked once per device (the occupancy API is not a stream
+ * operation, so this is safe while a graph is being captured; the first step of a shape runs uncaptured anyway).
+ * Per device, since two backends may drive different cards; atomic, since their engine threads may ask at once. */
+#define GEMV_MAX_DEVICES 64
+template <typename K> static cudaError_t ctas_per_sm(K kernel, int threads, size_t smem, int *cache, int *out) {
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    int n = dev < GEMV_MAX_DEVICES ? __atomic_load_n(&cache[dev], __ATOMIC_RELAXED) : 0;
+    if (!n) {
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem);
+        if (e != cudaSuccess) return e;
+        if (n < 1) n = 1;
+        if (dev < GEMV_MAX_DEVICES) __atomic_store_n(&cache[dev], n, __ATOMIC_RELAXED);
+    }
+    *out = n;
+    return cudaSuccess;
+}
+
 /* ---- v4: the same stream through the Hopper bulk-copy engine (TMA, cp.async.bulk; sm_90+) ------------------------
  * When the rows are contiguous (stride == K) a warp's rows are one contiguous byte range, which one lane can ask
  * for in 4 KiB stages with a single instruction each, completing on an mbarrier: the copy engine keeps the bytes
@@ -349,7 +368,8 @@ static __global__ void __launch_bounds__(TMA_WARPS * 32) gemv_tma_kernel(gemv_ar
         }
     }
 #else
-    (void)a; /* no bulk-copy engine before sm_90: cuda__gemv never launches this there */
+    (void)a; /* no bulk-copy engine in this code: cuda__gemv_sm90_code() keeps the host from choosing it */
+    __trap();
 #endif
 }
 
@@ -366,17 +386,14 @@ template <typename K> static cudaError_t launch_pdl(K kernel, unsigned grid, uns
 }
 
 template <typename WT, int TMAX> static cudaError_t launch_tma(cudaStream_t st, int n_sms, int pdl, gemv_args a) {
-    static int ctas_per_sm = 0;
-    if (!ctas_per_sm) {
-        cudaError_t e = cudaFuncSetAttribute(gemv_tma_kernel<WT, TMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             TMA_SMEM);
-        int n = 0;
-        if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_tma_kernel<WT, TMAX>, TMA_WARPS * 32, TMA_SMEM);
-        if (e != cudaSuccess) return e;
-        ctas_per_sm = n > 0 ? n : 1;
-    }
-    const int64_t resident = (int64_t)n_sms * ctas_per_sm * TMA_WARPS;
+    static int cache[GEMV_MAX_DEVICES];
+    /* the shared-memory opt-in is per device: set it on every launch (cheap, and allowed while capturing) */
+    cudaError_t e = cudaFuncSetAttribute(gemv_tma_kernel<WT, TMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         TMA_SMEM);
+    int per_sm = 0;
+    if (e == cudaSuccess) e = ctas_per_sm(gemv_tma_kernel<WT, TMAX>, TMA_WARPS * 32, TMA_SMEM, cache, &per_sm);
+    if (e != cudaSuccess) return e;
+    const int64_t resident = (int64_t)n_sms * per_sm * TMA_WARPS;
     a.rows_per_warp = (int)((a.N + resident - 1) / resident);
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
     const unsigned grid = (unsigned)((warps + TMA_WARPS - 1) / TMA_WARPS);
@@ -385,17 +402,13 @@ template <typename WT, int TMAX> static cudaError_t launch_tma(cudaStream_t st, 
 
 #define RING_BYTES (GEMV_WARPS * GEMV_STAGES * 32 * 16)
 
+
 template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, int pdl, gemv_args a) {
-    /* warps the GPU holds at once, asked once per kernel (not a stream operation: safe while capturing) */
-    static int ctas_per_sm = 0;
-    if (!ctas_per_sm) {
-        int n = 0;
-        cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_kernel<WT, TMAX>, GEMV_WARPS * 32,
-                                                                      RING_BYTES);
-        if (e != cudaSuccess) return e;
-        ctas_per_sm = n > 0 ? n : 1;
-    }
-    const int64_t resident = (int64_t)n_sms * ctas_per_sm * GEMV_WARPS;
+    static int cache[GEMV_MAX_DEVICES];
+    int per_sm = 0;
+    cudaError_t e = ctas_per_sm(gemv_kernel<WT, TMAX>, GEMV_WARPS * 32, RING_BYTES, cache, &per_sm);
+    if (e != cudaSuccess) return e;
+    const int64_t resident = (int64_t)n_sms * per_sm * GEMV_WARPS;
     a.rows_per_warp = (int)((a.N + resident - 1) / resident);
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
     const unsigned grid = (unsigned)((warps + GEMV_WARPS - 1) / GEMV_WARPS);
@@ -450,15 +463,23 @@ static __global__ void q8_dequant_kernel(HT *out, const int8_t *q, const float *
     }
 }
 
-extern "C" cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w) {
+extern "C" cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w,
+                                        const float *scales) {
     if (w.rows <= 0) return cudaSuccess;
     const int64_t n16 = w.rows * w.cols / 16;
     const int grid = cu_blocks(n16, 256) > 8192 ? 8192 : cu_blocks(n16, 256);
     if (out_dt == ENG_BF16)
-        q8_dequant_kernel<<<grid, 256, 0, st>>>((__nv_bfloat16 *)out, (const int8_t *)w.data, eng_q8_scales(&w),
-                                                w.rows, w.cols);
-    else
-        q8_dequant_kernel<<<grid, 256, 0, st>>>((__half *)out, (const int8_t *)w.data, eng_q8_scales(&w), w.rows,
+        q8_dequant_kernel<<<grid, 256, 0, st>>>((__nv_bfloat16 *)out, (const int8_t *)w.data, scales, w.rows,
                                                 w.cols);
+    else
+        q8_dequant_kernel<<<grid, 256, 0, st>>>((__half *)out, (const int8_t *)w.data, scales, w.rows, w.cols);
     return cudaGetLastError();
+}
+
+/* Whether the GEMV code the driver runs on the current device was compiled for sm_90 or later (PTX version 90+):
+ * the bulk-copy variant and griddepcontrol exist only there. A build for older architectures JIT-compiled on an H100
+ * has the device's capability but not that code. */
+extern "C" int cuda__gemv_sm90_code(void) {
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, gemv_tma_kernel<__half, 1>) == cudaSuccess && fa.ptxVersion >= 90;
 }

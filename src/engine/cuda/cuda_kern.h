@@ -41,11 +41,13 @@ cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, 
 #define CUDA_GEMV_MAX_ROWS 8
 #define CUDA_GEMV_TMA 1 /* flags: stream contiguous weights with the bulk-copy engine (sm_90+) */
 #define CUDA_GEMV_PDL 2 /* flags: programmatic dependent launch (sm_90+): weights stream before the last kernel ends */
+/* Whether the GEMV code for the current device was compiled for sm_90+ (CUDA_GEMV_TMA and _PDL need it). */
+int cuda__gemv_sm90_code(void);
 cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int flags, eng_tensor y, eng_tensor x, eng_tensor w,
                        const eng_tensor *bias, int accumulate, int gelu);
-/* out [w.rows, w.cols] of dtype out_dt (f16 or bf16), contiguous = the ENG_Q8 weight w dequantized (w.cols % 16 == 0):
- * the prefill path's operand for cuBLAS. */
-cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w);
+/* out [w.rows, w.cols] of dtype out_dt (f16 or bf16), contiguous = the int8 rows of w (contiguous, w.cols % 16 == 0)
+ * times their scales[] (one per row): the prefill path's operand for cuBLAS, a panel of rows at a time. */
+cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w, const float *scales);
 
 /* Query rows per prefill tile of the batch layout: the tensor-core kernel's CTA (cuda_attn_mma.cu). */
 #define CUDA_ATTN_TILE_ROWS 64
@@ -71,6 +73,8 @@ cudaError_t cuda__attention(cudaStream_t st, const cuda__attn_args *a);
  * results layout and split plan as cuda__attention. */
 cudaError_t cuda__attention_mma(cudaStream_t st, const cuda__attn_args *a);
 int cuda__attention_mma_ok(int head_dim);
+/* Whether the tensor-core kernel's code for the current device was compiled for sm_80+ (not an empty fallback). */
+int cuda__attention_mma_code(void);
 /* The second kernel of a split launch (both kernels use it): merges part into out. */
 cudaError_t cuda__attention_combine(cudaStream_t st, const cuda__attn_args *a);
 /* Floats of `part` one launch needs. */

@@ -38,31 +38,14 @@ static int gemv_fits(const cuda_backend *b, const eng_tensor *x, const eng_tenso
     return b->gemv && (w->dtype == ENG_F16 || w->dtype == ENG_BF16) && K % 8 == 0 && w->stride % 8 == 0;
 }
 
-static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
-                  int accumulate, int gelu) {
-    if (b->sticky) return b->sticky;
+/* y (+)= x . w^T + bias on cuBLAS; w f32/f16/bf16. */
+static err blas_matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
+                       const eng_tensor *bias, int accumulate) {
     const int64_t T = x->rows, K = x->cols, N = w->rows;
-    if (T > INT32_MAX || K > INT32_MAX || N > INT32_MAX || x->stride > INT32_MAX || w->stride > INT32_MAX ||
-        y->stride > INT32_MAX)
-        return ERR_UNSUPPORTED;
-    if (gemv_fits(b, x, w)) {
-        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, b->gemv_flags, *y, *x, *w, bias, accumulate, gelu));
-        return ERR_OK;
-    }
     eng_tensor xa = *x, wa = *w;
     err rc = ERR_OK;
-    if (w->dtype == ENG_Q8) { /* prefill on int8 weights: a half copy for cuBLAS */
-        if (K % 16 || w->stride != K) return ERR_UNSUPPORTED;
-        const eng_dtype hd = x->dtype == ENG_BF16 ? ENG_BF16 : ENG_F16;
-        void *p;
-        rc = cuda__scratch(b, 2, (size_t)N * (size_t)K * 2, &p);
-        if (rc != ERR_OK) return rc;
-        CUDA_CHECK(b, cuda__q8_dequant(b->stream, p, hd, *w));
-        wa = (eng_tensor){.data = p, .dtype = hd, .rows = N, .cols = K, .stride = K};
-    }
     if (xa.dtype != wa.dtype) { /* widen whichever is the half operand */
-        const eng_tensor w0 = wa; /* widen reads its input after writing its output */
-        if (wa.dtype != ENG_F32) rc = widen(b, 0, &w0, &wa);
+        if (wa.dtype != ENG_F32) rc = widen(b, 0, w, &wa);
         else rc = widen(b, 0, x, &xa);
         if (rc != ERR_OK) return rc;
     }
@@ -88,6 +71,47 @@ static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng
                                     beta, c, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (s != CUBLAS_STATUS_SUCCESS) return cuda__fail_blas(b, s, "cublasGemmEx");
     if (!direct) CUDA_CHECK(b, cuda__epilogue(b->stream, *y, (const float *)c, N, bias, accumulate));
+    return ERR_OK;
+}
+
+/* Rows of an int8 weight dequantized at a time for cuBLAS: bounds the scratch (e.g. 2B's int8 lm_head would
+ * otherwise need a 262 MB half copy whenever more than 8 logit rows are asked for). */
+#define Q8_PANEL_ROWS 4096
+
+static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                  int accumulate, int gelu) {
+    if (b->sticky) return b->sticky;
+    const int64_t K = x->cols, N = w->rows;
+    if (x->rows > INT32_MAX || K > INT32_MAX || N > INT32_MAX || x->stride > INT32_MAX || w->stride > INT32_MAX ||
+        y->stride > INT32_MAX)
+        return ERR_UNSUPPORTED;
+    if (gemv_fits(b, x, w)) {
+        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, b->gemv_flags, *y, *x, *w, bias, accumulate, gelu));
+        return ERR_OK;
+    }
+    if (w->dtype != ENG_Q8) {
+        err rc = blas_matmul(b, y, x, w, bias, accumulate);
+        if (rc == ERR_OK && gelu) CUDA_CHECK(b, cuda__gelu(b->stream, *y));
+        return rc;
+    }
+    /* prefill on int8 weights: half copies of row panels for cuBLAS, each into its columns of y */
+    if (K % 16 || w->stride != K) return ERR_UNSUPPORTED;
+    const eng_dtype hd = x->dtype == ENG_BF16 ? ENG_BF16 : ENG_F16;
+    const int64_t pr = N < Q8_PANEL_ROWS ? N : Q8_PANEL_ROWS;
+    void *p;
+    err rc = cuda__scratch(b, 2, (size_t)pr * (size_t)K * 2, &p);
+    if (rc != ERR_OK) return rc;
+    for (int64_t n0 = 0; n0 < N; n0 += pr) {
+        const int64_t np = N - n0 < pr ? N - n0 : pr;
+        /* the panel: rows [n0, n0 + np) of w as a Q8 block of their own (int8 rows, then their scales) */
+        eng_tensor wp = {.data = (int8_t *)w->data + n0 * K, .dtype = ENG_Q8, .rows = np, .cols = K, .stride = K};
+        CUDA_CHECK(b, cuda__q8_dequant(b->stream, p, hd, wp, eng_q8_scales(w) + n0));
+        eng_tensor wh = {.data = p, .dtype = hd, .rows = np, .cols = K, .stride = K};
+        eng_tensor yp = eng_tensor_cols(*y, n0, np), bp;
+        if (bias) bp = eng_tensor_cols(*bias, n0, np);
+        rc = blas_matmul(b, &yp, x, &wh, bias ? &bp : NULL, accumulate);
+        if (rc != ERR_OK) return rc;
+    }
     if (gelu) CUDA_CHECK(b, cuda__gelu(b->stream, *y));
     return ERR_OK;
 }
