@@ -9,12 +9,12 @@
 # bench.txt (RESULT lines), summary.txt. Libraries the GPU machine lacks come from .gpu-deps/*.deb (fetched on a
 # dev machine by scripts/gpu-deps.sh; carry .gpu-deps), unpacked with dpkg -x into build-gpu/deps, never into /.
 # Environment: CUDA_ARCHS (default 90: this machine only, to build fast), SKIP_TESTS=1 (benchmarks only),
-# SKIP_MEMCHECK=1, SKIP_HF=1,
-# (per-kernel times: scripts/gpu-prof.sh after this script's build),
+# SKIP_MEMCHECK=1, SKIP_HF=1, INT8=1 (int8 weights' decode and prefill of the first two shapes, int8.txt),
 # SCHED=1 (also the [sched] editors benchmark at the codegen-2B shape, RESULT lines in sched.txt),
 # CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
 # shapes benched again at context 1024 with BASELINE_ENV set (default SUGGESTD_CUDA_GEMV=0: cuBLAS for decode rows;
 # SUGGESTD_CUDA_GRAPHS=0 for the no-graph run), the same-card "before" in the summary's last column.
+# Per-kernel times: scripts/gpu-prof.sh after this script's build.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -108,6 +108,15 @@ if [ "${SKIP_HF:-0}" != 1 ]; then
     for s in $SHAPES; do
         step "bench HF eager $s" 300 bash -c "set -o pipefail; PYTHONUNBUFFERED=1 python3 tools/bench_hf.py \
             --shape $s --contexts $CONTEXTS --prompt-tokens $PROMPT | tee -a '$OUT/bench.txt'"
+    done
+fi
+
+# --- [models]: int8 weights on the GPU (INT8=1): decode and prefill of the first two shapes with --dtype int8, beside
+# the f16 numbers above (RESULT lines in int8.txt, not in the summary table)
+if [ "${INT8:-0}" = 1 ]; then
+    for s in $(echo $SHAPES | cut -d' ' -f1-2); do
+        step "bench suggestd $s int8" 300 bash -c "set -o pipefail; $B/gpu_bench --shape $s --device cuda --dtype int8 \
+            --prompt-tokens $PROMPT --prefill-chunk $PROMPT --decode-tokens 32 --contexts 1024 | tee -a '$OUT/int8.txt'"
     done
 fi
 

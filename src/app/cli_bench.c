@@ -221,7 +221,7 @@ int cli_bench(int argc, char **argv) {
                    "Decode at context C times --decode-tokens steps at positions C-decode-tokens .. C-1.\n"
                    "--shape uses random weights at the real CodeGen shape, of --dtype f16 (default), bf16 or f32;\n"
                    "--dtype int8 quantizes its f16 weights at load. With --model: auto (default, the checkpoint's\n"
-                   "dtype) or int8 (matmul weights quantized at load, CPU backends).\n"
+                   "dtype) or int8 (matmul weights quantized at load).\n"
                    "--device is the same as --backend.\n");
             return 0;
         default: return 2;
