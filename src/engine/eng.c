@@ -239,15 +239,17 @@ err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_te
     return OPS(be)->matmul(be, y, x, w, bias, accumulate);
 }
 
-err eng_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
-                    const eng_tensor *bias) {
+err eng_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                    int64_t gelu_cols) {
+    if (gelu_cols < 0 || gelu_cols > y->cols) return ERR_INVALID;
     if (!OPS(be)->matmul_gelu) {
         err rc = eng_matmul(be, y, x, w, bias, 0);
-        return rc != ERR_OK ? rc : eng_gelu(be, y);
+        eng_tensor g = eng_tensor_cols(*y, 0, gelu_cols);
+        return rc != ERR_OK || gelu_cols == 0 ? rc : eng_gelu(be, &g);
     }
     err rc = matmul_args(y, x, w, bias);
     if (rc != ERR_OK || x->rows == 0) return rc;
-    return OPS(be)->matmul_gelu(be, y, x, w, bias);
+    return OPS(be)->matmul_gelu(be, y, x, w, bias, gelu_cols);
 }
 
 err eng_gelu(eng_backend *be, eng_tensor *x) {

@@ -158,10 +158,11 @@ err eng_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng
  * per row, see "int8 weights"; ERR_UNSUPPORTED on backends without it); no other operand may. */
 err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                int accumulate);
-/* y = gelu_new(x . w^T + bias) (fc_in): eng_matmul then eng_gelu, or one fused op where the backend has it (CUDA
- * at decode: the GELU in the matmul's epilogue, before y is rounded, so half results may differ in the last bit). */
-err eng_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
-                    const eng_tensor *bias);
+/* y = x . w^T + bias with gelu_new applied to y's columns [0, gelu_cols) (fc_in: all of them; fc_in fused with
+ * qkv_proj: fc_in's): eng_matmul then eng_gelu, or one fused op where the backend has it (CUDA at decode: the GELU
+ * in the matmul's epilogue, before y is rounded, so half results may differ in the last bit). */
+err eng_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                    int64_t gelu_cols);
 /* x = gelu_new(x), in place. */
 err eng_gelu(eng_backend *be, eng_tensor *x);
 /* GPT-J interleaved RoPE, in place, on the first rotary_dim dims of every head of x [T, n_head*head_dim];

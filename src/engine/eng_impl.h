@@ -35,9 +35,10 @@ typedef struct eng_backend_ops {
                      float eps);
     err (*matmul)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                   int accumulate);
-    /* Optional: y = gelu(x . w^T + bias) in one op (CUDA fuses it at decode); NULL: matmul, then gelu. */
+    /* Optional: y = x . w^T + bias, gelu on columns [0, gelu_cols), in one op (CUDA fuses it at decode); NULL:
+     * matmul, then gelu. */
     err (*matmul_gelu)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
-                       const eng_tensor *bias);
+                       const eng_tensor *bias, int64_t gelu_cols);
     err (*gelu)(eng_backend *be, eng_tensor *x);
     err (*rope)(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape shape);
     err (*add)(eng_backend *be, eng_tensor *y, const eng_tensor *x);

@@ -15,6 +15,7 @@
 #include "forward.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -22,6 +23,8 @@
 
 typedef struct layer_w {
     eng_tensor ln_1_w, ln_1_b, qkv, out_proj, fc_in_w, fc_in_b, fc_out_w, fc_out_b;
+    /* fused (see fuse_matmuls): w1 = [fc_in; qkv] rows with b1 = [fc_in_b; 0], w2 = [out_proj | fc_out] columns */
+    eng_tensor w1, b1, w2;
 } layer_w;
 
 struct eng_model {
@@ -30,16 +33,19 @@ struct eng_model {
     model_config cfg;
     eng_dtype wdt;      /* the checkpoint's dtype: embeddings, LayerNorms, biases (and matmul weights unless q8) */
     int q8;             /* matmul weights quantized to ENG_Q8 at load */
+    int fused;          /* a layer's four matmuls as two over concatenated weights (eng_model_opts.fuse_matmuls) */
     pool *load_pool;    /* q8, during eng_model_create only: threads that quantize (NULL: the calling thread) */
     eng_tensor wte, ln_f_w, ln_f_b, lm_head_w, lm_head_b;
     layer_w *layers;
     void **qkv_host; /* repacked qkv rows per layer (ENG_Q8 blocks when q8), host memory the backend may borrow */
     void **q8_host;  /* q8: [3 * n_layer + 1] int8 blocks of out_proj, fc_in, fc_out per layer, then lm_head */
+    void **fused_host; /* fused: [3 * n_layer] host w1, b1, w2 per layer (int8 blocks with q8) the backend borrows */
     eng_kv *kv;
     eng_graphs *graphs; /* NULL when the backend has none */
     int32_t max_rows;
     /* activations [max_rows, ...] */
     eng_tensor x, h, qkv, att, mlp, sel, logits;
+    eng_tensor u; /* fused: [max_rows, D + F + 3D] = att | mlp | qkv, so w1 writes mlp | qkv and w2 reads att | mlp */
     size_t weight_bytes_own, weight_bytes_all, workspace_bytes;
 };
 
@@ -121,24 +127,75 @@ static err mm_weight(eng_model *em, const void *src, int64_t rows, int64_t cols,
     return rc;
 }
 
+/* Places a matmul weight from a host buffer the model made (host, rows x cols of wdt; taken over): as mm_weight
+ * does, then keeps what the backend borrows in *keep (the buffer, or its int8 block) and frees the rest. */
+static err own_weight(eng_model *em, void *host, int64_t rows, int64_t cols, void **keep, eng_tensor *out) {
+    void *q = NULL;
+    err rc = mm_weight(em, host, rows, cols, &q, out);
+    if (em->q8) {
+        xfree(host);
+        *keep = q;
+    } else if (rc == ERR_OK && !eng_backend_copies_weights(em->be)) {
+        *keep = host;
+        em->weight_bytes_own += (size_t)rows * (size_t)cols * eng_dtype_size(em->wdt);
+    } else {
+        xfree(host);
+    }
+    return rc;
+}
+
+/* The fused weights of layer l (fuse_matmuls): w1 = [fc_in rows; repacked qkv rows] [F + 3D, D] with
+ * b1 = [fc_in_b; zeros], and w2 = [out_proj | fc_out] [D, D + F] (each row the two rows side by side), so that
+ * [mlp | qkv] = h . w1^T + b1 and x += [att | mlp] . w2^T + fc_out_b. */
+static err fused_layer(eng_model *em, const model_layer *ml, void *packed_qkv, layer_w *L, void **keep) {
+    const model_config *c = &em->cfg;
+    const int64_t D = c->n_embd, F = c->n_inner;
+    const size_t es = eng_dtype_size(em->wdt);
+    unsigned char *w1 = xmalloc((size_t)(F + 3 * D) * (size_t)D * es), *b1 = xcalloc((size_t)(F + 3 * D), es);
+    unsigned char *w2 = xmalloc((size_t)D * (size_t)(D + F) * es);
+    if (!w1 || !b1 || !w2) {
+        xfree(w1), xfree(b1), xfree(w2);
+        return ERR_NOMEM;
+    }
+    memcpy(w1, ml->fc_in_w->data, (size_t)F * (size_t)D * es);
+    memcpy(w1 + (size_t)F * (size_t)D * es, packed_qkv, (size_t)3 * (size_t)D * (size_t)D * es);
+    memcpy(b1, ml->fc_in_b->data, (size_t)F * es);
+    for (int64_t n = 0; n < D; n++) {
+        memcpy(w2 + (size_t)n * (size_t)(D + F) * es, (const unsigned char *)ml->out_proj->data + (size_t)n * D * es,
+               (size_t)D * es);
+        memcpy(w2 + ((size_t)n * (size_t)(D + F) + (size_t)D) * es,
+               (const unsigned char *)ml->fc_out_w->data + (size_t)n * F * es, (size_t)F * es);
+    }
+    err rc = own_weight(em, w1, F + 3 * D, D, &keep[0], &L->w1);
+    if (rc == ERR_OK) rc = eng_weight_from_host(em->be, b1, em->wdt, 1, F + 3 * D, &L->b1);
+    if (rc == ERR_OK && !eng_backend_copies_weights(em->be)) keep[1] = b1;
+    else xfree(b1);
+    if (rc == ERR_OK) rc = own_weight(em, w2, D, D + F, &keep[2], &L->w2);
+    else xfree(w2);
+    return rc;
+}
+
 void eng_model_destroy(eng_model *em) {
     if (!em) return;
     eng_backend *be = em->be;
     eng_graphs_destroy(be, em->graphs); /* first: its graphs point into everything below */
-    eng_tensor *acts[] = {&em->x, &em->h, &em->qkv, &em->att, &em->mlp, &em->sel, &em->logits};
+    eng_tensor *acts[] = {&em->x, &em->h, &em->qkv, &em->att, &em->mlp, &em->sel, &em->logits, &em->u};
     for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]); i++) eng_tensor_free(be, acts[i]);
     eng_kv_destroy(be, em->kv);
     if (em->layers)
         for (int l = 0; l < em->cfg.n_layer; l++) {
             layer_w *L = &em->layers[l];
-            eng_tensor *ws[] = {&L->ln_1_w, &L->ln_1_b,   &L->qkv,      &L->out_proj,
-                                &L->fc_in_w, &L->fc_in_b, &L->fc_out_w, &L->fc_out_b};
+            eng_tensor *ws[] = {&L->ln_1_w,   &L->ln_1_b,   &L->qkv, &L->out_proj, &L->fc_in_w, &L->fc_in_b,
+                                &L->fc_out_w, &L->fc_out_b, &L->w1,  &L->b1,       &L->w2};
             for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) eng_weight_free(be, ws[i]);
             if (em->qkv_host) xfree(em->qkv_host[l]);
         }
     if (em->q8_host)
         for (int i = 0; i < 3 * em->cfg.n_layer + 1; i++) xfree(em->q8_host[i]);
     xfree(em->q8_host);
+    if (em->fused_host)
+        for (int i = 0; i < 3 * em->cfg.n_layer; i++) xfree(em->fused_host[i]);
+    xfree(em->fused_host);
     eng_tensor *top[] = {&em->wte, &em->ln_f_w, &em->ln_f_b, &em->lm_head_w, &em->lm_head_b};
     for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) eng_weight_free(be, top[i]);
     xfree(em->qkv_host);
@@ -161,6 +218,10 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     em->cfg = m->cfg;
     em->wdt = to_eng_dtype(m->dtype);
     em->q8 = q8;
+    /* the opt-in experiment of NOTES.md (cuda) "v6", next steps: half the matmul launches of a layer, each twice the
+     * size; SUGGESTD_FUSE_MATMULS=1 turns it on where the caller left it off */
+    const char *fe = getenv("SUGGESTD_FUSE_MATMULS");
+    em->fused = (opts && opts->fuse_matmuls) || (fe && fe[0] == '1');
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
@@ -182,7 +243,8 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     em->layers = xcalloc((size_t)c->n_layer, sizeof(layer_w));
     em->qkv_host = xcalloc((size_t)c->n_layer, sizeof(void *));
     em->q8_host = q8 ? xcalloc((size_t)(3 * c->n_layer + 1), sizeof(void *)) : NULL;
-    if (!em->layers || !em->qkv_host || (q8 && !em->q8_host)) rc = ERR_NOMEM;
+    em->fused_host = em->fused ? xcalloc((size_t)(3 * c->n_layer), sizeof(void *)) : NULL;
+    if (!em->layers || !em->qkv_host || (q8 && !em->q8_host) || (em->fused && !em->fused_host)) rc = ERR_NOMEM;
     void *unused_own = NULL;
     /* Quantizing is the whole cost of an int8 load (~10 ns a weight on one thread): one thread per CPU for the
      * duration of the load. Without the pool it runs on this thread. */
@@ -202,6 +264,14 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
         layer_w *L = &em->layers[l];
         W(ml->ln_1_w, &L->ln_1_w);
         W(ml->ln_1_b, &L->ln_1_b);
+        if (em->fused) {
+            W(ml->fc_out_b, &L->fc_out_b);
+            void *packed = NULL;
+            if (rc == ERR_OK) rc = repack_qkv(ml->qkv, c, &packed);
+            if (rc == ERR_OK) rc = fused_layer(em, ml, packed, L, &em->fused_host[3 * l]);
+            xfree(packed);
+            continue;
+        }
         if (rc == ERR_OK) rc = mm_weight(em, ml->out_proj->data, D, D, OWN(3 * l), &L->out_proj);
         if (rc == ERR_OK) rc = mm_weight(em, ml->fc_in_w->data, F, D, OWN(3 * l + 1), &L->fc_in_w);
         W(ml->fc_in_b, &L->fc_in_b);
@@ -241,9 +311,10 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     struct {
         eng_tensor *t;
         int64_t rows, cols;
-    } acts[] = {{&em->x, R, D},   {&em->h, R, D},   {&em->qkv, R, 3 * D},   {&em->att, R, D},
-                {&em->mlp, R, F}, {&em->sel, R, D}};
+    } acts[] = {{&em->x, R, D}, {&em->h, R, D}, {&em->sel, R, D}, {&em->u, R, em->fused ? D + F + 3 * D : 0},
+                {&em->qkv, R, em->fused ? 0 : 3 * D}, {&em->att, R, em->fused ? 0 : D}, {&em->mlp, R, em->fused ? 0 : F}};
     for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]) && rc == ERR_OK; i++) {
+        if (acts[i].cols == 0) continue; /* the buffers the other layout uses */
         rc = eng_tensor_alloc(be, adt, acts[i].rows, acts[i].cols, acts[i].t);
         em->workspace_bytes += (size_t)acts[i].rows * acts[i].cols * eng_dtype_size(adt);
     }
@@ -301,9 +372,15 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
     const int64_t R = batch->n_rows, D = c->n_embd;
     eng_backend *be = em->be;
     const eng_attn_shape shape = {c->n_head, c->head_dim, c->rotary_dim};
+    const int64_t F = c->n_inner;
     eng_tensor x = eng_tensor_rows(em->x, 0, R), h = eng_tensor_rows(em->h, 0, R);
-    eng_tensor qkv = eng_tensor_rows(em->qkv, 0, R), att = eng_tensor_rows(em->att, 0, R);
-    eng_tensor mlp = eng_tensor_rows(em->mlp, 0, R);
+    /* fused: views into u = [att | mlp | qkv]; otherwise three buffers (u is not allocated then) */
+    eng_tensor u = em->fused ? eng_tensor_rows(em->u, 0, R) : (eng_tensor){0};
+    eng_tensor qkv = em->fused ? eng_tensor_cols(u, D + F, 3 * D) : eng_tensor_rows(em->qkv, 0, R);
+    eng_tensor att = em->fused ? eng_tensor_cols(u, 0, D) : eng_tensor_rows(em->att, 0, R);
+    eng_tensor mlp = em->fused ? eng_tensor_cols(u, D, F) : eng_tensor_rows(em->mlp, 0, R);
+    eng_tensor mlp_qkv = em->fused ? eng_tensor_cols(u, D, F + 3 * D) : u;
+    eng_tensor att_mlp = em->fused ? eng_tensor_cols(u, 0, D + F) : u;
     eng_tensor q = eng_tensor_cols(qkv, 0, D), k = eng_tensor_cols(qkv, D, D), v = eng_tensor_cols(qkv, 2 * D, D);
     eng_tensor qk = eng_tensor_cols(qkv, 0, 2 * D);
     const eng_attn_shape qk_shape = {2 * c->n_head, c->head_dim, c->rotary_dim};
@@ -312,6 +389,14 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
     for (int32_t l = 0; l < c->n_layer; l++) {
         const layer_w *L = &em->layers[l];
         TRY(eng_layernorm(be, &h, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps));
+        if (em->fused) { /* two matmuls: [mlp | qkv] from h (GELU on the mlp part), then x += [att | mlp] . w2^T */
+            TRY(eng_matmul_gelu(be, &mlp_qkv, &h, &L->w1, &L->b1, F));
+            TRY(eng_rope(be, &qk, batch->positions, qk_shape));
+            TRY(eng_kv_store(be, em->kv, l, &k, &v, batch));
+            TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
+            TRY(eng_matmul(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1));
+            continue;
+        }
         /* attention branch */
         TRY(eng_matmul(be, &qkv, &h, &L->qkv, NULL, 0));
         TRY(eng_rope(be, &qk, batch->positions, qk_shape)); /* q and k side by side: one pass, twice the heads */
@@ -319,7 +404,7 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
         TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
         TRY(eng_matmul(be, &x, &att, &L->out_proj, NULL, 1));
         /* MLP branch, on the same normalized input */
-        TRY(eng_matmul_gelu(be, &mlp, &h, &L->fc_in_w, &L->fc_in_b));
+        TRY(eng_matmul_gelu(be, &mlp, &h, &L->fc_in_w, &L->fc_in_b, F));
         TRY(eng_matmul(be, &x, &mlp, &L->fc_out_w, &L->fc_out_b, 1));
     }
     if (n_logits == 0) return ERR_OK;

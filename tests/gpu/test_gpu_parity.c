@@ -300,6 +300,8 @@ static void matmul_case(worst *w, eng_dtype xd, eng_dtype wd, eng_dtype yd, int6
  * (int8 dequantized for cuBLAS, then the gelu kernel). */
 static void matmul_ext_case(worst *w, eng_dtype xd, eng_dtype yd, int64_t T, int64_t K, int64_t N, int q8, int gelu,
                             int use_bias, int accumulate) {
+    /* GELU on all columns (fc_in), or on the first part only (fc_in fused with qkv_proj, forward.c) */
+    const int64_t gelu_cols = (T + K) % 2 ? N : N / 2;
     float *x = rand_vec((size_t)(T * K), -1, 1), *wv = rand_vec((size_t)(N * K), -1, 1),
           *bv = rand_vec((size_t)N, -1, 1), *y0 = rand_vec((size_t)(T * N), -1, 1);
     const eng_dtype wd = xd == ENG_F32 ? ENG_F16 : xd;
@@ -319,7 +321,7 @@ static void matmul_ext_case(worst *w, eng_dtype xd, eng_dtype yd, int64_t T, int
         GC_OK(eng_weight_from_host(bes[k], hb, wd, 1, N, &tb));
         /* T = 3: x not 16-byte aligned, so the fallback (cuBLAS; int8 dequantized) runs at a decode size too */
         GC_CHECK(!gt_init_at(&gx, bes[k], xd, T, K, x, T != 3) && !gt_init(&gy, bes[k], yd, T, N, y0), "gt_init");
-        if (gelu) GC_OK(eng_matmul_gelu(bes[k], &gy.view, &gx.view, &tw, use_bias ? &tb : NULL));
+        if (gelu) GC_OK(eng_matmul_gelu(bes[k], &gy.view, &gx.view, &tw, use_bias ? &tb : NULL, gelu_cols));
         else GC_OK(eng_matmul(bes[k], &gy.view, &gx.view, &tw, use_bias ? &tb : NULL, accumulate));
         out[k] = gt_read(&gy);
         GC_CHECK(out[k] && gt_guard_ok(&gy, "matmul y") && gt_guard_ok(&gx, "matmul x"), "matmul guard");

@@ -384,9 +384,9 @@ static err cuda_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, cons
 }
 
 static err cuda_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
-                            const eng_tensor *bias) {
+                            const eng_tensor *bias, int64_t gelu_cols) {
     ENTER((cuda_backend *)be);
-    return cuda__matmul_gelu(be, y, x, w, bias);
+    return cuda__matmul_gelu(be, y, x, w, bias, gelu_cols);
 }
 
 static err cuda_gelu(eng_backend *be, eng_tensor *x) {

@@ -111,7 +111,7 @@ struct gemv_args {
     int64_t ws;
     int N, K, rows_per_warp;
     const void *bias;
-    int bdt, accumulate, gelu;
+    int bdt, accumulate, gelu; /* gelu: GELU on output columns [0, gelu) */
 };
 
 template <typename WT, int TMAX>
@@ -219,7 +219,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
                 if (lane == t) { /* spread the stores over lanes */
                     float val = d * sc;
                     if (a.bias) val += cu_ld(a.bias, a.bdt, n);
-                    if (a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
+                    if (n < a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
                     const int64_t o = (int64_t)t * a.y.stride + n;
                     if (a.accumulate) val += cu_ld(a.y.data, a.y.dtype, o);
                     cu_st(a.y.data, a.y.dtype, o, val);
@@ -348,7 +348,7 @@ static __global__ void __launch_bounds__(TMA_WARPS * 32) gemv_tma_kernel(gemv_ar
                     if (lane == t) {
                         float val = d * sc;
                         if (a.bias) val += cu_ld(a.bias, a.bdt, n);
-                        if (a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
+                        if (n < a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
                         const int64_t o = (int64_t)t * a.y.stride + n;
                         if (a.accumulate) val += cu_ld(a.y.data, a.y.dtype, o);
                         cu_st(a.y.data, a.y.dtype, o, val);

@@ -109,8 +109,10 @@ err cuda__graphs_end(eng_backend *be, eng_graphs *g, err ops_rc, eng_step *step)
 
 err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                  int accumulate);
-/* y = gelu_new(x . w^T + bias): fused into the GEMV's epilogue at decode, cuBLAS + the gelu kernel otherwise. */
-err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias);
+/* y = x . w^T + bias, gelu_new on columns [0, gelu_cols): fused into the GEMV's epilogue at decode, cuBLAS + the
+ * gelu kernel otherwise. */
+err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                      int64_t gelu_cols);
 
 #define CUDA_CHECK(b, call)                                                                                          \
     do {                                                                                                             \

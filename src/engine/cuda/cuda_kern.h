@@ -34,10 +34,11 @@ cudaError_t cuda__rope(cudaStream_t st, eng_tensor x, const int32_t *pos, const 
 cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, eng_tensor k, eng_tensor v,
                            const int32_t *slot);
 
-/* Decode matmul (cuda_gemv.cu): y[t] (+)= act(x[t] . w^T + bias) for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16
+/* Decode matmul (cuda_gemv.cu): y[t] (+)= x[t] . w^T + bias for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16
  * (K % 8 == 0, stride % 8 == 0) or ENG_Q8 (K % 16 == 0, contiguous) [N, K] with 16-byte aligned data; x (16-byte
- * aligned, stride % 8 == 0), y, bias of any dtype. act: gelu_new when gelu != 0 (before the accumulate). f32 sums,
- * one rounding into y. n_sms sizes the grid (one wave). flags: CUDA_GEMV_* below (the caller checks the device). */
+ * aligned, stride % 8 == 0), y, bias of any dtype; gelu_new on output columns [0, gelu) before the accumulate. f32
+ * sums, one rounding into y. n_sms sizes the grid (one wave). flags: CUDA_GEMV_* below (the caller checks the
+ * device). */
 #define CUDA_GEMV_MAX_ROWS 8
 #define CUDA_GEMV_TMA 1 /* flags: stream contiguous weights with the bulk-copy engine (sm_90+) */
 #define CUDA_GEMV_PDL 2 /* flags: programmatic dependent launch (sm_90+): weights stream before the last kernel ends */

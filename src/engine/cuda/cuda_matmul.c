@@ -79,19 +79,19 @@ static err blas_matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, cons
 #define Q8_PANEL_ROWS 4096
 
 static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
-                  int accumulate, int gelu) {
+                  int accumulate, int64_t gelu) {
     if (b->sticky) return b->sticky;
     const int64_t K = x->cols, N = w->rows;
     if (x->rows > INT32_MAX || K > INT32_MAX || N > INT32_MAX || x->stride > INT32_MAX || w->stride > INT32_MAX ||
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
     if (gemv_fits(b, x, w)) {
-        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, b->gemv_flags, *y, *x, *w, bias, accumulate, gelu));
+        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, b->gemv_flags, *y, *x, *w, bias, accumulate, (int)gelu));
         return ERR_OK;
     }
     if (w->dtype != ENG_Q8) {
         err rc = blas_matmul(b, y, x, w, bias, accumulate);
-        if (rc == ERR_OK && gelu) CUDA_CHECK(b, cuda__gelu(b->stream, *y));
+        if (rc == ERR_OK && gelu) CUDA_CHECK(b, cuda__gelu(b->stream, eng_tensor_cols(*y, 0, gelu)));
         return rc;
     }
     /* prefill on int8 weights: half copies of row panels for cuBLAS, each into its columns of y */
@@ -112,7 +112,7 @@ static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng
         rc = blas_matmul(b, &yp, x, &wh, bias ? &bp : NULL, accumulate);
         if (rc != ERR_OK) return rc;
     }
-    if (gelu) CUDA_CHECK(b, cuda__gelu(b->stream, *y));
+    if (gelu) CUDA_CHECK(b, cuda__gelu(b->stream, eng_tensor_cols(*y, 0, gelu)));
     return ERR_OK;
 }
 
@@ -122,6 +122,6 @@ err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_
 }
 
 err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
-                      const eng_tensor *bias) {
-    return matmul((cuda_backend *)be, y, x, w, bias, 0, 1);
+                      const eng_tensor *bias, int64_t gelu_cols) {
+    return matmul((cuda_backend *)be, y, x, w, bias, 0, gelu_cols);
 }

@@ -223,8 +223,63 @@ static void test_int8_close_to_f32(void **state) {
     eng_model_destroy(e32);
 }
 
+/* fuse_matmuls (forward.c: w1 = [fc_in; qkv], w2 = [out_proj | fc_out], one buffer att | mlp | qkv) computes the
+ * same layer: the same dot products, w2's two halves summed in one accumulation instead of two. fp32 logits of 40
+ * positions, prefill and the batched decode of test_batch_equals_alone's layout, within 1e-4 of the unfused model;
+ * and with int8 (one scale per fused w2 row) still within the int8 limits' order. */
+static void test_fused_matmuls_same(void **state) {
+    world *w = *state;
+    errbuf eb = {0};
+    eng_model *ep = NULL, *ef = NULL;
+    eng_model_opts mo = {.max_rows = 64, .n_kv_blocks = 8, .kv_dtype = -1};
+    assert_int_equal(eng_model_create(w->be, w->m, &mo, &ep, &eb), ERR_OK);
+    mo.fuse_matmuls = 1;
+    assert_int_equal(eng_model_create(w->be, w->m, &mo, &ef, &eb), ERR_OK);
+    size_t wp = 0, wf = 0;
+    eng_model_memory(ep, &wp, NULL, NULL);
+    eng_model_memory(ef, &wf, NULL, NULL);
+    /* the plain model borrows all but the repacked qkv; the fused one owns w1 and w2 (and its small b1) */
+    assert_true(wf > wp);
+    int32_t toks[40], lr[40];
+    for (int i = 0; i < 40; i++) toks[i] = (i * 7919 + 13) % 50000, lr[i] = i;
+    float *a = xmalloc((size_t)40 * V * 4), *b = xmalloc((size_t)40 * V * 4);
+    run_rows(ep, toks, 40, lr, 40, a);
+    run_rows(ef, toks, 40, lr, 40, b);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)40 * V; i++) worst = fmax(worst, fabs(a[i] - b[i]));
+    print_message("fused vs separate matmuls: max |logit diff| %.3g over 40 positions\n", worst);
+    if (worst > 1e-4) fail_msg("fused matmuls change the logits by %g", worst);
+    /* one decode row after the prefill (the GEMV's shape on CUDA) */
+    int32_t blocks[4] = {0, 1, 2, 3}, p40 = 40, t40 = 777, l0 = 0;
+    eng_seq s = {0, 1, 40, blocks, 4};
+    eng_batch bt = {1, &s, 1, &t40, &p40};
+    assert_int_equal(eng_model_forward(ep, &bt, &l0, 1, a, &eb), ERR_OK);
+    assert_int_equal(eng_model_forward(ef, &bt, &l0, 1, b, &eb), ERR_OK);
+    worst = 0;
+    for (size_t i = 0; i < V; i++) worst = fmax(worst, fabs(a[i] - b[i]));
+    if (worst > 1e-4) fail_msg("fused matmuls change the decode logits by %g", worst);
+    eng_model_destroy(ef);
+    eng_model_destroy(ep);
+    /* int8: the fused model quantizes w2's rows as one: still close to the separate int8 model */
+    mo.dtype = "int8";
+    mo.fuse_matmuls = 0;
+    assert_int_equal(eng_model_create(w->be, w->m, &mo, &ep, &eb), ERR_OK);
+    mo.fuse_matmuls = 1;
+    assert_int_equal(eng_model_create(w->be, w->m, &mo, &ef, &eb), ERR_OK);
+    run_rows(ep, toks, 40, lr, 40, a);
+    run_rows(ef, toks, 40, lr, 40, b);
+    double se = 0, ss = 0;
+    for (size_t i = 0; i < (size_t)40 * V; i++) se += (a[i] - b[i]) * (a[i] - b[i]), ss += (double)a[i] * a[i];
+    print_message("int8 fused vs separate: RMS logit diff %.3g x RMS\n", sqrt(se / ss));
+    if (sqrt(se / ss) > 0.02) fail_msg("int8 fused matmuls move the logits by %.3g x RMS", sqrt(se / ss));
+    eng_model_destroy(ef);
+    eng_model_destroy(ep);
+    xfree(a), xfree(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_equals_alone),
-                                       cmocka_unit_test(test_int8_close_to_f32)};
+                                       cmocka_unit_test(test_int8_close_to_f32),
+                                       cmocka_unit_test(test_fused_matmuls_same)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
