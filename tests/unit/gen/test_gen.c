@@ -12,6 +12,7 @@
 #include "alloc.h"
 #include "gen.h"
 #include "testutil.h"
+#include "world.h"
 
 static void test_stop_find_and_holdback(void **s) {
     (void)s;
@@ -69,37 +70,19 @@ static void on_token(void *ud, const samp_result *r) {
 }
 
 typedef struct world {
-    char *dir;
-    model *m;
-    tok *tk;
-    eng_backend *be;
-    eng_model *em;
+    tu_world t;
 } world;
 
 static int setup(void **state) {
     world *w = xcalloc(1, sizeof(*w));
     tu_ckpt_spec spec = {2, 64, 4, 8, 128, 51200, ST_F32, 99};
-    errbuf eb = {0};
-    w->dir = tu_mkdtemp();
-    char *tdir = tu_source_path("models/codegen-tokenizer");
-    if (tu_write_checkpoint(w->dir, &spec, &eb) || model_open(w->dir, &w->m, &eb) || tok_load(tdir, &w->tk, &eb) ||
-        eng_backend_create("cpu", 2, &w->be, &eb) || eng_model_create(w->be, w->m, NULL, &w->em, &eb)) {
-        fprintf(stderr, "setup: %s\n", eb.msg);
-        xfree(tdir);
-        return -1;
-    }
-    xfree(tdir);
     *state = w;
-    return 0;
+    return tu_world_open(&w->t, &spec, 2, NULL) ? -1 : 0;
 }
 
 static int teardown(void **state) {
     world *w = *state;
-    eng_model_destroy(w->em);
-    eng_backend_destroy(w->be);
-    tok_destroy(w->tk);
-    model_close(w->m);
-    tu_rmtree_free(w->dir);
+    tu_world_close(&w->t);
     xfree(w);
     return 0;
 }
@@ -108,9 +91,9 @@ static void run(world *w, const char *prompt, gen_params *gp, sink *k, gen_resul
     int32_t *ids = NULL;
     size_t n = 0;
     errbuf eb = {0};
-    assert_int_equal(tok_encode(w->tk, prompt, strlen(prompt), &ids, &n, &eb), ERR_OK);
+    assert_int_equal(tok_encode(w->t.tk, prompt, strlen(prompt), &ids, &n, &eb), ERR_OK);
     memset(k, 0, sizeof(*k));
-    err rc = gen_run(w->em, w->tk, ids, n, gp, on_text, on_token, k, res, &eb);
+    err rc = gen_run(w->t.em, w->t.tk, ids, n, gp, on_text, on_token, k, res, &eb);
     if (rc != want) fail_msg("gen_run: %s (%s)", err_name(rc), eb.msg);
     xfree(ids);
 }
@@ -129,7 +112,7 @@ static void test_generation(void **state) {
     /* the streamed text is exactly the decode of the generated ids */
     char *whole = NULL;
     size_t wl = 0;
-    assert_int_equal(tok_decode(w->tk, a.ids, (size_t)a.n_ids, &whole, &wl), ERR_OK);
+    assert_int_equal(tok_decode(w->t.tk, a.ids, (size_t)a.n_ids, &whole, &wl), ERR_OK);
     assert_int_equal(wl, a.len);
     assert_memory_equal(whole, a.text, wl);
 

@@ -19,15 +19,13 @@
 #include "clock.h"
 #include "sched_api.h"
 #include "testutil.h"
+#include "world.h"
 
 #define MAXGEN 64
 
 typedef struct world {
-    char *dir;
-    model *m;
-    tok *tk;
-    eng_backend *be;
-    eng_model *em, *em_ref; /* em behind the sched; em_ref for gen_run alone */
+    tu_world t;          /* t.em is behind the sched */
+    eng_model *em_ref;   /* for gen_run alone */
     sched *s;
 } world;
 
@@ -35,30 +33,23 @@ static int setup(void **state) {
     world *w = xcalloc(1, sizeof(*w));
     tu_ckpt_spec spec = {2, 64, 4, 8, 512, 51200, ST_F32, 23};
     errbuf eb = {0};
-    w->dir = tu_mkdtemp();
-    char *tdir = tu_source_path("models/codegen-tokenizer");
     eng_model_opts mo = {.max_rows = 64, .kv_dtype = -1, .n_kv_seqs = 16};
     sched_opts so = {.queue_max = 64, .max_batch = 16, .step_tokens = 48, .prefix_cache = 1};
-    if (tu_write_checkpoint(w->dir, &spec, &eb) || model_open(w->dir, &w->m, &eb) || tok_load(tdir, &w->tk, &eb) ||
-        eng_backend_create("cpu", 2, &w->be, &eb) || eng_model_create(w->be, w->m, &mo, &w->em, &eb) ||
-        eng_model_create(w->be, w->m, NULL, &w->em_ref, &eb) || sched_local_create(w->em, w->tk, &so, &w->s, &eb)) {
+    *state = w;
+    if (tu_world_open(&w->t, &spec, 2, &mo)) return -1;
+    if (eng_model_create(w->t.be, w->t.m, NULL, &w->em_ref, &eb) ||
+        sched_local_create(w->t.em, w->t.tk, &so, &w->s, &eb)) {
         fprintf(stderr, "setup: %s\n", eb.msg);
         return -1;
     }
-    xfree(tdir);
-    *state = w;
     return 0;
 }
 
 static int teardown(void **state) {
     world *w = *state;
-    sched_destroy(w->s);
-    eng_model_destroy(w->em);
+    sched_destroy(w->s); /* before the model it steps */
     eng_model_destroy(w->em_ref);
-    eng_backend_destroy(w->be);
-    tok_destroy(w->tk);
-    model_close(w->m);
-    tu_rmtree_free(w->dir);
+    tu_world_close(&w->t);
     xfree(w);
     return 0;
 }
@@ -103,7 +94,7 @@ static void alone(world *w, const int32_t *ids, size_t n, int32_t max_tokens, ou
     sched_request r = make_req(ids, n, max_tokens);
     gen_result res;
     errbuf eb = {0};
-    if (gen_run(w->em_ref, w->tk, ids, n, &r.params, NULL, on_token, o, &res, &eb) != ERR_OK)
+    if (gen_run(w->em_ref, w->t.tk, ids, n, &r.params, NULL, on_token, o, &res, &eb) != ERR_OK)
         fail_msg("gen_run: %s", eb.msg);
 }
 

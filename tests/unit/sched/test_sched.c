@@ -14,13 +14,10 @@
 #include "alloc.h"
 #include "sched_api.h"
 #include "testutil.h"
+#include "world.h"
 
 typedef struct world {
-    char *dir;
-    model *m;
-    tok *tk;
-    eng_backend *be;
-    eng_model *em;
+    tu_world t;
     sched *s;
 } world;
 
@@ -28,27 +25,19 @@ static int setup(void **state) {
     world *w = xcalloc(1, sizeof(*w));
     tu_ckpt_spec spec = {2, 64, 4, 8, 512, 51200, ST_F32, 11};
     errbuf eb = {0};
-    w->dir = tu_mkdtemp();
-    char *tdir = tu_source_path("models/codegen-tokenizer");
-    if (tu_write_checkpoint(w->dir, &spec, &eb) || model_open(w->dir, &w->m, &eb) || tok_load(tdir, &w->tk, &eb) ||
-        eng_backend_create("cpu", 1, &w->be, &eb) || eng_model_create(w->be, w->m, NULL, &w->em, &eb) ||
-        sched_local_create(w->em, w->tk, &(sched_opts){.queue_max = 2, .max_batch = 1}, &w->s, &eb)) {
+    *state = w;
+    if (tu_world_open(&w->t, &spec, 1, NULL)) return -1;
+    if (sched_local_create(w->t.em, w->t.tk, &(sched_opts){.queue_max = 2, .max_batch = 1}, &w->s, &eb)) {
         fprintf(stderr, "setup: %s\n", eb.msg);
         return -1;
     }
-    xfree(tdir);
-    *state = w;
     return 0;
 }
 
 static int teardown(void **state) {
     world *w = *state;
     sched_destroy(w->s);
-    eng_model_destroy(w->em);
-    eng_backend_destroy(w->be);
-    tok_destroy(w->tk);
-    model_close(w->m);
-    tu_rmtree_free(w->dir);
+    tu_world_close(&w->t);
     xfree(w);
     return 0;
 }
