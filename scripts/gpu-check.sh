@@ -88,9 +88,6 @@ step "build GPU tests and gpu_bench" 300 cmake --build $B -j"$(nproc)" --target 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step "GPU parity: every op vs ref" 420 $B/test_gpu_parity
     step "golden: cuda vs HF" 240 $B/test_gpu_golden
-    # the opt-in GEMV paths (bulk-copy variant, programmatic dependent launch) against ref too
-    step "GPU parity: matmul, SUGGESTD_CUDA_GEMV=2 SUGGESTD_CUDA_PDL=1" 300 env SUGGESTD_CUDA_GEMV=2 SUGGESTD_CUDA_PDL=1 \
-        $B/test_gpu_parity cuda matmul
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------

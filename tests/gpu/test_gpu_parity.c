@@ -363,9 +363,8 @@ static void test_matmul(void) {
         }
     /* the decode GEMV (cuda_gemv.cu: T <= 8, half weights, K % 8 == 0): every T, odd N, K with a tail of a step
      * (256 elements) and without, a tiny K, and N = 8451, large enough for a warp to stream several rows through its
-     * ring (one wave of warps); K = 100 and K = 1100 above stay on cuBLAS (K % 8 != 0), and K % 256 == 0 also takes
-     * the bulk-copy variant under SUGGESTD_CUDA_GEMV=2 (scripts/gpu-check.sh runs that too). All bias/accumulate
-     * modes over the T loop. */
+     * ring (one wave of warps); K = 100 and K = 1100 above stay on cuBLAS (K % 8 != 0). All bias/accumulate modes
+     * over the T loop. */
     const int64_t GKN[][2] = {{8, 1}, {264, 37}, {1032, 1001}, {8200, 129}, {4104, 67}, {64, 8451}, {2048, 129},
                                 {256, 1001}};
     for (int64_t T = 1; T <= 8; T++)

@@ -260,11 +260,6 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
          * "v6"), and the int8 and fused-GELU paths need it; SUGGESTD_CUDA_GEMV=0 sends half weights to cuBLAS */
         const char *g = getenv("SUGGESTD_CUDA_GEMV");
         b->gemv = g && g[0] ? g[0] != '0' : CUDA_GEMV_DEFAULT;
-        /* SUGGESTD_CUDA_GEMV=2: its weights through the bulk-copy engine (TMA); both on sm_90 and later only */
-        const char *pdl = getenv("SUGGESTD_CUDA_PDL");
-        const int sm90 = prop.major >= 9 && cuda__gemv_sm90_code();
-        b->gemv_flags = (g && g[0] == '2' && sm90 ? CUDA_GEMV_TMA : 0) |
-                        (sm90 && pdl && pdl[0] == '1' ? CUDA_GEMV_PDL : 0);
     }
     {   /* SUGGESTD_CUDA_ATTN_MMA=0: prefill attention on the SIMT kernel (benchmarks compare both in one run); the
          * tensor-core kernel needs sm_80 (cp.async, m16n8k16) */

@@ -52,7 +52,6 @@ static __device__ __forceinline__ int4 load_tile(const int32_t *tiles, int i) {
 template <typename KT, int ROWS, int DP>
 static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn_args a) {
     extern __shared__ float sm[];
-    cu_let_next_start();
     const int hd = a.head_dim, h = blockIdx.y, split = blockIdx.z;
     const int subs = a.rows / ROWS, ti = blockIdx.x / subs, sub = blockIdx.x % subs; /* ROWS-row part of a tile */
     int4 tile = load_tile(a.tiles, ti);
@@ -190,7 +189,6 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn
 /* grid (n_tiles * rows, n_head): merges the chunks of one query row and head. Only the chunks holding the row's own
  * keys (0 .. pos0 + r) are read: a block of a shorter sub-tile (or an mma warp) exits before writing past them. */
 static __global__ void attn_combine_kernel(cuda__attn_args a) {
-    cu_let_next_start();
     const int t = blockIdx.x / a.rows, r = blockIdx.x % a.rows, h = blockIdx.y, hd = a.head_dim;
     const int4 tile = load_tile(a.tiles, t);
     if (r >= tile.y) return;

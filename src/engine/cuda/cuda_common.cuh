@@ -47,14 +47,6 @@ static __device__ __forceinline__ float cu_block_sum(float v, float *red) {
     return cu_warp_sum(v);
 }
 
-/* Lets a kernel launched after this one as a programmatic dependent (the decode GEMV, cuda_gemv.cu) start now: it
- * prefetches weights, then waits for this kernel to finish. A no-op for ordinary successors and before sm_90. */
-static __device__ __forceinline__ void cu_let_next_start() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 static inline int cu_blocks(int64_t n, int per) {
     int64_t b = (n + per - 1) / per;
     return (int)(b < 1 ? 1 : b > 65535 * 16 ? 65535 * 16 : b);

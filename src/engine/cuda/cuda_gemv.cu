@@ -95,15 +95,6 @@ static __device__ __forceinline__ void cp_commit() {}
 static __device__ __forceinline__ void cp_wait_stages() {}
 #endif
 
-/* Programmatic dependent launch (sm_90+): a GEMV is launched so that it may start while the kernel before it is
- * still running; it streams its first weights (which nothing in the step writes) and only then waits for that
- * kernel's results. It lets the next GEMV start at once too (cu_let_next_start, as LayerNorm and attention do). */
-static __device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 struct gemv_args {
     eng_tensor y, x;
     const void *w;
@@ -114,13 +105,54 @@ struct gemv_args {
     int bdt, accumulate, gelu; /* gelu: GELU on output columns [0, gelu) */
 };
 
+/* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x read from global memory (L1). */
+template <typename WT, int TMAX>
+static __device__ __forceinline__ void step_dot(const gemv_args &a, uint4 v, int k, int T, float *acc) {
+    constexpr int E = wchunk<WT>::N;
+    float wf[E];
+    wchunk<WT>::unpack(v, wf);
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        float sum = acc[t];
+#pragma unroll
+        for (int h = 0; h < E; h += 8) {
+            float xf[8];
+            ld_x8(a.x.data, a.x.dtype, (int64_t)t * a.x.stride + k + h, xf);
+#pragma unroll
+            for (int j = 0; j < 8; j++) sum = fmaf(wf[h + j], xf[j], sum);
+        }
+        acc[t] = sum;
+    }
+}
+
+/* Row n is complete: one warp reduction per t, then the epilogue (int8 scale, bias, GELU on the first a.gelu
+ * columns, accumulate) rounds into y once; lane t stores row t. acc is zeroed for the next row. */
+template <int TMAX>
+static __device__ __forceinline__ void row_end(const gemv_args &a, int n, int T, int lane, float *acc) {
+    const float sc = a.scales ? a.scales[n] : 1.0f;
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        const float d = cu_warp_sum(acc[t]);
+        acc[t] = 0.0f;
+        if (lane == t) { /* spread the stores over lanes */
+            float val = d * sc;
+            if (a.bias) val += cu_ld(a.bias, a.bdt, n);
+            if (n < a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
+            const int64_t o = (int64_t)t * a.y.stride + n;
+            if (a.accumulate) val += cu_ld(a.y.data, a.y.dtype, o);
+            cu_st(a.y.data, a.y.dtype, o, val);
+        }
+    }
+}
+
 template <typename WT, int TMAX>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args a) {
     extern __shared__ uint4 ring[]; /* [GEMV_WARPS][GEMV_STAGES][32] */
     constexpr int E = wchunk<WT>::N, STEP = 32 * E; /* elements per lane-chunk and per warp step */
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     const int r0 = (blockIdx.x * GEMV_WARPS + wid) * a.rows_per_warp;
-    cu_let_next_start();
     if (r0 >= a.N) return; /* no barrier anywhere: a warp past the end simply leaves */
     const int n_rows = min(a.rows_per_warp, a.N - r0);
     const int steps_per_row = (a.K + STEP - 1) / STEP, total = n_rows * steps_per_row;
@@ -141,7 +173,6 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
         if (s < total) issue(s);
         cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
     }
-    pdl_wait(); /* x (and y, with accumulate) come from the kernels before this one */
     const int T = (int)a.x.rows;
     float acc[TMAX];
 #pragma unroll
@@ -188,43 +219,14 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
                 }
             }
         } else if (k < a.K) {
-            float wf[E];
-            wchunk<WT>::unpack(v, wf);
-#pragma unroll
-            for (int t = 0; t < TMAX; t++) {
-                if (t >= T) break;
-                float sum = acc[t];
-#pragma unroll
-                for (int h = 0; h < E; h += 8) {
-                    float xf[8];
-                    ld_x8(a.x.data, a.x.dtype, (int64_t)t * a.x.stride + k + h, xf);
-#pragma unroll
-                    for (int j = 0; j < 8; j++) sum = fmaf(wf[h + j], xf[j], sum);
-                }
-                acc[t] = sum;
-            }
+            step_dot<WT, TMAX>(a, v, k, T, acc);
         }
         /* v has been used, so the slot is free again: refill it with the step GEMV_STAGES ahead */
         if (s + GEMV_STAGES < total) issue(slot);
         cp_commit();
         if (++slot == GEMV_STAGES) slot = 0;
         if (++ck == steps_per_row) { /* row r0 + cr is complete */
-            const int n = r0 + cr;
-            const float sc = a.scales ? a.scales[n] : 1.0f;
-#pragma unroll
-            for (int t = 0; t < TMAX; t++) {
-                if (t >= T) break;
-                const float d = cu_warp_sum(acc[t]);
-                acc[t] = 0.0f;
-                if (lane == t) { /* spread the stores over lanes */
-                    float val = d * sc;
-                    if (a.bias) val += cu_ld(a.bias, a.bdt, n);
-                    if (n < a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
-                    const int64_t o = (int64_t)t * a.y.stride + n;
-                    if (a.accumulate) val += cu_ld(a.y.data, a.y.dtype, o);
-                    cu_st(a.y.data, a.y.dtype, o, val);
-                }
-            }
+            row_end<TMAX>(a, r0 + cr, T, lane, acc);
             ck = 0, cr++;
         }
     }
@@ -252,158 +254,10 @@ template <typename K> static cudaError_t ctas_per_sm(K kernel, int threads, size
     return cudaSuccess;
 }
 
-/* ---- v4: the same stream through the Hopper bulk-copy engine (TMA, cp.async.bulk; sm_90+) ------------------------
- * When the rows are contiguous (stride == K) a warp's rows are one contiguous byte range, which one lane can ask
- * for in 4 KiB stages with a single instruction each, completing on an mbarrier: the copy engine keeps the bytes
- * in flight instead of the SM's load units (v3 issues 32 x 16 B per step per warp). Steps are still 512 B (32
- * lanes x 16 B), and K * size % 512 == 0 keeps every step inside one row, so the consumer is v3's loop. */
-#define TMA_WARPS 4
-#define TMA_STAGES 4
-#define TMA_STAGE 4096 /* bytes per stage per warp */
-#define TMA_SMEM (TMA_WARPS * TMA_STAGES * (TMA_STAGE + 8))
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define GEMV_HAVE_TMA 1
-static __device__ __forceinline__ void mbar_init(uint32_t bar) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
-}
-static __device__ __forceinline__ void tma_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-                 "l"(src), "r"(bytes), "r"(bar)
-                 : "memory");
-}
-static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-    uint32_t done = 0;
-    while (!done)
-        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     " selp.u32 %0, 1, 0, p;\n}" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-}
-#endif
-
-template <typename WT, int TMAX>
-static __global__ void __launch_bounds__(TMA_WARPS * 32) gemv_tma_kernel(gemv_args a) {
-#ifdef GEMV_HAVE_TMA
-    extern __shared__ __align__(128) unsigned char tsm[]; /* [TMA_WARPS][TMA_STAGES][TMA_STAGE], then the barriers */
-    constexpr int E = wchunk<WT>::N;
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    const int r0 = (blockIdx.x * TMA_WARPS + wid) * a.rows_per_warp;
-    cu_let_next_start();
-    if (r0 >= a.N) return;
-    const int n_rows = min(a.rows_per_warp, a.N - r0);
-    const int64_t row_bytes = (int64_t)a.K * sizeof(WT), total = n_rows * row_bytes;
-    const int steps_per_row = (int)(row_bytes / 512);
-    const char *src = (const char *)a.w + (int64_t)r0 * row_bytes;
-    const uint32_t data = (uint32_t)__cvta_generic_to_shared(tsm + wid * TMA_STAGES * TMA_STAGE);
-    const uint32_t bars = (uint32_t)__cvta_generic_to_shared(tsm + TMA_WARPS * TMA_STAGES * TMA_STAGE) +
-                          wid * TMA_STAGES * 8;
-    const int n_stages = (int)((total + TMA_STAGE - 1) / TMA_STAGE);
-    if (lane == 0) {
-        for (int i = 0; i < TMA_STAGES; i++) mbar_init(bars + 8 * i);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        for (int g = 0; g < TMA_STAGES && g < n_stages; g++)
-            tma_load(data + g * TMA_STAGE, src + (int64_t)g * TMA_STAGE,
-                     (uint32_t)min((int64_t)TMA_STAGE, total - (int64_t)g * TMA_STAGE), bars + 8 * g);
-    }
-    __syncwarp();
-    pdl_wait();
-    const int T = (int)a.x.rows;
-    float acc[TMAX];
-#pragma unroll
-    for (int t = 0; t < TMAX; t++) acc[t] = 0.0f;
-    int cr = 0, ck = 0;
-#pragma unroll 1
-    for (int g = 0; g < n_stages; g++) {
-        const int slot = g % TMA_STAGES;
-        mbar_wait(bars + 8 * slot, (uint32_t)(g / TMA_STAGES) & 1);
-        const int steps = (int)(min((int64_t)TMA_STAGE, total - (int64_t)g * TMA_STAGE) / 512);
-        const uint4 *stage = reinterpret_cast<const uint4 *>(tsm + (wid * TMA_STAGES + slot) * TMA_STAGE) + lane;
-#pragma unroll 1
-        for (int q = 0; q < steps; q++) {
-            const uint4 v = stage[q * 32];
-            const int k = ck * 32 * E + lane * E;
-            float wf[E];
-            wchunk<WT>::unpack(v, wf);
-#pragma unroll
-            for (int t = 0; t < TMAX; t++) {
-                if (t >= T) break;
-                float sum = acc[t];
-#pragma unroll
-                for (int h = 0; h < E; h += 8) {
-                    float xf[8];
-                    ld_x8(a.x.data, a.x.dtype, (int64_t)t * a.x.stride + k + h, xf);
-#pragma unroll
-                    for (int j = 0; j < 8; j++) sum = fmaf(wf[h + j], xf[j], sum);
-                }
-                acc[t] = sum;
-            }
-            if (++ck == steps_per_row) {
-                const int n = r0 + cr;
-                const float sc = a.scales ? a.scales[n] : 1.0f;
-#pragma unroll
-                for (int t = 0; t < TMAX; t++) {
-                    if (t >= T) break;
-                    const float d = cu_warp_sum(acc[t]);
-                    acc[t] = 0.0f;
-                    if (lane == t) {
-                        float val = d * sc;
-                        if (a.bias) val += cu_ld(a.bias, a.bdt, n);
-                        if (n < a.gelu) val = 0.5f * val * (1.0f + tanhf(GELU_C * (val + 0.044715f * val * val * val)));
-                        const int64_t o = (int64_t)t * a.y.stride + n;
-                        if (a.accumulate) val += cu_ld(a.y.data, a.y.dtype, o);
-                        cu_st(a.y.data, a.y.dtype, o, val);
-                    }
-                }
-                ck = 0, cr++;
-            }
-        }
-        /* every lane is done with the slot: hand it back to the copy engine for stage g + TMA_STAGES (the proxy
-         * fence orders our generic reads before its async writes) */
-        __syncwarp();
-        const int next = g + TMA_STAGES;
-        if (lane == 0 && next < n_stages) {
-            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-            tma_load(data + slot * TMA_STAGE, src + (int64_t)next * TMA_STAGE,
-                     (uint32_t)min((int64_t)TMA_STAGE, total - (int64_t)next * TMA_STAGE), bars + 8 * slot);
-        }
-    }
-#else
-    (void)a; /* no bulk-copy engine in this code: cuda__gemv_sm90_code() keeps the host from choosing it */
-    __trap();
-#endif
-}
-
-/* kernel<<<grid, block, smem, st>>>(a), with the programmatic-dependent-launch attribute when pdl */
-template <typename K> static cudaError_t launch_pdl(K kernel, unsigned grid, unsigned block, size_t smem,
-                                                    cudaStream_t st, int pdl, const gemv_args &a) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(block), cfg.dynamicSmemBytes = smem, cfg.stream = st;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at, cfg.numAttrs = pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, kernel, a);
-}
-
-template <typename WT, int TMAX> static cudaError_t launch_tma(cudaStream_t st, int n_sms, int pdl, gemv_args a) {
-    static int cache[GEMV_MAX_DEVICES];
-    /* the shared-memory opt-in is per device: set it on every launch (cheap, and allowed while capturing) */
-    cudaError_t e = cudaFuncSetAttribute(gemv_tma_kernel<WT, TMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         TMA_SMEM);
-    int per_sm = 0;
-    if (e == cudaSuccess) e = ctas_per_sm(gemv_tma_kernel<WT, TMAX>, TMA_WARPS * 32, TMA_SMEM, cache, &per_sm);
-    if (e != cudaSuccess) return e;
-    const int64_t resident = (int64_t)n_sms * per_sm * TMA_WARPS;
-    a.rows_per_warp = (int)((a.N + resident - 1) / resident);
-    const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
-    const unsigned grid = (unsigned)((warps + TMA_WARPS - 1) / TMA_WARPS);
-    return launch_pdl(gemv_tma_kernel<WT, TMAX>, grid, TMA_WARPS * 32, TMA_SMEM, st, pdl, a);
-}
-
 #define RING_BYTES (GEMV_WARPS * GEMV_STAGES * 32 * 16)
 
 
-template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, int pdl, gemv_args a) {
+template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
     static int cache[GEMV_MAX_DEVICES];
     int per_sm = 0;
     cudaError_t e = ctas_per_sm(gemv_kernel<WT, TMAX>, GEMV_WARPS * 32, RING_BYTES, cache, &per_sm);
@@ -412,25 +266,19 @@ template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, in
     a.rows_per_warp = (int)((a.N + resident - 1) / resident);
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
     const unsigned grid = (unsigned)((warps + GEMV_WARPS - 1) / GEMV_WARPS);
-    return launch_pdl(gemv_kernel<WT, TMAX>, grid, GEMV_WARPS * 32, RING_BYTES, st, pdl, a);
+    gemv_kernel<WT, TMAX><<<grid, GEMV_WARPS * 32, RING_BYTES, st>>>(a);
+    return cudaGetLastError();
 }
 
-template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a, int flags) {
+template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a) {
     const int64_t T = a.x.rows;
-    const int pdl = flags & CUDA_GEMV_PDL;
-    if ((flags & CUDA_GEMV_TMA) && a.ws == a.K && ((int64_t)a.K * (int64_t)sizeof(WT)) % 512 == 0) {
-        if (T == 1) return launch_tma<WT, 1>(st, n_sms, pdl, a);
-        if (T == 2) return launch_tma<WT, 2>(st, n_sms, pdl, a);
-        if (T <= 4) return launch_tma<WT, 4>(st, n_sms, pdl, a);
-        return launch_tma<WT, 8>(st, n_sms, pdl, a);
-    }
-    if (T == 1) return launch_t<WT, 1>(st, n_sms, pdl, a);
-    if (T == 2) return launch_t<WT, 2>(st, n_sms, pdl, a);
-    if (T <= 4) return launch_t<WT, 4>(st, n_sms, pdl, a);
-    return launch_t<WT, 8>(st, n_sms, pdl, a);
+    if (T == 1) return launch_t<WT, 1>(st, n_sms, a);
+    if (T == 2) return launch_t<WT, 2>(st, n_sms, a);
+    if (T <= 4) return launch_t<WT, 4>(st, n_sms, a);
+    return launch_t<WT, 8>(st, n_sms, a);
 }
 
-extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int flags, eng_tensor y, eng_tensor x, eng_tensor w,
+extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w,
                                   const eng_tensor *bias, int accumulate, int gelu) {
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
@@ -438,9 +286,9 @@ extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int flags, eng_ten
     gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
                    accumulate, gelu};
     switch (w.dtype) {
-    case ENG_F16: return launch_w<__half>(st, n_sms, a, flags);
-    case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a, flags);
-    case ENG_Q8: a.scales = eng_q8_scales(&w); return launch_w<int8_t>(st, n_sms, a, flags);
+    case ENG_F16: return launch_w<__half>(st, n_sms, a);
+    case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a);
+    case ENG_Q8: a.scales = eng_q8_scales(&w); return launch_w<int8_t>(st, n_sms, a);
     default: return cudaErrorInvalidValue;
     }
 }
@@ -474,12 +322,4 @@ extern "C" cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype ou
     else
         q8_dequant_kernel<<<grid, 256, 0, st>>>((__half *)out, (const int8_t *)w.data, scales, w.rows, w.cols);
     return cudaGetLastError();
-}
-
-/* Whether the GEMV code the driver runs on the current device was compiled for sm_90 or later (PTX version 90+):
- * the bulk-copy variant and griddepcontrol exist only there. A build for older architectures JIT-compiled on an H100
- * has the device's capability but not that code. */
-extern "C" int cuda__gemv_sm90_code(void) {
-    cudaFuncAttributes fa;
-    return cudaFuncGetAttributes(&fa, gemv_tma_kernel<__half, 1>) == cudaSuccess && fa.ptxVersion >= 90;
 }

@@ -57,7 +57,6 @@ typedef struct cuda_backend {
     eng_backend_base base;
     int device, n_sms;
     int gemv; /* decode matmuls (<= CUDA_GEMV_MAX_ROWS rows) on half weights use cuda__gemv (int8 always do) */
-    int gemv_flags; /* CUDA_GEMV_TMA (SUGGESTD_CUDA_GEMV=2), CUDA_GEMV_PDL (SUGGESTD_CUDA_PDL=1, sm_90+; measured slower) */
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     cudaStream_t stream;
     cublasHandle_t blas;

@@ -37,15 +37,10 @@ cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, 
 /* Decode matmul (cuda_gemv.cu): y[t] (+)= x[t] . w^T + bias for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16
  * (K % 8 == 0, stride % 8 == 0) or ENG_Q8 (K % 16 == 0, contiguous) [N, K] with 16-byte aligned data; x (16-byte
  * aligned, stride % 8 == 0), y, bias of any dtype; gelu_new on output columns [0, gelu) before the accumulate. f32
- * sums, one rounding into y. n_sms sizes the grid (one wave). flags: CUDA_GEMV_* below (the caller checks the
- * device). */
+ * sums, one rounding into y. n_sms sizes the grid (one wave). */
 #define CUDA_GEMV_MAX_ROWS 8
-#define CUDA_GEMV_TMA 1 /* flags: stream contiguous weights with the bulk-copy engine (sm_90+) */
-#define CUDA_GEMV_PDL 2 /* flags: programmatic dependent launch (sm_90+): weights stream before the last kernel ends */
-/* Whether the GEMV code for the current device was compiled for sm_90+ (CUDA_GEMV_TMA and _PDL need it). */
-int cuda__gemv_sm90_code(void);
-cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int flags, eng_tensor y, eng_tensor x, eng_tensor w,
-                       const eng_tensor *bias, int accumulate, int gelu);
+cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w, const eng_tensor *bias,
+                       int accumulate, int gelu);
 /* out [w.rows, w.cols] of dtype out_dt (f16 or bf16), contiguous = the int8 rows of w (contiguous, w.cols % 16 == 0)
  * times their scales[] (one per row): the prefill path's operand for cuBLAS, a panel of rows at a time. */
 cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w, const float *scales);

@@ -86,7 +86,7 @@ static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
     if (gemv_fits(b, x, w)) {
-        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, b->gemv_flags, *y, *x, *w, bias, accumulate, (int)gelu));
+        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, accumulate, (int)gelu));
         return ERR_OK;
     }
     if (w->dtype != ENG_Q8) {

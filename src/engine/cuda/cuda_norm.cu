@@ -12,7 +12,6 @@
 static __global__ void __launch_bounds__(1024) layernorm_reg_kernel(eng_tensor y, eng_tensor x, eng_tensor w,
                                                                     eng_tensor b, float eps) {
     __shared__ float red[32];
-    cu_let_next_start(); /* the GEMV after us prefetches its weights meanwhile */
     const int64_t r = blockIdx.x, n = x.cols;
     const int64_t xo = r * x.stride, yo = r * y.stride;
     float v[LN_REG_PER];
