@@ -218,10 +218,14 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     em->cfg = m->cfg;
     em->wdt = to_eng_dtype(m->dtype);
     em->q8 = q8;
-    /* the opt-in experiment of NOTES.md (cuda) "v6", next steps: half the matmul launches of a layer, each twice the
-     * size; SUGGESTD_FUSE_MATMULS=1 turns it on where the caller left it off */
+    /* fused matmuls (forward.h): measured faster on the CUDA decode path (NOTES.md v7); on the CPU unmeasured, and
+     * for int8 the shared w2 row scale would change the numbers, so there they stay opt-in */
     const char *fe = getenv("SUGGESTD_FUSE_MATMULS");
-    em->fused = (opts && opts->fuse_matmuls) || (fe && fe[0] == '1');
+    const int fo = opts ? opts->fuse_matmuls : 0;
+    em->fused = fo > 0                        ? 1
+              : fo < 0                        ? 0
+              : fe && (fe[0] == '0' || fe[0] == '1') ? fe[0] == '1'
+                                              : eng_backend_copies_weights(be) && !q8;
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;

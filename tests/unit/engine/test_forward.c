@@ -231,7 +231,7 @@ static void test_fused_matmuls_same(void **state) {
     world *w = *state;
     errbuf eb = {0};
     eng_model *ep = NULL, *ef = NULL;
-    eng_model_opts mo = {.max_rows = 64, .n_kv_blocks = 8, .kv_dtype = -1};
+    eng_model_opts mo = {.max_rows = 64, .n_kv_blocks = 8, .kv_dtype = -1, .fuse_matmuls = -1};
     assert_int_equal(eng_model_create(w->be, w->m, &mo, &ep, &eb), ERR_OK);
     mo.fuse_matmuls = 1;
     assert_int_equal(eng_model_create(w->be, w->m, &mo, &ef, &eb), ERR_OK);
@@ -262,7 +262,7 @@ static void test_fused_matmuls_same(void **state) {
     eng_model_destroy(ep);
     /* int8: the fused model quantizes w2's rows as one: still close to the separate int8 model */
     mo.dtype = "int8";
-    mo.fuse_matmuls = 0;
+    mo.fuse_matmuls = -1;
     assert_int_equal(eng_model_create(w->be, w->m, &mo, &ep, &eb), ERR_OK);
     mo.fuse_matmuls = 1;
     assert_int_equal(eng_model_create(w->be, w->m, &mo, &ef, &eb), ERR_OK);
