@@ -261,6 +261,12 @@ static double editors(eng_model *em, const tok *tk, const opts *o, int max_batch
     printf("RESULT editors_%s_latency_p50_ms=%.2f\nRESULT editors_%s_latency_p95_ms=%.2f\n", label,
            pct(er.lat, n, 0.5), label, pct(er.lat, n, 0.95));
     printf("RESULT editors_%s_requests_per_s=%.2f\n", label, (double)n / secs);
+    sched_stats st;
+    sched_get_stats(er.s, &st);
+    const double steps = st.steps ? (double)st.steps : 1.0;
+    printf("  engine         %llu steps: %.1f sequences and %.1f rows a step, forward %.2f ms, whole step %.2f ms\n",
+           (unsigned long long)st.steps, (double)st.step_seqs / steps, (double)st.step_rows / steps,
+           (double)st.forward_ns * 1e-6 / steps, (double)st.step_ns * 1e-6 / steps);
     sched_destroy(er.s);
     pthread_mutex_destroy(&er.mu);
     free(t);

@@ -10,6 +10,8 @@
 # dev machine by scripts/gpu-deps.sh; carry .gpu-deps), unpacked with dpkg -x into build-gpu/deps, never into /.
 # Environment: CUDA_ARCHS (default 90: this machine only, to build fast), SKIP_TESTS=1 (benchmarks only),
 # SKIP_MEMCHECK=1, SKIP_HF=1, INT8=1 (int8 weights' decode and prefill of the first two shapes, int8.txt),
+# BATCH="8 32 64" (decode steps of that many sequences at once, --batch, at BATCH_CTX (default 1536) on
+# BATCH_SHAPE (default codegen-2B): what a server batching editors does per step, beside its floor),
 # SCHED=1 (also the [sched] editors benchmark at the codegen-2B shape, RESULT lines in sched.txt),
 # CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
 # shapes benched again at context 1024 with BASELINE_ENV set (default SUGGESTD_CUDA_GEMV=0: cuBLAS for decode rows;
@@ -101,6 +103,11 @@ for s in $BASELINE; do
         --shape $s --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 --decode-tokens 32 \
         --contexts 1024 | sed 's/^RESULT \([^ ]*\) \([^ ]*\) cuda /RESULT \1 \2 cuda-baseline /' | tee -a '$OUT/bench.txt'"
 done
+for bsz in ${BATCH:-}; do
+    step "bench suggestd ${BATCH_SHAPE:-codegen-2B} batch $bsz" 300 bash -c "set -o pipefail; $B/gpu_bench \
+        --shape ${BATCH_SHAPE:-codegen-2B} --device cuda --dtype f16 --prompt-tokens 512 --prefill-chunk 512 \
+        --decode-tokens 16 --contexts ${BATCH_CTX:-1536} --batch $bsz | tee -a '$OUT/bench.txt'"
+done
 if [ "${SKIP_HF:-0}" != 1 ]; then
     for s in $SHAPES; do
         step "bench HF eager $s" 300 bash -c "set -o pipefail; PYTHONUNBUFFERED=1 python3 tools/bench_hf.py \
@@ -159,7 +166,7 @@ fi
             shape = $2; who = $4; kind = $5
             for (i = 6; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             if (kind == "prefill") { key = shape " prefill " v["tokens"]; }
-            else { key = shape " decode ctx " v["ctx"]; }
+            else { key = shape " decode ctx " v["ctx"] (("batch" in v) ? " batch " v["batch"] : ""); }
             if (!(key in seen)) { seen[key] = 1; order[++n] = key }
             if (who == "hf-eager") hf[key] = v["ms"];
             else if (who == "cuda-baseline") { if (kind != "prefill") ng[key] = v["ms"] }

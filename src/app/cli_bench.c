@@ -185,9 +185,10 @@ int cli_bench(int argc, char **argv) {
         {"device", required_argument, 0, 'b'},        {"threads", required_argument, 0, 'j'},
         {"prompt-tokens", required_argument, 0, 'p'}, {"decode-tokens", required_argument, 0, 'n'},
         {"contexts", required_argument, 0, 'c'},      {"prefill-chunk", required_argument, 0, 'k'},
-        {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
+        {"batch", required_argument, 0, 'B'},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     const char *dir = NULL, *shape_name = NULL, *backend = "cpu", *dtype = NULL, *ctx_arg = NULL;
-    long threads = 0, n_prompt = 512, n_decode = 32, chunk = 512, ctx[8];
+    long threads = 0, n_prompt = 512, n_decode = 32, chunk = 512, ctx[8], n_batch = 1;
     int n_ctx_list = 0;
     optind = 1;
     int c;
@@ -210,15 +211,21 @@ int cli_bench(int argc, char **argv) {
         case 'k':
             if (cli_parse_int("bench", "prefill-chunk", optarg, 1, 2048, &chunk)) return 2;
             break;
+        case 'B':
+            if (cli_parse_int("bench", "batch", optarg, 1, 256, &n_batch)) return 2;
+            break;
         case 'h':
             printf("usage: suggestd bench (--model DIR | --shape codegen-350M|codegen-2B|codegen-6B|codegen-16B)\n"
                    "                      [--dtype auto|int8|f16|bf16|f32] [--backend cpu|ref|cuda[:N]] [--threads N]\n"
                    "                      [--prompt-tokens N (512)] [--decode-tokens N (32)]\n"
-                   "                      [--contexts C1,C2,.. (prompt-tokens + decode-tokens)] [--prefill-chunk N (512)]\n\n"
+                   "                      [--contexts C1,C2,.. (prompt-tokens + decode-tokens)] [--prefill-chunk N (512)]\n"
+                   "                      [--batch B (1)]\n\n"
                    "Prints prefill tokens/s and decode ms/token beside the memory floor measured in the same run:\n"
                    "the bytes one decode step must read divided by this machine's read bandwidth (same threads), or\n"
                    "on a GPU by the measured device-to-device copy bandwidth (bytes read + written).\n"
                    "Decode at context C times --decode-tokens steps at positions C-decode-tokens .. C-1.\n"
+                   "--batch B decodes B sequences in each step (one row each, every one with its own KV blocks at\n"
+                   "context C, as a server batches B editors); the floor then adds B sequences' KV reads.\n"
                    "--shape uses random weights at the real CodeGen shape, of --dtype f16 (default), bf16 or f32;\n"
                    "--dtype int8 quantizes its f16 weights at load. With --model: auto (default, the checkpoint's\n"
                    "dtype) or int8 (matmul weights quantized at load).\n"
@@ -280,8 +287,8 @@ int cli_bench(int argc, char **argv) {
     cli_runtime rt = {0};
     errbuf eb = {0};
     /* int8 is a load-time choice of the engine; the other names only pick --shape's random weights */
-    eng_model_opts mo = {.max_rows = (int32_t)chunk, .kv_dtype = -1,
-                         .n_kv_blocks = (int32_t)((max_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK),
+    eng_model_opts mo = {.max_rows = (int32_t)(chunk > n_batch ? chunk : n_batch), .kv_dtype = -1,
+                         .n_kv_blocks = (int32_t)(n_batch * ((max_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK)),
                          .dtype = dtype && (dir || !strcmp(dtype, "int8")) ? dtype : "auto"};
     if (dir) {
         if (cli_runtime_open(&rt, dir, backend, (int)threads, &mo)) return 1;
@@ -309,16 +316,21 @@ int cli_bench(int argc, char **argv) {
 
     int32_t n_pos = (int32_t)max_ctx;
     int32_t n_blocks = (n_pos + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
-    int32_t *blocks = xmalloc_array((size_t)n_blocks, sizeof(int32_t));
+    const int32_t B = (int32_t)n_batch;
+    /* sequence b's blocks: blocks + b * n_blocks, ids b * n_blocks .. (b + 1) * n_blocks - 1 */
+    int32_t *blocks = xmalloc_array((size_t)B * (size_t)n_blocks, sizeof(int32_t));
     int32_t *toks = xmalloc_array((size_t)n_pos, sizeof(int32_t));
     int32_t *pos = xmalloc_array((size_t)n_pos, sizeof(int32_t));
-    float *logits = xmalloc_array((size_t)V, sizeof(float));
+    float *logits = xmalloc_array((size_t)B * (size_t)V, sizeof(float));
     double *ms = xmalloc_array((size_t)n_decode, sizeof(double));
-    if (!blocks || !toks || !pos || !logits || !ms) {
+    eng_seq *seqs = xmalloc_array((size_t)B, sizeof(eng_seq));
+    int32_t *btoks = xmalloc_array((size_t)B, sizeof(int32_t)), *bpos = xmalloc_array((size_t)B, sizeof(int32_t));
+    int32_t *lrows = xmalloc_array((size_t)B, sizeof(int32_t));
+    if (!blocks || !toks || !pos || !logits || !ms || !seqs || !btoks || !bpos || !lrows) {
         fprintf(stderr, "suggestd bench: out of memory\n");
         goto out2;
     }
-    for (int32_t i = 0; i < n_blocks; i++) blocks[i] = i;
+    for (int32_t i = 0; i < B * n_blocks; i++) blocks[i] = i;
     for (int32_t i = 0; i < n_pos; i++) toks[i] = (int32_t)((i * 7919) % 50000), pos[i] = i;
 
     const int gpu = eng_backend_copies_weights(rt.be);
@@ -332,10 +344,10 @@ int cli_bench(int argc, char **argv) {
     eng_model_memory(rt.em, &mw, &mkv, &mws);
 
     /* Forward over positions [from, to) in chunks, logits for the last row only when `last`. */
-#define RUN_RANGE(from, to, last)                                                                                    \
+#define RUN_RANGE(blk, from, to, last)                                                                               \
     for (int32_t done_ = (from); done_ < (to);) {                                                                    \
         int32_t n_ = (int32_t)((to) - done_ < chunk ? (to) - done_ : chunk);                                         \
-        eng_seq seq_ = {0, n_, done_, blocks, n_blocks};                                                             \
+        eng_seq seq_ = {0, n_, done_, (blk), n_blocks};                                                              \
         eng_batch b_ = {1, &seq_, n_, toks + done_, pos + done_};                                                    \
         int32_t lr_ = n_ - 1;                                                                                        \
         if (eng_model_forward(rt.em, &b_, &lr_, (last) && done_ + n_ == (to), logits, &eb) != ERR_OK) {              \
@@ -348,16 +360,17 @@ int cli_bench(int argc, char **argv) {
     /* prefill: on a GPU one untimed warm-up (library setup, first-touch) and the median of 3; on a CPU one run */
     const int reps = gpu ? 3 : 1;
     double pre[3];
-    if (gpu) RUN_RANGE(0, (int32_t)n_prompt, 1);
+    if (gpu) RUN_RANGE(blocks, 0, (int32_t)n_prompt, 1);
     for (int r = 0; r < reps; r++) {
         uint64_t t0 = clock_ns();
-        RUN_RANGE(0, (int32_t)n_prompt, 1);
+        RUN_RANGE(blocks, 0, (int32_t)n_prompt, 1);
         pre[r] = (double)(clock_ns() - t0) / 1e9;
     }
     qsort(pre, (size_t)reps, sizeof(double), cmp_double);
     double prefill_s = pre[reps / 2];
-    /* the rest of the KV cache up to the longest context */
-    RUN_RANGE((int32_t)n_prompt, n_pos, 0);
+    /* the rest of the KV cache up to the longest context, and the other sequences' whole caches (untimed) */
+    RUN_RANGE(blocks, (int32_t)n_prompt, n_pos, 0);
+    for (int32_t b = 1; b < B; b++) RUN_RANGE(blocks + (size_t)b * n_blocks, 0, n_pos, 0);
 
     printf("suggestd bench: %s (%s%s weights), %s\n", label, dir ? "" : "random ", wname,
            eng_backend_describe(rt.be));
@@ -371,32 +384,46 @@ int cli_bench(int argc, char **argv) {
     printf("RESULT %s %s %s prefill tokens=%ld ms=%.3f\n", label, wname, eng_backend_name(rt.be),
            n_prompt, prefill_s * 1e3);
     size_t kv_elt = eng_kv_bytes(eng_model_kv(rt.em)) /
-                    ((size_t)cfg->n_layer * 2 * (size_t)n_blocks * ENG_KV_BLOCK * (size_t)D);
+                    ((size_t)cfg->n_layer * 2 * (size_t)B * (size_t)n_blocks * ENG_KV_BLOCK * (size_t)D);
     for (int ci = 0; ci < n_ctx_list; ci++) {
         const int32_t first = (int32_t)(ctx[ci] - n_decode);
-        if (gpu) RUN_RANGE(first, first + 1, 1); /* warm-up of the one-row path */
+        /* one step: every sequence's row at position p (with --batch 1 the plain batch-1 decode) */
+#define DECODE_STEP(p)                                                                                               \
+    do {                                                                                                             \
+        for (int32_t b_ = 0; b_ < B; b_++) {                                                                         \
+            seqs[b_] = (eng_seq){b_, 1, (p), blocks + (size_t)b_ * n_blocks, n_blocks};                              \
+            btoks[b_] = toks[(p)], bpos[b_] = (p), lrows[b_] = b_;                                                   \
+        }                                                                                                            \
+        eng_batch b_ = {B, seqs, B, btoks, bpos};                                                                    \
+        if (eng_model_forward(rt.em, &b_, lrows, B, logits, &eb) != ERR_OK) {                                        \
+            fprintf(stderr, "suggestd bench: %s\n", eb.msg);                                                         \
+            goto out2;                                                                                               \
+        }                                                                                                            \
+    } while (0)
+        if (gpu) DECODE_STEP(first); /* warm-up of this step shape (its graph is recorded here) */
         for (int32_t i = 0; i < n_decode; i++) {
-            int32_t p = first + i;
-            eng_seq seq = {0, 1, p, blocks, n_blocks};
-            eng_batch b = {1, &seq, 1, toks + p, pos + p};
-            int32_t lr = 0;
             uint64_t s0 = clock_ns();
-            if (eng_model_forward(rt.em, &b, &lr, 1, logits, &eb) != ERR_OK) {
-                fprintf(stderr, "suggestd bench: %s\n", eb.msg);
-                goto out2;
-            }
+            DECODE_STEP(first + i);
             ms[i] = (double)(clock_ns() - s0) / 1e6;
         }
+#undef DECODE_STEP
         qsort(ms, (size_t)n_decode, sizeof(double), cmp_double);
         double med = ms[n_decode / 2];
-        double kv_read = 2.0 * cfg->n_layer * (double)D * (double)kv_elt * ((double)first + n_decode / 2.0);
+        double kv_read = (double)B * 2.0 * cfg->n_layer * (double)D * (double)kv_elt * ((double)first + n_decode / 2.0);
         double floor_ms = ((double)step_bytes + kv_read) / (bw * 1e6);
-        printf("  decode             %10.3f ms/token (context %ld: median of %ld at positions %d..%ld; best %.3f)\n",
-               med, ctx[ci], n_decode, first, ctx[ci] - 1, ms[0]);
-        printf("  memory floor       %10.3f ms/token (weights + KV %.1f MB)\n", floor_ms, kv_read / 1e6);
+        if (B == 1)
+            printf("  decode             %10.3f ms/token (context %ld: median of %ld at positions %d..%ld; best %.3f)\n",
+                   med, ctx[ci], n_decode, first, ctx[ci] - 1, ms[0]);
+        else
+            printf("  decode batch %-4d  %10.3f ms/step, %.0f tokens/s (context %ld: median of %ld steps at positions "
+                   "%d..%ld; best %.3f)\n", B, med, B * 1e3 / med, ctx[ci], n_decode, first, ctx[ci] - 1, ms[0]);
+        printf("  memory floor       %10.3f ms/%s (weights + KV %.1f MB)\n", floor_ms, B == 1 ? "token" : "step",
+               kv_read / 1e6);
         printf("  decode / floor     %10.2fx\n", med / floor_ms);
-        printf("RESULT %s %s %s decode ctx=%ld ms=%.4f floor_ms=%.4f ratio=%.3f\n", label, wname,
-               eng_backend_name(rt.be), ctx[ci], med, floor_ms, med / floor_ms);
+        char bfield[32] = "";
+        if (B > 1) snprintf(bfield, sizeof(bfield), " batch=%d", B);
+        printf("RESULT %s %s %s decode ctx=%ld%s ms=%.4f floor_ms=%.4f ratio=%.3f\n", label, wname,
+               eng_backend_name(rt.be), ctx[ci], bfield, med, floor_ms, med / floor_ms);
     }
 #undef RUN_RANGE
     rc = 0;
@@ -406,6 +433,10 @@ out2:
     xfree(pos);
     xfree(logits);
     xfree(ms);
+    xfree(seqs);
+    xfree(btoks);
+    xfree(bpos);
+    xfree(lrows);
 out:
     if (dir) cli_runtime_close(&rt);
     else {

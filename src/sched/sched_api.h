@@ -52,6 +52,7 @@ typedef struct sched_stats {
     int32_t queued, running, queue_max, max_batch;
     uint64_t completed, rejected, cancelled, failed, deadline_expired;
     uint64_t steps, step_seqs, step_rows; /* forward steps; sums of sequences and rows over them (averages) */
+    uint64_t forward_ns, step_ns;         /* sums over steps: the forward alone; the whole step (+ sampling, events) */
     int32_t last_batch;                   /* sequences in the latest step */
     int32_t kv_blocks_total, kv_blocks_used, kv_blocks_cached; /* used: held by requests; cached: reusable, evictable */
     uint64_t prompt_tokens, cached_tokens; /* prefix hit rate = cached / prompt */

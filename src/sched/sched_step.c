@@ -287,7 +287,7 @@ static int32_t build_batch(lsched *s, int32_t *n_bseq, int32_t *n_logits) {
 }
 
 /* Counters for sched_get_stats; a step of 0 sequences (all left before it) counts no step. */
-static void publish_stats(lsched *s, int32_t nb, int32_t rows) {
+static void publish_stats(lsched *s, int32_t nb, int32_t rows, uint64_t forward_ns, uint64_t step_ns) {
     kvpool_stats ks;
     kvpool_get_stats(s->pool, &ks);
     pthread_mutex_lock(&s->mu);
@@ -295,6 +295,8 @@ static void publish_stats(lsched *s, int32_t nb, int32_t rows) {
         s->st.steps++;
         s->st.step_seqs += (uint64_t)nb;
         s->st.step_rows += (uint64_t)rows;
+        s->st.forward_ns += forward_ns;
+        s->st.step_ns += step_ns;
         s->st.last_batch = nb;
     }
     s->st.running = s->n_seqs;
@@ -321,9 +323,10 @@ static void leave_cancelled(lsched *s) {
 /* Runs one forward over the active sequences and hands out the logits. */
 static void step(lsched *s) {
     if (s->n_seqs == 0) {
-        publish_stats(s, 0, 0);
+        publish_stats(s, 0, 0, 0, 0);
         return;
     }
+    const uint64_t t0 = clock_ns();
     int32_t nb, nl;
     const int32_t rows = build_batch(s, &nb, &nl);
     const int32_t V = eng_model_config(s->em)->vocab_size;
@@ -334,10 +337,11 @@ static void step(lsched *s) {
         LOG_ERROR("engine: %s", eb.msg);
         if (rc == ERR_CUDA) atomic_store(&s->healthy, 0);
         while (s->n_seqs) finish_seq(s, s->n_seqs - 1, rc, eb.msg, 0);
-        publish_stats(s, 0, 0);
+        publish_stats(s, 0, 0, 0, 0);
         return;
     }
     uint64_t now = clock_ns();
+    const uint64_t forward_ns = now - t0;
     for (int32_t k = 0; k < nb; k++) {
         seq *q = &s->seqs[s->bseq_seq[k]];
         q->n_done += s->bseqs[k].n_tokens;
@@ -355,7 +359,7 @@ static void step(lsched *s) {
     }
     for (int32_t i = s->n_seqs - 1; i >= 0; i--)
         if (s->seqs[i].out.done) finish_seq(s, i, ERR_OK, NULL, 0);
-    publish_stats(s, nb, rows);
+    publish_stats(s, nb, rows, forward_ns, clock_ns() - t0);
 }
 
 void *lsched_engine_main(void *arg) {

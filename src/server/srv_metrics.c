@@ -250,9 +250,13 @@ static void render_engine_batch(sbuf *b, const sched_stats *st) {
               "# HELP suggestd_engine_step_sequences_total Sequences summed over forward steps (/steps: mean batch).\n"
               "# TYPE suggestd_engine_step_sequences_total counter\nsuggestd_engine_step_sequences_total %llu\n"
               "# HELP suggestd_engine_step_rows_total Token rows summed over forward steps (prefill + decode).\n"
-              "# TYPE suggestd_engine_step_rows_total counter\nsuggestd_engine_step_rows_total %llu\n",
+              "# TYPE suggestd_engine_step_rows_total counter\nsuggestd_engine_step_rows_total %llu\n"
+              "# HELP suggestd_engine_forward_seconds_total Time in the model's forward passes, summed over steps.\n"
+              "# TYPE suggestd_engine_forward_seconds_total counter\nsuggestd_engine_forward_seconds_total %.6f\n"
+              "# HELP suggestd_engine_step_seconds_total Time in engine steps (forward, sampling, events), summed.\n"
+              "# TYPE suggestd_engine_step_seconds_total counter\nsuggestd_engine_step_seconds_total %.6f\n",
               st->last_batch, st->max_batch, (unsigned long long)st->steps, (unsigned long long)st->step_seqs,
-              (unsigned long long)st->step_rows);
+              (unsigned long long)st->step_rows, (double)st->forward_ns * 1e-9, (double)st->step_ns * 1e-9);
 }
 
 /* KV blocks and the prefix cache. The ratio is over the process's life, for a dashboard's single number; a windowed

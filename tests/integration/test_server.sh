@@ -308,7 +308,7 @@ grep -q 'suggestd_http_requests_total{route="/v1/completions",status="200"}' <<<
     && grep -q 'status="422"' <<<"$BODY" && ok "Prometheus metrics" || bad "metrics" "$BODY"
 # every family has HELP and TYPE, and the batching / KV / latency series are there
 NEW_SERIES="suggestd_engine_batch_size suggestd_engine_max_batch suggestd_engine_steps_total
-    suggestd_engine_step_sequences_total suggestd_engine_step_rows_total suggestd_engine_kv_blocks_capacity
+    suggestd_engine_step_sequences_total suggestd_engine_step_rows_total suggestd_engine_forward_seconds_total suggestd_engine_kv_blocks_capacity
     suggestd_engine_kv_blocks_used suggestd_engine_kv_blocks_cached suggestd_engine_prompt_tokens_total
     suggestd_engine_cached_prompt_tokens_total suggestd_engine_prefix_cache_hit_ratio
     suggestd_engine_deadline_expired_total suggestd_engine_time_to_first_token_seconds
