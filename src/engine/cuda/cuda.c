@@ -25,8 +25,10 @@
 #include "cpu/cpu_impl.h" /* cpu__rope_angle: the RoPE table must match ref.c bit for bit */
 #include "cuda_impl.h"
 
-/* Whether matmuls of <= CUDA_GEMV_MAX_ROWS rows on half weights use the decode GEMV when SUGGESTD_CUDA_GEMV is unset
- * (0 until a GPU run of test_gpu_parity has passed with it; SUGGESTD_CUDA_GEMV=1 / 0 overrides). */
+/* Matmuls of at most this many rows on half weights use the decode GEMV when SUGGESTD_CUDA_GEMV is unset: only
+ * batch-1 decode. On an H100 cuBLAS wins from two rows up (2B decode at context 128, batch 2/4/8: 3.05/3.10/3.25 ms
+ * on cuBLAS, 3.34/4.21/7.68 on the GEMV; NOTES.md v7). SUGGESTD_CUDA_GEMV=0 sends half weights to cuBLAS, =N up to
+ * CUDA_GEMV_MAX_ROWS uses the GEMV up to N rows (the parity test sets 8 to cover every row count). */
 #define CUDA_GEMV_DEFAULT 1
 
 typedef struct cuda_kv {
@@ -256,10 +258,11 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         return rc;
     }
     b->n_sms = prop.multiProcessorCount;
-    {   /* the decode GEMV (cuda_gemv.cu) is on by default: at least as fast as cuBLAS at decode on an H100 (NOTES.md
-         * "v6"), and the int8 and fused-GELU paths need it; SUGGESTD_CUDA_GEMV=0 sends half weights to cuBLAS */
+    {   /* the decode GEMV (cuda_gemv.cu) is on by default for one row: faster than cuBLAS at batch-1 decode on an
+         * H100 (NOTES.md "v6"); the int8 and fused-GELU paths use it up to CUDA_GEMV_MAX_ROWS whatever this says */
         const char *g = getenv("SUGGESTD_CUDA_GEMV");
-        b->gemv = g && g[0] ? g[0] != '0' : CUDA_GEMV_DEFAULT;
+        const long n = g && g[0] ? strtol(g, NULL, 10) : CUDA_GEMV_DEFAULT;
+        b->gemv = (int)(n < 0 ? 0 : n > CUDA_GEMV_MAX_ROWS ? CUDA_GEMV_MAX_ROWS : n);
     }
     {   /* SUGGESTD_CUDA_ATTN_MMA=0: prefill attention on the SIMT kernel (benchmarks compare both in one run); the
          * tensor-core kernel needs sm_80 (cp.async, m16n8k16) */

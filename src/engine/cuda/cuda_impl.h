@@ -56,7 +56,7 @@ typedef struct cuda_step {
 typedef struct cuda_backend {
     eng_backend_base base;
     int device, n_sms;
-    int gemv; /* decode matmuls (<= CUDA_GEMV_MAX_ROWS rows) on half weights use cuda__gemv (int8 always do) */
+    int gemv; /* decode matmuls of <= gemv rows on half weights use cuda__gemv (int8 always do, up to CUDA_GEMV_MAX_ROWS) */
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     cudaStream_t stream;
     cublasHandle_t blas;

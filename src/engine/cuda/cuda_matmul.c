@@ -1,5 +1,5 @@
 /* cuda_matmul.c - y (+)= x . w^T + bias through cuBLAS (cublasGemmEx, f32 compute: no TF32, no f16 accumulation),
- * or, for decode (x->rows <= CUDA_GEMV_MAX_ROWS), our own GEMV (cuda_gemv.cu) with the bias, the accumulate and
+ * or, for decode (x->rows <= b->gemv, 1 by default), our own GEMV (cuda_gemv.cu) with the bias, the accumulate and
  * fc_in's GELU fused: one kernel instead of cuBLAS, a bias pre-fill and a gelu pass. int8 weights (ENG_Q8) always
  * take the GEMV at decode; for prefill they are dequantized into scratch for cuBLAS (the GEMM's own time dwarfs
  * that pass at prefill sizes).
@@ -35,7 +35,7 @@ static int gemv_fits(const cuda_backend *b, const eng_tensor *x, const eng_tenso
         ((uintptr_t)x->data & 15))
         return 0;
     if (w->dtype == ENG_Q8) return K % 16 == 0 && w->stride == K;
-    return b->gemv && (w->dtype == ENG_F16 || w->dtype == ENG_BF16) && K % 8 == 0 && w->stride % 8 == 0;
+    return T <= b->gemv && (w->dtype == ENG_F16 || w->dtype == ENG_BF16) && K % 8 == 0 && w->stride % 8 == 0;
 }
 
 /* y (+)= x . w^T + bias on cuBLAS; w f32/f16/bf16. */
