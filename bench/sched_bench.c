@@ -4,13 +4,18 @@
  *   editors     E simulated editors: each has its own long file prefix (P tokens) and keeps asking for a short
  *               single-line completion (G1 tokens) of a prompt that grows by a few tokens per keystroke, with a
  *               think time between requests; server-side latency p50/p95/p99 (submit -> done) and time to first
- *               token, with batching + prefix cache against one at a time without the cache.
+ *               token, with batching + prefix cache against one at a time without the cache. A closed loop:
+ *               every request runs to its end, so it measures throughput under E concurrent editors;
+ *   typing      E editors typing through their files like an IDE (debounced requests, superseded by the next key;
+ *               sched_typing.c, load.c's model): single-line latency of what completes, batched + cache only.
  * bench/load.sh measures through the server; this one keeps the load generator's own CPU out of the figures (on
  * a small box it competes with the engine) and builds where the server's libraries are missing (the GPU machine).
  *
  *   sched_bench MODEL_DIR [--mode all|throughput|prefix|editors] [--threads N=1] [--backend cpu|cuda]
  *               [--max-batch B=16] [--clients C=16] [--requests R=128] [--prompt P=128] [--gen G=32]
  *               [--editors E=32] [--edits K=12] [--editor-prompt P=1536] [--editor-gen G1=8] [--think-ms T=100]
+ *               [--seconds S=20] [--cps C=8] [--debounce-ms D=100] [--single-tokens N=16] [--multi-tokens N=64]
+ *               [--multi-pct M=20] (typing; --editors and --editor-prompt too)
  *
  * Prompts are random ids, greedy, EOS ignored, so every request computes what it asks for. One RESULT line per
  * figure. */
@@ -24,11 +29,13 @@
 #include "model.h"
 #include "rng.h"
 #include "sched_api.h"
+#include "sched_bench.h"
 
 typedef struct opts {
     const char *dir, *backend, *mode;
     int clients, requests, prompt, gen, threads, max_batch;
     int editors, edits, editor_prompt, editor_gen, think_ms;
+    int seconds, cps, debounce_ms, single_tokens, multi_tokens, multi_pct;
 } opts;
 
 typedef struct run {
@@ -279,7 +286,8 @@ static double editors(eng_model *em, const tok *tk, const opts *o, int max_batch
 static int parse(int argc, char **argv, opts *o) {
     *o = (opts){.backend = "cpu", .mode = "all", .clients = 16, .requests = 128, .prompt = 128, .gen = 32,
                 .threads = 1, .max_batch = 16, .editors = 32, .edits = 12, .editor_prompt = 1536, .editor_gen = 8,
-                .think_ms = 100};
+                .think_ms = 100, .seconds = 20, .cps = 8, .debounce_ms = 100, .single_tokens = 16, .multi_tokens = 64,
+                .multi_pct = 20};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-') {
@@ -297,17 +305,24 @@ static int parse(int argc, char **argv, opts *o) {
                  : !strcmp(a, "--threads") ? &o->threads : !strcmp(a, "--max-batch") ? &o->max_batch
                  : !strcmp(a, "--editors") ? &o->editors : !strcmp(a, "--edits") ? &o->edits
                  : !strcmp(a, "--editor-prompt") ? &o->editor_prompt : !strcmp(a, "--editor-gen") ? &o->editor_gen
-                 : !strcmp(a, "--think-ms") ? &o->think_ms : NULL;
+                 : !strcmp(a, "--think-ms") ? &o->think_ms : !strcmp(a, "--seconds") ? &o->seconds
+                 : !strcmp(a, "--cps") ? &o->cps : !strcmp(a, "--debounce-ms") ? &o->debounce_ms
+                 : !strcmp(a, "--single-tokens") ? &o->single_tokens : !strcmp(a, "--multi-tokens") ? &o->multi_tokens
+                 : !strcmp(a, "--multi-pct") ? &o->multi_pct : NULL;
         char *end;
         long x = strtol(v, &end, 10);
-        if (!dst || *end || x < (dst == &o->think_ms ? 0 : 1) || x > 100000)
+        if (!dst || *end || x < (dst == &o->think_ms || dst == &o->multi_pct ? 0 : 1) || x > 100000 ||
+            (dst == &o->multi_pct && x > 100))
             return fprintf(stderr, "sched_bench: bad option %s %s (see the top of bench/sched_bench.c)\n", a, v), -1;
         *dst = (int)x;
     }
-    if (!o->dir) return fprintf(stderr, "usage: sched_bench MODEL_DIR [--mode all|throughput|prefix|editors]\n"), -1;
+    if (!o->dir)
+        return fprintf(stderr, "usage: sched_bench MODEL_DIR [--mode all|throughput|prefix|editors|typing]\n"), -1;
     const char *m = o->mode;
-    if (strcmp(m, "all") && strcmp(m, "throughput") && strcmp(m, "prefix") && strcmp(m, "editors"))
-        return fprintf(stderr, "sched_bench: --mode all, throughput, prefix or editors, not '%s'\n", o->mode), -1;
+    if (strcmp(m, "all") && strcmp(m, "throughput") && strcmp(m, "prefix") && strcmp(m, "editors") &&
+        strcmp(m, "typing"))
+        return fprintf(stderr, "sched_bench: --mode all, throughput, prefix, editors or typing, not '%s'\n", o->mode),
+               -1;
     return 0;
 }
 
@@ -344,6 +359,12 @@ int main(int argc, char **argv) {
     if (all || !strcmp(o.mode, "editors")) {
         double many = editors(em, tk, &o, o.max_batch, 1, "batched"), one = editors(em, tk, &o, 1, 0, "one");
         printf("RESULT editors_speedup=%.2f\n", many / one);
+    }
+    if (all || !strcmp(o.mode, "typing")) {
+        typing_opts to = {.editors = o.editors, .prompt = o.editor_prompt, .seconds = o.seconds, .warmup_ms = 1000,
+                          .cps = o.cps, .chars_per_token = 4, .debounce_ms = o.debounce_ms, .line_pause_ms = 400,
+                          .multi_pct = o.multi_pct, .single_tokens = o.single_tokens, .multi_tokens = o.multi_tokens};
+        typing(em, tk, &to, o.max_batch, 1, "batched");
     }
     eng_model_destroy(em);
     eng_backend_destroy(be);

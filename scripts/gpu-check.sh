@@ -12,7 +12,9 @@
 # SKIP_MEMCHECK=1, SKIP_HF=1, INT8=1 (int8 weights' decode and prefill of the first two shapes, int8.txt),
 # BATCH="8 32 64" (decode steps of that many sequences at once, --batch, at BATCH_CTX (default 1536) on
 # BATCH_SHAPE (default codegen-2B): what a server batching editors does per step, beside its floor),
-# SCHED=1 (also the [sched] editors benchmark at the codegen-2B shape, RESULT lines in sched.txt),
+# SCHED=1 (also the [sched] benchmarks at the codegen-2B shape, RESULT lines in sched.txt: closed-loop editors,
+# SCHED_EDITORS (default 64), for throughput against one at a time; IDE-like typing editors, SCHED_TYPISTS
+# (default "32 64"), for single-line latency),
 # CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
 # shapes benched again at context 1024 with BASELINE_ENV set (default SUGGESTD_CUDA_GEMV=0: cuBLAS for decode rows;
 # SUGGESTD_CUDA_GRAPHS=0 for the no-graph run), the same-card "before" in the summary's last column.
@@ -124,8 +126,8 @@ if [ "${INT8:-0}" = 1 ]; then
     done
 fi
 
-# --- [models]: the real torch.save fixture (seconds; comes back in $OUT/torch-fixture-*/bin for tests/unit/model/data)
-for dt in f16 f32; do
+# --- [models]: the real torch.save fixture (FIXTURE=1; seconds; comes back in $OUT/torch-fixture-*/bin for tests/unit/model/data)
+for dt in $([ "${FIXTURE:-0}" = 1 ] && echo f16 f32); do
     step "torch.save fixture $dt" 120 bash -c "python3 tools/make_ptbin_torch.py '$OUT/torch-fixture-$dt' $dt \
         > '$OUT/torch-fixture-$dt.txt' 2>&1 || { tail -20 '$OUT/torch-fixture-$dt.txt'; exit 1; }"
 done
@@ -137,10 +139,15 @@ if [ "${SCHED:-0}" = 1 ]; then
     step "build sched bench" 300 cmake --build $B -j"$(nproc)" --target gpu_sched_bench gpu_mkckpt
     step "2B-shaped checkpoint" 300 bash -c "[ -f $SCK/model.safetensors ] || { $B/gpu_mkckpt $SCK 32 2560 32 64 2048 f16 7 \
         >/dev/null && cp models/codegen-tokenizer/* $SCK/; }"
-    for e in 32 64; do
+    for e in ${SCHED_EDITORS:-64}; do
         step "sched editors $e" 420 bash -c "set -o pipefail; $B/gpu_sched_bench $SCK --backend cuda --mode editors \
             --editors $e --max-batch $e --edits 12 --editor-prompt 1536 --editor-gen 16 --think-ms 100 \
             | sed 's/^RESULT editors_/RESULT editors${e}_/' | tee -a '$OUT/sched.txt'"
+    done
+    for e in ${SCHED_TYPISTS:-32 64}; do
+        step "sched typing $e" 200 bash -c "set -o pipefail; $B/gpu_sched_bench $SCK --backend cuda --mode typing \
+            --editors $e --max-batch $e --editor-prompt 1536 --seconds 20 \
+            | sed 's/^RESULT typing_/RESULT typing${e}_/' | tee -a '$OUT/sched.txt'"
     done
 fi
 
