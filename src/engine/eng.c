@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "eng_impl.h"
 #include "fp16.h"
 
@@ -198,6 +199,24 @@ err eng_tensor_read_f32(eng_backend *be, const eng_tensor *t, float *dst) {
     if (t->dtype == ENG_Q8) return ERR_UNSUPPORTED;
     return OPS(be)->read_f32(be, t, dst);
 }
+
+err eng_logits_top(eng_backend *be, const eng_tensor *logits, int32_t n_valid, const float *inv_t, samp_top *out) {
+    if (logits->dtype == ENG_Q8 || n_valid <= 0 || n_valid > logits->cols) return ERR_INVALID;
+    if (logits->rows == 0) return ERR_OK;
+    if (OPS(be)->logits_top) return OPS(be)->logits_top(be, logits, n_valid, inv_t, out);
+    float *row = xmalloc_array((size_t)logits->cols, sizeof(float));
+    if (!row) return ERR_NOMEM;
+    err rc = ERR_OK;
+    for (int64_t r = 0; r < logits->rows && rc == ERR_OK; r++) {
+        eng_tensor one = eng_tensor_rows(*logits, r, 1);
+        rc = eng_tensor_read_f32(be, &one, row);
+        if (rc == ERR_OK) samp_top_compute(row, n_valid, inv_t ? inv_t[r] : 0.0f, &out[r]);
+    }
+    xfree(row);
+    return rc;
+}
+
+int eng_backend_has_logits_top(const eng_backend *be) { return OPS(be)->logits_top != NULL; }
 err eng_tensor_write_f32(eng_backend *be, eng_tensor *t, const float *src) {
     if (t->dtype == ENG_Q8) return ERR_UNSUPPORTED;
     return OPS(be)->write_f32(be, t, src);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "sample.h"
 
 /* ENG_Q8 is a weight-only type: see "int8 weights" below. */
 typedef enum eng_dtype { ENG_F32 = 0, ENG_F16, ENG_BF16, ENG_Q8 } eng_dtype;
@@ -146,6 +147,12 @@ void eng_weight_free(eng_backend *be, eng_tensor *t);
 err eng_tensor_read_f32(eng_backend *be, const eng_tensor *t, float *dst);
 /* Copies host f32 data (rows*cols) into a tensor, converting to its dtype. */
 err eng_tensor_write_f32(eng_backend *be, eng_tensor *t, const float *src);
+/* Summarizes each row of logits [n, V] (sample.h, samp_top) over ids < n_valid, with inv_t[r] for row r's sum_t
+ * (0: not needed), into out[n] on the host. Where the backend has its own (CUDA) it runs on the device and only
+ * the summaries are copied back; otherwise the rows are read and summarized here (samp_top_compute). */
+err eng_logits_top(eng_backend *be, const eng_tensor *logits, int32_t n_valid, const float *inv_t, samp_top *out);
+/* Whether eng_logits_top runs on the backend's device (worth using instead of reading whole rows). */
+int eng_backend_has_logits_top(const eng_backend *be);
 
 /* --- ops (all sizes must agree; ERR_INVALID otherwise) ------------------------------------------------------ */
 /* y[r] = wte[tokens[r]] for r < n_rows. */

@@ -29,6 +29,9 @@ typedef struct eng_backend_ops {
     void (*weight_free)(eng_backend *be, eng_tensor *t);
     err (*read_f32)(eng_backend *be, const eng_tensor *t, float *dst);
     err (*write_f32)(eng_backend *be, eng_tensor *t, const float *src);
+    /* Optional: eng_logits_top on the device (NULL: eng.c reads the rows and summarizes them on the host). */
+    err (*logits_top)(eng_backend *be, const eng_tensor *logits, int32_t n_valid, const float *inv_t,
+                      samp_top *out);
 
     err (*embed)(eng_backend *be, eng_tensor *y, const eng_tensor *wte, const int32_t *tokens, int32_t n_rows);
     err (*layernorm)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *b,

@@ -43,6 +43,7 @@ struct eng_model {
     eng_kv *kv;
     eng_graphs *graphs; /* NULL when the backend has none */
     int32_t max_rows;
+    int32_t n_logits; /* logits rows the last forward computed (eng_model_logits_top / _row read them) */
     /* activations [max_rows, ...] */
     eng_tensor x, h, qkv, att, mlp, sel, logits;
     eng_tensor u; /* fused: [max_rows, D + F + 3D] = att | mlp | qkv, so w1 writes mlp | qkv and w2 reads att | mlp */
@@ -435,6 +436,7 @@ err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logi
             return errbuf_set(eb, ERR_INVALID, "forward: token id %d outside the vocabulary (%d)", batch->tokens[r],
                               c->vocab_size);
     eng_backend *be = em->be;
+    em->n_logits = 0; /* until this step's are there */
     /* Replay a graph of this step's shape, or run (and maybe record) the op list; see eng.h, "step graphs". */
     eng_step step = ENG_STEP_RUN;
     if (em->graphs) TRY(eng_graphs_begin(be, em->graphs, em->kv, batch, logit_rows, n_logits, &step));
@@ -443,8 +445,27 @@ err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logi
         err end = eng_graphs_end(be, em->graphs, rc, &step);
         if (end != ERR_OK) return rc != ERR_OK ? rc : forward_failed(em, end, "eng_graphs_end", eb);
     }
-    if (n_logits == 0) return ERR_OK;
+    em->n_logits = n_logits;
+    if (n_logits == 0 || !logits) return ERR_OK;
     eng_tensor out = eng_tensor_rows(em->logits, 0, n_logits);
     TRY(eng_tensor_read_f32(be, &out, logits));
     return ERR_OK;
 }
+
+err eng_model_logits_top(eng_model *em, int32_t n_valid, const float *inv_t, samp_top *out, errbuf *eb) {
+    if (n_valid <= 0 || n_valid > em->cfg.vocab_size)
+        return errbuf_set(eb, ERR_INVALID, "logits top: %d valid ids of %d", n_valid, em->cfg.vocab_size);
+    eng_tensor rows = eng_tensor_rows(em->logits, 0, em->n_logits);
+    TRY(eng_logits_top(em->be, &rows, n_valid, inv_t, out));
+    return ERR_OK;
+}
+
+err eng_model_logits_row(eng_model *em, int32_t i, float *dst, errbuf *eb) {
+    if (i < 0 || i >= em->n_logits)
+        return errbuf_set(eb, ERR_INVALID, "logits row %d of %d", i, em->n_logits);
+    eng_tensor row = eng_tensor_rows(em->logits, i, 1);
+    TRY(eng_tensor_read_f32(em->be, &row, dst));
+    return ERR_OK;
+}
+
+int eng_model_logits_on_device(const eng_model *em) { return eng_backend_has_logits_top(em->be); }

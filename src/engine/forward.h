@@ -49,8 +49,17 @@ size_t eng_model_weight_bytes(const eng_model *em);
 eng_dtype eng_model_matmul_dtype(const eng_model *em);
 
 /* Runs the batch (batch->n_rows <= max_rows) through all layers, storing its K/V, and writes the f32 logits of
- * rows logit_rows[0..n_logits) into logits ([n_logits][vocab_size], host memory). n_logits <= max_rows. */
+ * rows logit_rows[0..n_logits) into logits ([n_logits][vocab_size], host memory). n_logits <= max_rows.
+ * logits NULL: they stay where they were computed, for eng_model_logits_top / eng_model_logits_row, until the
+ * next forward. */
 err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logit_rows, int32_t n_logits,
                       float *logits, errbuf *eb);
+/* The last forward's logits rows summarized for sampling (eng_logits_top: on a GPU only ~0.5 KB a row crosses
+ * PCIe instead of 200 KB). inv_t[i]: row i's samp_top_inv_t. */
+err eng_model_logits_top(eng_model *em, int32_t n_valid, const float *inv_t, samp_top *out, errbuf *eb);
+/* Row i of the last forward's logits (f32, vocab_size floats), for a sampler the summary cannot serve. */
+err eng_model_logits_row(eng_model *em, int32_t i, float *dst, errbuf *eb);
+/* Whether the summary is computed on the device (else reading whole rows costs no more). */
+int eng_model_logits_on_device(const eng_model *em);
 
 #endif

@@ -91,7 +91,7 @@ static int top_k_select(const float *x, int32_t n, int k, float *vals, int32_t *
     int cnt = 0;
     for (int32_t i = 0; i < n; i++) {
         float xi = x[i];
-        if (xi == -INFINITY) continue;
+        if (!(xi > -INFINITY)) continue; /* -inf and NaN are never candidates */
         if (cnt < k) {
             vals[cnt] = xi;
             ids[cnt] = i;
@@ -147,6 +147,51 @@ static int32_t argmax(const float *x, int32_t n) {
     return 0; /* all NaN or n == 0 */
 }
 
+/* The draw samp_pick and samp_pick_top share: v[0..cnt) are candidate logits in descending order (ids beside
+ * them), overwritten with their weights exp((v - mx) * inv_t); top_p's nucleus cut, then one uniform number. */
+static int32_t draw(samp_state *s, const samp_params *p, float mx, float inv_t, float *v, const int32_t *ids,
+                    int32_t cnt) {
+    double tot = 0.0;
+    for (int32_t i = 0; i < cnt; i++) tot += (v[i] = (float)exp((double)(v[i] - mx) * inv_t));
+    if (p->top_p < 1.0f) {
+        double acc = 0.0;
+        int32_t keep = cnt;
+        for (int32_t i = 0; i < cnt; i++) {
+            acc += v[i] / tot;
+            if (acc >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        cnt = keep;
+        tot = 0.0;
+        for (int32_t i = 0; i < cnt; i++) tot += v[i];
+    }
+    double r = rng_uniform(&s->rng) * tot, acc = 0.0;
+    for (int32_t i = 0; i < cnt; i++) {
+        acc += v[i];
+        if (r < acc) return ids[i];
+    }
+    return ids[cnt - 1];
+}
+
+/* The result and the bookkeeping both pickers share; top_v/top_i: the n_logprobs best (value, id), descending. */
+static void record(samp_state *s, const samp_params *p, int32_t id, float logit, float lse, const float *top_v,
+                   const int32_t *top_i, int n_top, samp_result *out) {
+    out->id = id;
+    out->logprob = p->want_logprob || p->n_logprobs > 0 ? logit - lse : 0.0f;
+    out->n_top = 0;
+    if (p->n_logprobs > 0) {
+        for (int i = 0; i < n_top && i < p->n_logprobs; i++) {
+            out->top_ids[i] = top_i[i];
+            out->top_logprobs[i] = top_v[i] - lse;
+        }
+        out->n_top = n_top < p->n_logprobs ? n_top : p->n_logprobs;
+    }
+    if (s->gen_count[id] < UINT16_MAX) s->gen_count[id]++;
+    s->in_context[id] = 1;
+}
+
 void samp_pick(samp_state *s, const samp_params *p, float *logits, samp_result *out) {
     const int32_t n = s->n_valid;
     for (int32_t i = n; i < s->n_vocab; i++) logits[i] = -INFINITY;
@@ -171,7 +216,7 @@ void samp_pick(samp_state *s, const samp_params *p, float *logits, samp_result *
         int32_t cnt;
         if (p->top_k > 0 || p->top_p < 1.0f) {
             /* candidates in descending order: top_k of them, or enough to cover top_p */
-            int k = p->top_k > 0 ? p->top_k : 64;
+            int k = p->top_k > 0 ? p->top_k : SAMP_TOP_K;
             for (;;) {
                 cnt = top_k_select(logits, n, k, v, ids);
                 if (p->top_p >= 1.0f || cnt == n) break;
@@ -186,47 +231,61 @@ void samp_pick(samp_state *s, const samp_params *p, float *logits, samp_result *
             cnt = n;
             for (int32_t i = 0; i < n; i++) v[i] = logits[i], ids[i] = i;
         }
-        /* softmax over candidates at temperature, then the nucleus cut */
-        double tot = 0.0;
-        for (int32_t i = 0; i < cnt; i++) tot += (v[i] = (float)exp((double)(v[i] - mx) * inv_t));
-        if (p->top_p < 1.0f) {
-            double acc = 0.0;
-            int32_t keep = cnt;
-            for (int32_t i = 0; i < cnt; i++) {
-                acc += v[i] / tot;
-                if (acc >= p->top_p) {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            cnt = keep;
-            tot = 0.0;
-            for (int32_t i = 0; i < cnt; i++) tot += v[i];
-        }
-        double r = rng_uniform(&s->rng) * tot, acc = 0.0;
-        id = ids[cnt - 1];
-        for (int32_t i = 0; i < cnt; i++) {
-            acc += v[i];
-            if (r < acc) {
-                id = ids[i];
-                break;
-            }
-        }
+        id = draw(s, p, mx, inv_t, v, ids, cnt);
     }
+    float tv[SAMP_MAX_LOGPROBS];
+    int32_t ti[SAMP_MAX_LOGPROBS];
+    int c = p->n_logprobs > 0 ? top_k_select(logits, n, p->n_logprobs, tv, ti) : 0;
+    record(s, p, id, logits[id], lse, tv, ti, c, out);
+}
 
-    out->id = id;
-    out->logprob = p->want_logprob || p->n_logprobs > 0 ? logits[id] - lse : 0.0f;
-    out->n_top = 0;
-    if (p->n_logprobs > 0) {
-        float tv[SAMP_MAX_LOGPROBS];
-        int32_t ti[SAMP_MAX_LOGPROBS];
-        int c = top_k_select(logits, n, p->n_logprobs, tv, ti);
-        for (int i = 0; i < c; i++) {
-            out->top_ids[i] = ti[i];
-            out->top_logprobs[i] = tv[i] - lse;
+/* ---- the summary path (samp_top) ----------------------------------------------------------------------------- */
+
+int samp_top_serves(const samp_params *p) {
+    if (p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) return 0;
+    if (!(p->temperature > 0.0f) || p->top_k == 1) return 1; /* greedy */
+    if (p->top_k > 0) return p->top_k <= SAMP_TOP_K;
+    return p->top_p < 1.0f;
+}
+
+float samp_top_inv_t(const samp_params *p) {
+    return samp_top_serves(p) && p->temperature > 0.0f && p->top_k == 0 && p->top_p < 1.0f ? 1.0f / p->temperature
+                                                                                             : 0.0f;
+}
+
+int samp_pick_top(samp_state *s, const samp_params *p, const samp_top *t, samp_result *out) {
+    if (!samp_top_serves(p) || t->n <= 0) return 0;
+    const float mx = t->vals[0];
+    const float lse = p->want_logprob || p->n_logprobs > 0 ? mx + (float)log(t->sum) : 0.0f;
+    int32_t id = t->ids[0];
+    float logit = mx;
+    if (p->temperature > 0.0f && p->top_k != 1) {
+        /* samp_pick's loop, first round: top_k candidates, or SAMP_TOP_K for top_p, which must cover top_p */
+        const float inv_t = 1.0f / p->temperature;
+        const int32_t k = p->top_k > 0 ? p->top_k : SAMP_TOP_K, cnt = k < t->n ? k : t->n;
+        float v[SAMP_TOP_K];
+        memcpy(v, t->vals, (size_t)cnt * sizeof(float));
+        if (p->top_k == 0 && cnt != s->n_valid) {
+            double mass = 0.0;
+            for (int32_t i = 0; i < cnt; i++) mass += exp((double)(v[i] - mx) * inv_t);
+            if (!(mass / t->sum_t >= p->top_p)) return 0; /* samp_pick would widen past the candidates */
         }
-        out->n_top = c;
+        id = draw(s, p, mx, inv_t, v, t->ids, cnt);
+        for (int32_t i = 0; i < cnt; i++)
+            if (t->ids[i] == id) logit = t->vals[i];
     }
-    if (s->gen_count[id] < UINT16_MAX) s->gen_count[id]++;
-    s->in_context[id] = 1;
+    record(s, p, id, logit, lse, t->vals, t->ids, t->n, out);
+    return 1;
+}
+
+void samp_top_compute(const float *logits, int32_t n_valid, float inv_t, samp_top *t) {
+    memset(t, 0, sizeof(*t));
+    t->n = top_k_select(logits, n_valid, SAMP_TOP_K, t->vals, t->ids);
+    if (t->n == 0) return;
+    const float mx = t->vals[0];
+    for (int32_t i = 0; i < n_valid; i++) {
+        if (!(logits[i] > -INFINITY)) continue; /* -inf adds 0; NaN never counts */
+        t->sum += exp((double)(logits[i] - mx));
+        if (inv_t > 0.0f) t->sum_t += exp((double)(logits[i] - mx) * inv_t);
+    }
 }

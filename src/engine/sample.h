@@ -63,4 +63,29 @@ void samp_state_add_prompt(samp_state *s, const int32_t *ids, size_t n);
 /* Picks the next id from logits[n_vocab] (modified in place) and records it as generated. */
 void samp_pick(samp_state *s, const samp_params *p, float *logits, samp_result *out);
 
+/* A logits row summarized where it was computed, so that on a GPU only this crosses PCIe (about 0.5 KB instead of
+ * 200 KB a row): the SAMP_TOP_K largest logits of ids < n_valid, descending (ties: lower id first; -inf and NaN
+ * never count), and the two sums a log-softmax and a temperature softmax need. */
+#define SAMP_TOP_K 64
+typedef struct samp_top {
+    int32_t n; /* candidates: min(SAMP_TOP_K, finite valid logits) */
+    float vals[SAMP_TOP_K];
+    int32_t ids[SAMP_TOP_K];
+    double sum;   /* sum of exp(logit - vals[0]) over ids < n_valid */
+    double sum_t; /* sum of exp((logit - vals[0]) * inv_t) for the inv_t the summary was asked for (0 if none) */
+} samp_top;
+
+/* Whether samp_pick_top can stand in for samp_pick under p: no penalties (they change logits outside the
+ * candidates), and greedy, top_k <= SAMP_TOP_K, or top_p (the nucleus may still reach past the candidates: then
+ * samp_pick_top says so). Sampling the whole vocabulary (temperature > 0, no top_k, no top_p) needs the row. */
+int samp_top_serves(const samp_params *p);
+/* The inv_t a summary needs for p: 1 / temperature when top_p decides over the whole distribution, else 0. */
+float samp_top_inv_t(const samp_params *p);
+/* samp_pick from a summary. 1: *out set and the id recorded, the same choice samp_pick makes on the row (logprobs
+ * may differ in the last float bit: the sums are added in another order); 0: nothing changed (no random number
+ * drawn), the row is needed (top_p's nucleus reaches past the candidates, or p is not served). */
+int samp_pick_top(samp_state *s, const samp_params *p, const samp_top *t, samp_result *out);
+/* The summary of logits[0..n_valid) on the CPU: backends without their own, and the tests. */
+void samp_top_compute(const float *logits, int32_t n_valid, float inv_t, samp_top *t);
+
 #endif

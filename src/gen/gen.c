@@ -119,10 +119,10 @@ err gen_out_end(gen_out *o, gen_finish finish, errbuf *eb) {
     return ERR_OK;
 }
 
-err gen_out_push(gen_out *o, float *logits, int32_t *next, errbuf *eb) {
+/* Handles the token the sampler picked: EOS, text, stop strings, the length limit. */
+static err accept(gen_out *o, const samp_result *sr_, int32_t *next, errbuf *eb) {
     const gen_params *p = o->p;
-    samp_result sr;
-    samp_pick(&o->ss, &p->samp, logits, &sr);
+    samp_result sr = *sr_;
     o->n_generated++;
     if (o->on_token) o->on_token(o->ud, &sr);
     if (sr.id == tok_eos_id(o->tk) && !p->ignore_eos) return gen_out_end(o, GEN_FINISH_EOS, eb);
@@ -141,6 +141,38 @@ err gen_out_push(gen_out *o, float *logits, int32_t *next, errbuf *eb) {
     if (o->n_generated >= p->max_tokens) return gen_out_end(o, GEN_FINISH_LENGTH, eb);
     *next = sr.id;
     return ERR_OK;
+}
+
+err gen_out_push(gen_out *o, float *logits, int32_t *next, errbuf *eb) {
+    samp_result sr;
+    samp_pick(&o->ss, &o->p->samp, logits, &sr);
+    return accept(o, &sr, next, eb);
+}
+
+int gen_out_wants_top(const gen_out *o, const eng_model *em, float *inv_t) {
+    if (!eng_model_logits_on_device(em) || !samp_top_serves(&o->p->samp)) return 0;
+    *inv_t = samp_top_inv_t(&o->p->samp);
+    return 1;
+}
+
+err gen_out_push_top(gen_out *o, const samp_top *t, int32_t *next, int *served, errbuf *eb) {
+    samp_result sr;
+    *served = samp_pick_top(&o->ss, &o->p->samp, t, &sr);
+    return *served ? accept(o, &sr, next, eb) : ERR_OK;
+}
+
+/* The next token from the last forward's one logits row: from its summary when `top` (gen_out_wants_top), the
+ * row read into logits only if the sampler needs it after all. */
+static err push(gen_out *o, eng_model *em, int top, float inv_t, float *logits, int32_t *next, errbuf *eb) {
+    if (top) {
+        samp_top t;
+        int served = 0;
+        err rc = eng_model_logits_top(em, o->ss.n_valid, &inv_t, &t, eb);
+        if (rc == ERR_OK) rc = gen_out_push_top(o, &t, next, &served, eb);
+        if (rc != ERR_OK || served) return rc;
+        if ((rc = eng_model_logits_row(em, 0, logits, eb)) != ERR_OK) return rc;
+    }
+    return gen_out_push(o, logits, next, eb);
 }
 
 err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt, const gen_params *p,
@@ -165,6 +197,9 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
     if ((rc = gen_out_init(&o, em, tk, p, prompt, n_prompt, on_text, on_token, ud, eb)) != ERR_OK) goto done;
     for (int32_t i = 0; i < n_blocks; i++) blocks[i] = i;
     res->n_prompt = (int32_t)n_prompt;
+    float inv_t = 0;
+    const int top = gen_out_wants_top(&o, em, &inv_t);
+    float *const out = top ? NULL : logits; /* with summaries the rows stay on the device */
 
     /* prefill in chunks of max_rows; logits only for the last prompt token */
     uint64_t t0 = clock_ns();
@@ -179,7 +214,7 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
         eng_batch b = {1, &seq, n, prompt + done_rows, pos};
         int last = done_rows + (size_t)n == n_prompt;
         int32_t lr = n - 1;
-        if ((rc = eng_model_forward(em, &b, &lr, last ? 1 : 0, logits, eb)) != ERR_OK) goto done;
+        if ((rc = eng_model_forward(em, &b, &lr, last ? 1 : 0, out, eb)) != ERR_OK) goto done;
         done_rows += (size_t)n;
     }
     uint64_t t1 = clock_ns();
@@ -187,7 +222,7 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
     if (p->max_tokens == 0 && (rc = gen_out_end(&o, GEN_FINISH_LENGTH, eb)) != ERR_OK) goto done;
     for (int32_t at = (int32_t)n_prompt; !o.done; at++) {
         int32_t next;
-        if ((rc = gen_out_push(&o, logits, &next, eb)) != ERR_OK || o.done) break;
+        if ((rc = push(&o, em, top, inv_t, logits, &next, eb)) != ERR_OK || o.done) break;
         if (p->cancel && atomic_load(p->cancel)) {
             gen_out_end(&o, GEN_FINISH_CANCELLED, eb);
             break;
@@ -197,7 +232,7 @@ err gen_run(eng_model *em, const tok *tk, const int32_t *prompt, size_t n_prompt
         pos[0] = at;
         eng_batch b = {1, &seq, 1, &next, pos};
         int32_t lr = 0;
-        if ((rc = eng_model_forward(em, &b, &lr, 1, logits, eb)) != ERR_OK) goto done;
+        if ((rc = eng_model_forward(em, &b, &lr, 1, out, eb)) != ERR_OK) goto done;
     }
     res->decode_ns = clock_ns() - t1;
 done:

@@ -86,6 +86,13 @@ void gen_out_fini(gen_out *o);
 /* Samples the next token from logits (modified in place) and handles it. Returns ERR_OK; then o->done says whether
  * the sequence has finished (o->finish), else *next is the token to feed. ERR_NOMEM (message in eb) on failure. */
 err gen_out_push(gen_out *o, float *logits, int32_t *next, errbuf *eb);
+/* Whether this sequence's next token should come from a summary of its logits row (eng_model_logits_top) rather
+ * than the row: em computes summaries on its device and the sampling parameters allow them; *inv_t then is what
+ * the summary needs. */
+int gen_out_wants_top(const gen_out *o, const eng_model *em, float *inv_t);
+/* gen_out_push from a summary. *served = 0 (and nothing else happened) when the sampler needs the whole row after
+ * all (top_p's nucleus past the candidates): then call gen_out_push with it. */
+err gen_out_push_top(gen_out *o, const samp_top *t, int32_t *next, int *served, errbuf *eb);
 /* Ends the sequence without another token: LENGTH (max_tokens = 0) releases held-back text, CANCELLED drops it. */
 err gen_out_end(gen_out *o, gen_finish finish, errbuf *eb);
 

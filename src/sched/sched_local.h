@@ -76,6 +76,8 @@ struct lsched {
     int32_t *row_tokens, *row_pos, *logit_rows, *logit_seq, *bseq_seq; /* *_seq: index into seqs */
     eng_seq *bseqs;
     float *logits;
+    samp_top *tops; /* [max_batch] the step's logits rows summarized, where the model makes them on its device */
+    float *inv_t;   /* [max_batch] what each row's summary needs (samp_top_inv_t) */
 };
 
 /* sched_local.c: events of a request (engine thread). */

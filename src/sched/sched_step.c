@@ -44,8 +44,10 @@ err lsched_engine_init(lsched *s) {
     s->logit_seq = xmalloc_array(B, sizeof(int32_t));
     s->bseq_seq = xmalloc_array(B, sizeof(int32_t));
     s->logits = xmalloc_array(B * (size_t)V, sizeof(float));
+    s->tops = xmalloc_array(B, sizeof(samp_top));
+    s->inv_t = xmalloc_array(B, sizeof(float));
     if (!s->seqs || !s->bseqs || !s->row_tokens || !s->row_pos || !s->logit_rows || !s->logit_seq || !s->bseq_seq ||
-        !s->logits)
+        !s->logits || !s->tops || !s->inv_t)
         return ERR_NOMEM;
     return kvpool_create(eng_kv_blocks(eng_model_kv(s->em)), BT, &s->pool);
 }
@@ -60,6 +62,8 @@ void lsched_engine_fini(lsched *s) {
     xfree(s->logit_seq);
     xfree(s->bseq_seq);
     xfree(s->logits);
+    xfree(s->tops);
+    xfree(s->inv_t);
 }
 
 /* ---- finishing ------------------------------------------------------------------------------------------------ */
@@ -332,7 +336,14 @@ static void step(lsched *s) {
     const int32_t V = eng_model_config(s->em)->vocab_size;
     eng_batch b = {nb, s->bseqs, rows, s->row_tokens, s->row_pos};
     errbuf eb = {0};
-    err rc = eng_model_forward(s->em, &b, s->logit_rows, nl, s->logits, &eb);
+    /* where the model summarizes logits on its device (CUDA), only the summaries come back (rows on demand) */
+    const int on_device = eng_model_logits_on_device(s->em);
+    err rc = eng_model_forward(s->em, &b, s->logit_rows, nl, on_device ? NULL : s->logits, &eb);
+    if (rc == ERR_OK && on_device && nl) {
+        for (int32_t k = 0; k < nl; k++)
+            if (!gen_out_wants_top(&s->seqs[s->logit_seq[k]].out, s->em, &s->inv_t[k])) s->inv_t[k] = 0;
+        rc = eng_model_logits_top(s->em, s->seqs[s->logit_seq[0]].out.ss.n_valid, s->inv_t, s->tops, &eb);
+    }
     if (rc != ERR_OK) {
         LOG_ERROR("engine: %s", eb.msg);
         if (rc == ERR_CUDA) atomic_store(&s->healthy, 0);
@@ -351,8 +362,14 @@ static void step(lsched *s) {
         seq *q = &s->seqs[s->logit_seq[k]];
         if (!q->t_first_logits) q->t_first_logits = now;
         int32_t next = 0;
-        if (q->r->params.max_tokens == 0) rc = gen_out_end(&q->out, GEN_FINISH_LENGTH, &eb);
-        else rc = gen_out_push(&q->out, s->logits + (size_t)k * V, &next, &eb);
+        float inv_t;
+        int served = 0;
+        rc = ERR_OK;
+        if (q->r->params.max_tokens == 0) rc = gen_out_end(&q->out, GEN_FINISH_LENGTH, &eb), served = 1;
+        else if (on_device && gen_out_wants_top(&q->out, s->em, &inv_t))
+            rc = gen_out_push_top(&q->out, &s->tops[k], &next, &served, &eb);
+        if (rc == ERR_OK && !served && on_device) rc = eng_model_logits_row(s->em, k, s->logits + (size_t)k * V, &eb);
+        if (rc == ERR_OK && !served) rc = gen_out_push(&q->out, s->logits + (size_t)k * V, &next, &eb);
         if (!q->t_first_token && q->out.n_generated) q->t_first_token = now;
         if (rc != ERR_OK) gen_out_end(&q->out, GEN_FINISH_CANCELLED, NULL), q->r->oom = 1;
         else if (!q->out.done) q->tokens[q->n_tokens++] = next;

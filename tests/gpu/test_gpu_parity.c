@@ -687,8 +687,62 @@ static void test_backend(void) {
     eng_backend_destroy(be);
 }
 
+/* eng_logits_top on the device against samp_top_compute on the same rows read back (the CPU path): the same
+ * candidates in the same order (ties on a 1/16 grid, so many equal values straddle the K-th; -inf and NaN
+ * entries; a padded vocabulary), sums within double rounding. Rows of f32 and half logits, 1 to 64 rows, a vocabulary
+ * of 51,200 (CodeGen's), 50 and 3. Views are strided (gt), as the model's logits rows are not. */
+static void test_logits_top(void) {
+    worst w = {.op = "logits top (sums)"};
+    const struct {
+        int64_t rows, V;
+        int32_t n_valid;
+    } cases[] = {{1, 51200, 50295}, {7, 51200, 51200}, {64, 51200, 50295}, {5, 50, 50}, {3, 3, 2}, {2, 300, 200}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+        for (int d = 0; d < 2; d++) {
+            const int64_t T = cases[c].rows, V = cases[c].V;
+            const eng_dtype dt = d ? ENG_F16 : ENG_F32;
+            float *x = rand_vec((size_t)(T * V), -8, 8);
+            for (int64_t i = 0; i < T * V; i++) {
+                x[i] = floorf(x[i] * 16.0f) / 16.0f;
+                if (i % 1013 == 7) x[i] = -INFINITY;
+                if (i % 4099 == 11) x[i] = NAN;
+                if (i % 2003 == 5) x[i] += 30.0f; /* peaks */
+            }
+            float *inv_t = rand_vec((size_t)T, 0.3f, 3.0f);
+            inv_t[0] = 0; /* a row that asks for no sum_t */
+            gt g;
+            GC_CHECK(!gt_init(&g, be_gpu, dt, T, V, x), "gt_init");
+            samp_top *got = gc_malloc((size_t)T * sizeof(samp_top));
+            GC_OK(eng_logits_top(be_gpu, &g.view, cases[c].n_valid, inv_t, got));
+            float *rows = gt_read(&g);
+            GC_CHECK(rows && gt_guard_ok(&g, "logits top"), "logits top guard");
+            for (int64_t r = 0; r < T; r++) {
+                samp_top want;
+                samp_top_compute(rows + r * V, cases[c].n_valid, inv_t[r], &want);
+                const samp_top *o = &got[r];
+                GC_CHECK(o->n == want.n, "logits top [%lld x %lld] %s row %lld: %d candidates, want %d", (long long)T,
+                         (long long)V, eng_dtype_name(dt), (long long)r, o->n, want.n);
+                for (int i = 0; i < want.n; i++)
+                    GC_CHECK(o->ids[i] == want.ids[i] && o->vals[i] == want.vals[i],
+                             "logits top row %lld candidate %d: id %d (%g), want %d (%g)", (long long)r, i, o->ids[i],
+                             o->vals[i], want.ids[i], want.vals[i]);
+                const double e1 = fabs(o->sum - want.sum) / want.sum;
+                const double e2 = want.sum_t > 0 ? fabs(o->sum_t - want.sum_t) / want.sum_t : fabs(o->sum_t);
+                if (e1 > w.rel) w.rel = e1;
+                if (e2 > w.rel) w.rel = e2;
+                GC_CHECK(e1 < 1e-12 && e2 < 1e-12, "logits top row %lld sums %.17g %.17g, want %.17g %.17g",
+                         (long long)r, o->sum, o->sum_t, want.sum, want.sum_t);
+            }
+            w.cases++;
+            gt_fini(&g);
+            free(got), free(rows), free(x), free(inv_t);
+        }
+    print_worst(&w);
+}
+
 /* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
- * GPU); TESTs (convert, embed, layernorm, matmul, gelu, rope, add, attention, attention_prefill) pick a subset, e.g.
+ * GPU); TESTs (convert, embed, layernorm, matmul, gelu, rope, add, attention, attention_prefill, logits_top) pick a
+ * subset, e.g.
  * for a compute-sanitizer run. */
 static int wanted(int argc, char **argv, const char *name) {
     if (argc <= 2) return 1;
@@ -726,6 +780,7 @@ int main(int argc, char **argv) {
     RUN_IF(add);
     RUN_IF(attention);
     RUN_IF(attention_prefill);
+    RUN_IF(logits_top);
     errbuf st = {0};
     if (eng_backend_status(be_gpu, &st) != ERR_OK) {
         fprintf(stderr, "backend unhealthy at the end: %s\n", st.msg);

@@ -691,6 +691,7 @@ const eng_backend_ops cuda__backend_ops = {
     .weight_free = cuda_tensor_free,
     .read_f32 = cuda_read_f32,
     .write_f32 = cuda_write_f32,
+    .logits_top = cuda__logits_top_op,
     .embed = cuda_embed,
     .layernorm = cuda_layernorm,
     .matmul = cuda_matmul,

@@ -106,6 +106,9 @@ err cuda__graphs_begin(eng_backend *be, eng_graphs *g, const eng_batch *batch, c
                        int32_t n_logits, eng_step *step);
 err cuda__graphs_end(eng_backend *be, eng_graphs *g, err ops_rc, eng_step *step);
 
+/* eng_logits_top: summaries computed on the device, copied back to out (cuda_top.c). */
+err cuda__logits_top_op(eng_backend *be, const eng_tensor *logits, int32_t n_valid, const float *inv_t,
+                        samp_top *out);
 err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                  int accumulate);
 /* y = x . w^T + bias, gelu_new on columns [0, gelu_cols): fused into the GEMV's epilogue at decode, cuBLAS + the

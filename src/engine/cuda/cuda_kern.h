@@ -76,6 +76,10 @@ cudaError_t cuda__attention_combine(cudaStream_t st, const cuda__attn_args *a);
 /* Floats of `part` one launch needs. */
 size_t cuda__attention_part_floats(const cuda__attn_args *a);
 
+/* out[r] (device) = the samp_top summary of logits row r over ids < n_valid, sum_t with inv_t[r] (device; NULL or
+ * 0: none) (cuda_sample.cu). */
+cudaError_t cuda__logits_top(cudaStream_t st, eng_tensor logits, int32_t n_valid, const float *inv_t, samp_top *out);
+
 #ifdef __cplusplus
 }
 #endif

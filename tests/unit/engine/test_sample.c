@@ -192,12 +192,80 @@ static void test_params_check(void **s) {
     assert_int_equal(samp_params_check(&p, &eb), ERR_INVALID);
 }
 
+/* samp_pick_top on samp_top_compute's summary makes samp_pick's choices: the same ids and logprobs over runs of
+ * 60 picks with one generator each (so a single extra or missing draw would shift every later pick), for greedy,
+ * logprobs, top_k and top_p at several temperatures, over rows with ties (quantized values) and -inf entries, and
+ * a vocabulary with padding. Where top_p's nucleus reaches past the candidates it answers 0 and the row is used. */
+static void test_top_summary_same_choices(void **s) {
+    (void)s;
+    enum { NV = 3000, NVALID = 2950, PICKS = 60 };
+    static float row[NV], a[NV];
+    const struct {
+        float t, top_p;
+        int top_k, n_logprobs;
+    } cases[] = {{0, 1, 0, 0}, {0, 1, 0, 5}, {0.7f, 1, 10, 3}, {1.0f, 1, 64, 0}, {1.3f, 0.9f, 0, 2},
+                 {0.5f, 0.5f, 0, 0}, {2.0f, 0.99f, 0, 1}, {1.0f, 0.95f, 40, 0}, {0.8f, 0.3f, 0, 20}};
+    int fallbacks = 0, served = 0;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        samp_params p = samp_params_default();
+        p.temperature = cases[c].t, p.top_p = cases[c].top_p, p.top_k = cases[c].top_k;
+        p.n_logprobs = cases[c].n_logprobs, p.want_logprob = 1;
+        assert_true(samp_top_serves(&p));
+        samp_state s1, s2;
+        assert_int_equal(samp_state_init(&s1, NV, NVALID, 42 + c), ERR_OK);
+        assert_int_equal(samp_state_init(&s2, NV, NVALID, 42 + c), ERR_OK);
+        uint64_t x = 99 + c;
+        for (int k = 0; k < PICKS; k++) {
+            /* peaked rows (a few large logits) and flat ones (top_p past 64 candidates), values on a 1/8 grid */
+            for (int i = 0; i < NV; i++) {
+                x = x * 6364136223846793005ull + 1442695040888963407ull;
+                row[i] = floorf((float)((x >> 40) % 1000) / 1000.0f * 4.0f * 8.0f) / 8.0f;
+                if (k % 3 != 0 && (x >> 16) % 200 == 0) row[i] += 12.0f; /* peaked: ~15 ids far ahead */
+                if ((x >> 20) % 97 == 0) row[i] = -INFINITY;
+            }
+            samp_result r1, r2;
+            memcpy(a, row, sizeof(row));
+            samp_pick(&s1, &p, a, &r1);
+            samp_top t;
+            samp_top_compute(row, NVALID, samp_top_inv_t(&p), &t);
+            if (samp_pick_top(&s2, &p, &t, &r2)) {
+                served++;
+            } else {
+                fallbacks++;
+                memcpy(a, row, sizeof(row));
+                samp_pick(&s2, &p, a, &r2);
+            }
+            assert_int_equal(r1.id, r2.id);
+            assert_true(r1.logprob == r2.logprob);
+            assert_int_equal(r1.n_top, r2.n_top);
+            for (int i = 0; i < r1.n_top; i++) {
+                assert_int_equal(r1.top_ids[i], r2.top_ids[i]);
+                assert_true(r1.top_logprobs[i] == r2.top_logprobs[i]);
+            }
+        }
+        samp_state_fini(&s1);
+        samp_state_fini(&s2);
+    }
+    printf("summary served %d picks, %d fell back to the row\n", served, fallbacks);
+    assert_true(served > 400);
+    assert_true(fallbacks > 0); /* the flat rows under top_p 0.99 / 0.9 */
+    /* penalties and whole-vocabulary sampling are not served */
+    samp_params p = samp_params_default();
+    p.repetition_penalty = 1.2f;
+    assert_false(samp_top_serves(&p));
+    p = samp_params_default();
+    p.temperature = 1.0f;
+    assert_false(samp_top_serves(&p));
+    p.top_k = SAMP_TOP_K + 1;
+    assert_false(samp_top_serves(&p));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_masks_padding),     cmocka_unit_test(test_seeded_sampling_reproducible),
         cmocka_unit_test(test_temperature_distribution), cmocka_unit_test(test_top_k_top_p),
         cmocka_unit_test(test_penalties),                cmocka_unit_test(test_params_check),
-        cmocka_unit_test(test_logprob_only_when_asked),
+        cmocka_unit_test(test_logprob_only_when_asked), cmocka_unit_test(test_top_summary_same_choices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
