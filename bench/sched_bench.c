@@ -15,7 +15,7 @@
  *               [--max-batch B=16] [--clients C=16] [--requests R=128] [--prompt P=128] [--gen G=32]
  *               [--editors E=32] [--edits K=12] [--editor-prompt P=1536] [--editor-gen G1=8] [--think-ms T=100]
  *               [--seconds S=20] [--cps C=8] [--debounce-ms D=100] [--single-tokens N=16] [--multi-tokens N=64]
- *               [--multi-pct M=20] (typing; --editors and --editor-prompt too)
+ *               [--multi-pct M=20] [--line-stops 1|0] (typing; --editors and --editor-prompt too)
  *
  * Prompts are random ids, greedy, EOS ignored, so every request computes what it asks for. One RESULT line per
  * figure. */
@@ -35,7 +35,7 @@ typedef struct opts {
     const char *dir, *backend, *mode;
     int clients, requests, prompt, gen, threads, max_batch;
     int editors, edits, editor_prompt, editor_gen, think_ms;
-    int seconds, cps, debounce_ms, single_tokens, multi_tokens, multi_pct;
+    int seconds, cps, debounce_ms, single_tokens, multi_tokens, multi_pct, line_stops;
 } opts;
 
 typedef struct run {
@@ -287,7 +287,7 @@ static int parse(int argc, char **argv, opts *o) {
     *o = (opts){.backend = "cpu", .mode = "all", .clients = 16, .requests = 128, .prompt = 128, .gen = 32,
                 .threads = 1, .max_batch = 16, .editors = 32, .edits = 12, .editor_prompt = 1536, .editor_gen = 8,
                 .think_ms = 100, .seconds = 20, .cps = 8, .debounce_ms = 100, .single_tokens = 16, .multi_tokens = 64,
-                .multi_pct = 20};
+                .multi_pct = 20, .line_stops = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-') {
@@ -308,11 +308,12 @@ static int parse(int argc, char **argv, opts *o) {
                  : !strcmp(a, "--think-ms") ? &o->think_ms : !strcmp(a, "--seconds") ? &o->seconds
                  : !strcmp(a, "--cps") ? &o->cps : !strcmp(a, "--debounce-ms") ? &o->debounce_ms
                  : !strcmp(a, "--single-tokens") ? &o->single_tokens : !strcmp(a, "--multi-tokens") ? &o->multi_tokens
-                 : !strcmp(a, "--multi-pct") ? &o->multi_pct : NULL;
+                 : !strcmp(a, "--multi-pct") ? &o->multi_pct : !strcmp(a, "--line-stops") ? &o->line_stops : NULL;
         char *end;
         long x = strtol(v, &end, 10);
-        if (!dst || *end || x < (dst == &o->think_ms || dst == &o->multi_pct ? 0 : 1) || x > 100000 ||
-            (dst == &o->multi_pct && x > 100))
+        const int zero_ok = dst == &o->think_ms || dst == &o->multi_pct || dst == &o->line_stops;
+        if (!dst || *end || x < (zero_ok ? 0 : 1) || x > 100000 || (dst == &o->multi_pct && x > 100) ||
+            (dst == &o->line_stops && x > 1))
             return fprintf(stderr, "sched_bench: bad option %s %s (see the top of bench/sched_bench.c)\n", a, v), -1;
         *dst = (int)x;
     }
@@ -363,8 +364,9 @@ int main(int argc, char **argv) {
     if (all || !strcmp(o.mode, "typing")) {
         typing_opts to = {.editors = o.editors, .prompt = o.editor_prompt, .seconds = o.seconds, .warmup_ms = 1000,
                           .cps = o.cps, .chars_per_token = 4, .debounce_ms = o.debounce_ms, .line_pause_ms = 400,
-                          .multi_pct = o.multi_pct, .single_tokens = o.single_tokens, .multi_tokens = o.multi_tokens};
-        typing(em, tk, &to, o.max_batch, 1, "batched");
+                          .multi_pct = o.multi_pct, .single_tokens = o.single_tokens, .multi_tokens = o.multi_tokens,
+                          .line_stops = o.line_stops};
+        typing(em, tk, &to, o.max_batch, 1, o.line_stops ? "batched" : "batched_full");
     }
     eng_model_destroy(em);
     eng_backend_destroy(be);

@@ -11,6 +11,7 @@ typedef struct typing_opts {
     double cps, chars_per_token;        /* typing speed; characters that make one more prompt token */
     int debounce_ms, line_pause_ms;     /* idle time that sends a request; mean extra pause after a line */
     int multi_pct, single_tokens, multi_tokens;
+    int line_stops; /* single-line requests stop where a real model's line ended (sched_typing.c LINE_LEN) */
 } typing_opts;
 
 /* Runs the typing simulation (sched_typing.c) on a fresh scheduler; prints its figures and RESULT lines under

@@ -10,8 +10,10 @@
  *   - a gap longer than debounce_ms sends the prompt 100 ms after the key; the next key cancels it if it has not
  *     finished (superseded, as an IDE aborts the request);
  *   - multi_pct% of requests are multi-line (multi_tokens), the rest single-line (single_tokens).
- * Prompts are random ids and EOS is ignored, so every request generates its max_tokens: with real weights a
- * single-line completion stops at its newline, often sooner, so these latencies are an upper bound for that length.
+ * Prompts are random ids and EOS is ignored: random weights never produce the newline a single-line request stops
+ * at. So by default (line_stops) each single-line request stops where a real code model's completion of the line
+ * stopped, drawn from LINE_LEN below; without line_stops every single-line request runs to single_tokens (an upper
+ * bound).
  * Latency (submit -> DONE) and TTFT of completed requests lean to the requests that fit before the next key (line
  * ends), the ones a slow server loses are missing; so the headline single-line figures treat a superseded request
  * as censored at its cancel time (its latency is known to be longer) and estimate the quantiles with Kaplan-Meier,
@@ -26,6 +28,21 @@
 #include "clock.h"
 #include "rng.h"
 #include "sched_bench.h"
+
+/* Tokens of 299 single-line completions (stop "\n", greedy, max_tokens 64) by models/demo, the one trained code
+ * model here, through POST /v1/completions on random cursors in this repository's src/ (half at a line's start after
+ * its indentation, half inside the line; up to 3000 characters above): LINE_LEN[i] completions took i + 1 tokens,
+ * the last bucket 17 or more (75, 64 of them never stopped). Median 7, p75 17. 2026-11-26, see bench/RESULTS.md. */
+static const int LINE_LEN[17] = {53, 34, 20, 10, 12, 18, 16, 15, 20, 6, 6, 4, 2, 4, 3, 1, 75};
+
+/* A single-line request's length: the measured distribution, capped at max. */
+static int line_len(rng *g, int max) {
+    int total = 0;
+    for (int i = 0; i < 17; i++) total += LINE_LEN[i];
+    int r = (int)(rng_next(g) % (uint64_t)total), i = 0;
+    while (r >= LINE_LEN[i]) r -= LINE_LEN[i++];
+    return i + 1 < max ? i + 1 : max; /* the last bucket (17+) runs to the cap */
+}
 
 typedef struct sample {
     double ms, ttft; /* ms: to DONE, or to the cancel when superseded */
@@ -122,7 +139,8 @@ static void *typist_main(void *arg) {
             const int multi = (int)(rng_next(&g) % 100) < o->multi_pct;
             const int32_t n = o->prompt + (int32_t)((double)typed / o->chars_per_token);
             const uint64_t sent = clock_ns();
-            q = submit(tr, ids, n < n_max ? n : n_max, multi ? o->multi_tokens : o->single_tokens);
+            const int len = multi ? o->multi_tokens : o->line_stops ? line_len(&g, o->single_tokens) : o->single_tokens;
+            q = submit(tr, ids, n < n_max ? n : n_max, len);
             if (!q) exit(1);
             int r = wait_done(q, next_key, &ttft, &n_gen);
             const uint64_t end = clock_ns();
@@ -231,8 +249,8 @@ double typing(eng_model *em, const tok *tk, const typing_opts *o, int max_batch,
     printf("  typing %-15s %d editors x %.0f s (%d-token files, %.0f chars/s, debounce %d ms): %d sent, %d completed, "
            "%d superseded\n", label, o->editors, o->seconds, o->prompt, o->cps, o->debounce_ms, tr.sent, tr.n_done,
            tr.superseded);
-    printf("    single-line (%d tokens), %d sent: latency p50 %s p95 %s ms (Kaplan-Meier, superseded = censored)\n",
-           o->single_tokens, n1, k50, k95);
+    printf("    single-line (%s %d tokens), %d sent: latency p50 %s p95 %s ms (Kaplan-Meier, superseded = censored)\n",
+           o->line_stops ? "measured line lengths, at most" : "always", o->single_tokens, n1, k50, k95);
     printf("    single-line completed (%d): latency p50 %.1f p95 %.1f p99 %.1f ms, TTFT p50 %.1f p95 %.1f ms\n", ns, s50,
            s95, s99, t50, t95);
     printf("    multi-line (%d tokens): %d done, latency p50 %.1f p95 %.1f ms; file opens p50 %.1f max %.1f ms\n",

@@ -14,7 +14,8 @@
 # BATCH_SHAPE (default codegen-2B): what a server batching editors does per step, beside its floor),
 # SCHED=1 (also the [sched] benchmarks at the codegen-2B shape, RESULT lines in sched.txt: closed-loop editors,
 # SCHED_EDITORS (default 64), for throughput against one at a time; IDE-like typing editors, SCHED_TYPISTS
-# (default "32 64"), for single-line latency),
+# (default "32 64"), for single-line latency, with single-line requests ending where a real model's lines did;
+# SCHED_FULL (default 32): the same with every single-line request running its whole 16 tokens),
 # CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
 # shapes benched again at context 1024 with BASELINE_ENV set (default SUGGESTD_CUDA_GEMV=0: cuBLAS for decode rows;
 # SUGGESTD_CUDA_GRAPHS=0 for the no-graph run), the same-card "before" in the summary's last column.
@@ -147,6 +148,11 @@ if [ "${SCHED:-0}" = 1 ]; then
     for e in ${SCHED_TYPISTS:-32 64}; do
         step "sched typing $e" 200 bash -c "set -o pipefail; $B/gpu_sched_bench $SCK --backend cuda --mode typing \
             --editors $e --max-batch $e --editor-prompt 1536 --seconds 20 \
+            | sed 's/^RESULT typing_/RESULT typing${e}_/' | tee -a '$OUT/sched.txt'"
+    done
+    for e in ${SCHED_FULL:-32}; do # every single-line request runs its whole 16 tokens (no emulated line ends)
+        step "sched typing $e, full lines" 200 bash -c "set -o pipefail; $B/gpu_sched_bench $SCK --backend cuda \
+            --mode typing --editors $e --max-batch $e --editor-prompt 1536 --seconds 20 --line-stops 0 \
             | sed 's/^RESULT typing_/RESULT typing${e}_/' | tee -a '$OUT/sched.txt'"
     done
 fi
