@@ -577,6 +577,58 @@ static void attention_case(worst *w, eng_dtype kvdt, eng_dtype qd, int32_t n_hea
     for (int k = 0; k < 2; k++) eng_kv_destroy(bes[k], kv[k]);
 }
 
+/* A batched decode step (the scheduler's): n_seqs sequences of one new row each, contexts from 1 to ~1,600 keys in
+ * scrambled blocks, so tiles x heads fill the GPU with few or no key splits (cuda: the decode kernel's streaming
+ * stages rather than its in-launch split merge). The contexts are stored first, by kv_store alone. */
+static void decode_batch_case(worst *w, eng_dtype qd, int32_t n_head, int32_t head_dim, int32_t n_seqs) {
+    const eng_attn_shape sh = {.n_head = n_head, .head_dim = head_dim, .rotary_dim = head_dim};
+    const int32_t dm = n_head * head_dim;
+    int32_t ctx[64], nb[64], total = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        ctx[s] = s % 5 == 0 ? 1 + 3 * s : 1000 + 37 * s % 600;
+        nb[s] = ctx[s] / ENG_KV_BLOCK + 1;
+        total += nb[s];
+    }
+    int32_t *perm = gc_malloc((size_t)total * sizeof(int32_t)), *pos = gc_malloc(256 * sizeof(int32_t));
+    int32_t toks[64] = {0}, dpos[64];
+    for (int32_t i = 0; i < total; i++) perm[i] = i;
+    for (int32_t i = total - 1; i > 0; i--) {
+        int32_t j = (int32_t)(rng_next(&R) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    eng_kv *kv[2];
+    eng_backend *bes[2] = {be_gpu, be_ref};
+    for (int k = 0; k < 2; k++) GC_OK(eng_kv_create(bes[k], 2, dm, total, ENG_F16, &kv[k]));
+    eng_seq seqs[64];
+    for (int32_t s = 0, off = 0; s < n_seqs; off += nb[s], s++)
+        seqs[s] = (eng_seq){.row0 = s, .n_tokens = 1, .pos = ctx[s], .blocks = perm + off, .n_blocks = nb[s]};
+    for (int32_t s = 0; s < n_seqs; s++)
+        for (int32_t p0 = 0; p0 < ctx[s]; p0 += 256) { /* the context, 256 rows at a time */
+            const int32_t n = ctx[s] - p0 < 256 ? ctx[s] - p0 : 256;
+            eng_seq one = seqs[s];
+            one.row0 = 0, one.n_tokens = n, one.pos = p0;
+            for (int32_t t = 0; t < n; t++) pos[t] = p0 + t;
+            eng_batch b = {.n_seqs = 1, .seqs = &one, .n_rows = n, .tokens = toks, .positions = pos};
+            float *kvr = rand_vec((size_t)n * 2 * (size_t)dm, -1, 1);
+            for (int k = 0; k < 2; k++) {
+                gt g;
+                GC_CHECK(!gt_init(&g, bes[k], qd, n, 2 * dm, kvr), "gt_init");
+                eng_tensor kt = eng_tensor_cols(g.view, 0, dm), vt = eng_tensor_cols(g.view, dm, dm);
+                GC_OK(eng_kv_store(bes[k], kv[k], 1, &kt, &vt, &b));
+                gt_fini(&g);
+            }
+            free(kvr);
+        }
+    for (int32_t s = 0; s < n_seqs; s++) dpos[s] = ctx[s];
+    eng_batch batch = {.n_seqs = n_seqs, .seqs = seqs, .n_rows = n_seqs, .tokens = toks, .positions = dpos};
+    char what[160];
+    snprintf(what, sizeof(what), "batched decode attention q=%s heads=%d hd=%d seqs=%d", eng_dtype_name(qd), n_head,
+             head_dim, n_seqs);
+    attention_step(w, be_gpu, kv, &batch, ENG_F16, qd, sh, 0, what);
+    for (int k = 0; k < 2; k++) eng_kv_destroy(bes[k], kv[k]);
+    free(perm), free(pos);
+}
+
 #define PF_MAX_SEQS 4
 
 /* The prefill tiles' edges (cuda_attn_mma.cu: 64-row tiles, 64- or 32-key tiles, causal diagonal, key splits): one
@@ -640,6 +692,9 @@ static void test_attention(void) {
     }
     attention_case(&w[1], ENG_F16, ENG_F32, 2, 64, 1);
     attention_case(&w[2], ENG_F16, ENG_F16, 2, 80, 1);
+    decode_batch_case(&w[2], ENG_F16, 32, 80, 24); /* 2B heads: 768 tiles x heads, unsplit */
+    decode_batch_case(&w[1], ENG_F32, 16, 256, 9); /* 6B heads: 144, a few chunks each */
+    decode_batch_case(&w[2], ENG_F16, 16, 64, 40);
     for (int d = 0; d < 3; d++) print_worst(&w[d]);
 }
 

@@ -209,6 +209,7 @@ static void cuda_destroy(eng_backend *be) {
         for (int i = 0; i < 3; i++)
             if (b->scratch[i]) (void)cudaFree(b->scratch[i]);
         if (b->rope_cs) (void)cudaFree(b->rope_cs);
+        if (b->attn_tickets) (void)cudaFree(b->attn_tickets);
         if (b->pinned) (void)cudaFreeHost(b->pinned);
         if (b->blas) (void)cublasDestroy(b->blas);
         if (b->blas_ws) (void)cudaFree(b->blas_ws);
@@ -268,6 +269,12 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
          * tensor-core kernel needs sm_80 (cp.async, m16n8k16) */
         const char *m = getenv("SUGGESTD_CUDA_ATTN_MMA");
         b->attn_mma = !(m && m[0] == '0') && prop.major >= 8 && cuda__attention_mma_code();
+    }
+    {   /* SUGGESTD_CUDA_ATTN_DECODE=0: decode rows on the SIMT kernel + combine (the same-run "before"); the split
+         * plan's CTAs per SM can be tried with SUGGESTD_CUDA_ATTN_SPLIT_CTAS (NOTES.md v8) */
+        const char *d = getenv("SUGGESTD_CUDA_ATTN_DECODE"), *c = getenv("SUGGESTD_CUDA_ATTN_SPLIT_CTAS");
+        b->attn_decode = !(d && d[0] == '0');
+        b->attn_split_ctas = c && atoi(c) > 0 ? atoi(c) : 4;
     }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
              prop.minor, prop.multiProcessorCount, (double)prop.totalGlobalMem / (1024.0 * 1024 * 1024));
@@ -589,6 +596,42 @@ static void plan_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budge
     a->n_splits = (int32_t)((budget + chunk - 1) / chunk);
 }
 
+/* The decode kernel's plan: chunks of CUDA_ATTN_DECODE_KEYS granules so that tiles x heads x chunks is about
+ * attn_split_ctas CTAs per SM (4: a 2B step at context 1024 in 16 chunks of 64 keys, 512 CTAs, each copying its
+ * 20 KB at once; fewer, larger chunks leave SMs with one CTA more than others, and each CTA's copy is one memory
+ * round trip anyway). Many tiles (batched decode) need no split: each CTA then streams its keys through its
+ * double-buffered stages. Like plan_splits, made for the key budget, not the positions. */
+static void plan_decode_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budget) {
+    const int64_t g = CUDA_ATTN_DECODE_KEYS, base = (int64_t)a->n_tiles * a->n_head,
+                  want = (int64_t)b->attn_split_ctas * b->n_sms;
+    int64_t splits = base >= want ? 1 : (want + base - 1) / base;
+    const int64_t max_splits = (budget + g - 1) / g;
+    if (splits > max_splits) splits = max_splits;
+    if (splits < 1) splits = 1;
+    int64_t chunk = (budget + splits - 1) / splits;
+    chunk = (chunk + g - 1) / g * g;
+    a->chunk = (int32_t)chunk;
+    a->n_splits = (int32_t)((budget + chunk - 1) / chunk);
+}
+
+/* The decode kernel's split counters for n (tile, head) pairs: grown outside a capture, zeroed once; every launch
+ * leaves the counters it used at 0 again. */
+static err attn_tickets(cuda_backend *b, size_t n, int32_t **out) {
+    if (n > b->attn_tickets_cap) {
+        if (b->capturing) return cuda__capture_refuse(b);
+        b->epoch++; /* graphs holding the old buffer are stale */
+        if (b->attn_tickets) CUDA_CHECK(b, cudaFree(b->attn_tickets)); /* waits for kernels using it */
+        b->attn_tickets = NULL;
+        b->attn_tickets_cap = 0;
+        size_t cap = n < 4096 ? 4096 : n + n / 4;
+        CUDA_CHECK(b, cudaMalloc((void **)&b->attn_tickets, cap * sizeof(int32_t)));
+        b->attn_tickets_cap = cap;
+        CUDA_CHECK(b, cudaMemsetAsync(b->attn_tickets, 0, cap * sizeof(int32_t), b->stream));
+    }
+    *out = b->attn_tickets;
+    return ERR_OK;
+}
+
 static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv_, int32_t layer,
                           const eng_batch *batch, eng_attn_shape shape) {
     cuda_backend *b = (cuda_backend *)be;
@@ -606,6 +649,10 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
     const int mma = b->attn_mma && kv->base.dtype == ENG_F16 && cuda__attention_mma_ok(shape.head_dim) &&
                     kv->base.d_model % 8 == 0 && (uintptr_t)((const char *)kv->k + layer_off) % 16 == 0 &&
                     (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
+    /* decode rows on an f16 cache: the decode kernel (cuda_attn.cu), split merge included; same alignment needs */
+    const int dec = b->attn_decode && kv->base.dtype == ENG_F16 && cuda__attention_decode_ok(shape.head_dim) &&
+                    kv->base.d_model % 8 == 0 && (uintptr_t)((const char *)kv->k + layer_off) % 16 == 0 &&
+                    (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
     for (int pass = 0; pass < 2; pass++) {
         cuda__attn_args a = {
             .out = *out, .q = *q, .k = (const char *)kv->k + layer_off, .v = (const char *)kv->v + layer_off,
@@ -616,9 +663,10 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
         a.n_tiles = pass == 0 ? lo.n64 : lo.n1;
         a.tiles = blocks + lo.blocks_cap + (pass == 0 ? 0 : 4 * lo.n64);
         if (a.n_tiles == 0) continue;
-        const int use_mma = pass == 0 && mma;
-        plan_splits(b, &a, cuda__keys_bucket(pass == 0 ? lo.max_keys64 : lo.max_keys1),
-                    pass == 0 && !use_mma ? ATTN_TILE_ROWS / 8 : 1);
+        const int use_mma = pass == 0 && mma, use_dec = pass == 1 && dec;
+        const int32_t budget = cuda__keys_bucket(pass == 0 ? lo.max_keys64 : lo.max_keys1);
+        if (use_dec) plan_decode_splits(b, &a, budget);
+        else plan_splits(b, &a, budget, pass == 0 && !use_mma ? ATTN_TILE_ROWS / 8 : 1);
         size_t pf = cuda__attention_part_floats(&a);
         if (pf) {
             void *p;
@@ -626,7 +674,12 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
             if (rc != ERR_OK) return rc;
             a.part = p;
         }
+        if (use_dec && a.n_splits > 1) {
+            rc = attn_tickets(b, (size_t)a.n_tiles * (size_t)a.n_head, &a.tickets);
+            if (rc != ERR_OK) return rc;
+        }
         if (use_mma) CUDA_CHECK(b, cuda__attention_mma(b->stream, &a));
+        else if (use_dec) CUDA_CHECK(b, cuda__attention_decode(b->stream, &a));
         else CUDA_CHECK(b, cuda__attention(b->stream, &a));
     }
     return ERR_OK;

@@ -58,6 +58,10 @@ typedef struct cuda_backend {
     int device, n_sms;
     int gemv; /* decode matmuls of <= gemv rows on half weights use cuda__gemv (int8 always do, up to CUDA_GEMV_MAX_ROWS) */
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
+    int attn_decode;     /* decode rows on f16 caches use cuda__attention_decode (SUGGESTD_CUDA_ATTN_DECODE=0: off) */
+    int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS, default 4) */
+    int32_t *attn_tickets; /* the decode kernel's split counters: zeroed once, each launch leaves them 0 */
+    size_t attn_tickets_cap;
     cudaStream_t stream;
     cublasHandle_t blas;
     char desc[320];

@@ -50,8 +50,9 @@ cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_t
 
 /* One attention launch: tiles of up to `rows` (1 or CUDA_ATTN_TILE_ROWS) consecutive query rows of one sequence.
  * tiles: device int4 {row0, n_rows, pos0, blocks offset}; blocks: the sequences' block tables, concatenated. Keys
- * are split into n_splits chunks of `chunk` keys (a multiple of 128); with n_splits > 1 the partial results go to
- * part and a second kernel combines them. */
+ * are split into n_splits chunks of `chunk` keys (a multiple of 128; of CUDA_ATTN_DECODE_KEYS for the decode kernel);
+ * with n_splits > 1 the partial results go to part and a second kernel combines them (the decode kernel: its last
+ * CTA per tile and head). */
 typedef struct cuda__attn_args {
     eng_tensor out, q;
     const void *k, *v; /* this layer's cache */
@@ -60,6 +61,7 @@ typedef struct cuda__attn_args {
     const int32_t *tiles, *blocks;
     int32_t n_tiles, rows, n_splits, chunk;
     float *part; /* n_tiles * n_splits * n_head * rows * (head_dim + 2) floats when n_splits > 1 */
+    int32_t *tickets; /* cuda__attention_decode with n_splits > 1: n_tiles * n_head counters, 0 before and after */
     float scale;
 } cuda__attn_args;
 /* The SIMT kernel (cuda_attn.cu): any kvdt, even head_dim <= 256. */
@@ -71,6 +73,13 @@ cudaError_t cuda__attention_mma(cudaStream_t st, const cuda__attn_args *a);
 int cuda__attention_mma_ok(int head_dim);
 /* Whether the tensor-core kernel's code for the current device was compiled for sm_80+ (not an empty fallback). */
 int cuda__attention_mma_code(void);
+/* The decode kernel (cuda_attn.cu) for tiles of one row (rows == 1) on f16 caches, head_dim accepted by
+ * cuda__attention_decode_ok, k and v 16-byte aligned, d_model % 8 == 0, compute capability >= 7.5. Key splits are
+ * merged in the same launch (no combine kernel) through `part` and `tickets`. Chunks: any multiple of
+ * CUDA_ATTN_DECODE_KEYS. */
+#define CUDA_ATTN_DECODE_KEYS 32
+cudaError_t cuda__attention_decode(cudaStream_t st, const cuda__attn_args *a);
+int cuda__attention_decode_ok(int head_dim);
 /* The second kernel of a split launch (both kernels use it): merges part into out. */
 cudaError_t cuda__attention_combine(cudaStream_t st, const cuda__attn_args *a);
 /* Floats of `part` one launch needs. */
