@@ -16,7 +16,11 @@
  * - f32 sums, one warp reduction per (row, t) at the row's end, and an epilogue that applies the int8 row scale,
  *   the bias, GELU (fc_in), and with accumulate the old y, rounding into y once.
  * Needs K % 8 (int8: 16) == 0, w and x 16-byte aligned with strides multiples of that (cuda_matmul.c checks;
- * cuBLAS otherwise). No allocation, no synchronization: graph-capturable. */
+ * cuBLAS otherwise). No allocation, no synchronization: graph-capturable.
+ * v8 (gemv_layernorm_kernel): the LayerNorm before the matmul folded in. Each warp, after issuing its first weight
+ * copies, computes mean and rstd of the T input rows itself (two passes over x, L1/L2 hits; no barrier, so warps
+ * stay independent), then normalizes x as it loads it, rounding to x's dtype as the LayerNorm kernel's output
+ * would be: the same numbers as cuda_norm.cu up to the order of the f32 statistics sums. */
 #include "cuda_common.cuh"
 
 #define GEMV_WARPS 4   /* warps per CTA (each independent: CTAs only group them for the scheduler) */
@@ -103,26 +107,131 @@ struct gemv_args {
     int N, K, rows_per_warp;
     const void *bias;
     int bdt, accumulate, gelu; /* gelu: GELU on output columns [0, gelu) */
+    const void *ln_w, *ln_b;   /* gemv_layernorm_kernel: the LayerNorm's gain and bias [K] of ln_dt */
+    int ln_dt;
+    float eps;
 };
 
-/* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x read from global memory (L1). */
+/* x[t] normalized at 8 columns: (f - mean) * rstd * g + b in f32, in cuda_norm.cu's operation order, rounded to dt
+ * (x's dtype) as the LayerNorm kernel's store would round it. */
+static __device__ __forceinline__ void ln_round8(float *f, int dt, float mean, float rstd, const float *g,
+                                                 const float *b) {
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+        const float v0 = (f[j] - mean) * rstd * g[j] + b[j], v1 = (f[j + 1] - mean) * rstd * g[j + 1] + b[j + 1];
+        if (dt == ENG_F16) {
+            const float2 p = __half22float2(__floats2half2_rn(v0, v1));
+            f[j] = p.x, f[j + 1] = p.y;
+        } else if (dt == ENG_BF16) {
+            const float2 p = __bfloat1622float2(__floats2bfloat162_rn(v0, v1));
+            f[j] = p.x, f[j + 1] = p.y;
+        } else {
+            f[j] = v0, f[j + 1] = v1;
+        }
+    }
+}
+
+/* Two WT (f16 / bf16) values packed in a word, as f32; and back, rounded to nearest. */
+template <typename WT> static __device__ __forceinline__ float2 f2_of(uint32_t u);
+template <> __device__ __forceinline__ float2 f2_of<__half>(uint32_t u) {
+    return __half22float2(*reinterpret_cast<const __half2 *>(&u));
+}
+template <> __device__ __forceinline__ float2 f2_of<__nv_bfloat16>(uint32_t u) {
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+}
+template <typename WT> static __device__ __forceinline__ uint32_t word_of(float a, float b);
+template <> __device__ __forceinline__ uint32_t word_of<__half>(float a, float b) {
+    const __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t *>(&h);
+}
+template <> __device__ __forceinline__ uint32_t word_of<__nv_bfloat16>(float a, float b) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t *>(&h);
+}
+
+/* The LayerNorm kernel's step on 16-bit weights, where x, the gain and the bias are of the weights' type (the
+ * forward pass; cuda__gemv checks): acc[t] += w . LN(x[t]) over one lane's 8 columns, a word (2 columns) at a time,
+ * so few unpacked floats are live at once (the plain kernel's 39 registers at T = 1 became 71 with everything
+ * unpacked up front, and registers cap the warps an SM holds). Each acc[t] still sums in column order. */
 template <typename WT, int TMAX>
-static __device__ __forceinline__ void step_dot(const gemv_args &a, uint4 v, int k, int T, float *acc) {
+static __device__ __forceinline__ void ln_step(uint4 v, const uint4 *xc, uint4 gc, uint4 bc, int T,
+                                               const float *mean, const float *rstd, float *acc) {
+    const uint32_t wv[4] = {v.x, v.y, v.z, v.w}, gv[4] = {gc.x, gc.y, gc.z, gc.w}, bv[4] = {bc.x, bc.y, bc.z, bc.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 w2 = f2_of<WT>(wv[i]), g2 = f2_of<WT>(gv[i]), b2 = f2_of<WT>(bv[i]);
+#pragma unroll
+        for (int t = 0; t < TMAX; t++) {
+            if (t >= T) break;
+            const uint32_t xw = i == 0 ? xc[t].x : i == 1 ? xc[t].y : i == 2 ? xc[t].z : xc[t].w;
+            const float2 x2 = f2_of<WT>(xw);
+            /* cuda_norm.cu's (x - mean) * rstd * w + b, rounded to x's type as its store rounds */
+            const float2 n2 = f2_of<WT>(word_of<WT>((x2.x - mean[t]) * rstd[t] * g2.x + b2.x,
+                                                    (x2.y - mean[t]) * rstd[t] * g2.y + b2.y));
+            acc[t] = fmaf(w2.y, n2.y, fmaf(w2.x, n2.x, acc[t]));
+        }
+    }
+}
+
+/* mean and rstd of x's rows t < T, by one warp for itself: f32 sums of x, then of (x - mean)^2 (a second read, L1
+ * hits), biased variance, as cuda_norm.cu. Rows past T get 0. */
+template <int TMAX>
+static __device__ __forceinline__ void ln_stats(const gemv_args &a, int T, int lane, float *mean, float *rstd) {
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) mean[t] = 0.0f, rstd[t] = 0.0f;
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        const int64_t row = (int64_t)t * a.x.stride;
+        float s = 0.0f;
+#pragma unroll 4
+        for (int k = lane * 8; k < a.K; k += 256) {
+            float f[8];
+            ld_x8(a.x.data, a.x.dtype, row + k, f);
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += f[j];
+        }
+        const float m = cu_warp_sum(s) / (float)a.K;
+        float q = 0.0f;
+#pragma unroll 4
+        for (int k = lane * 8; k < a.K; k += 256) {
+            float f[8];
+            ld_x8(a.x.data, a.x.dtype, row + k, f);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float d = f[j] - m;
+                q += d * d;
+            }
+        }
+        mean[t] = m;
+        rstd[t] = rsqrtf(cu_warp_sum(q) / (float)a.K + a.eps);
+    }
+}
+
+/* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x read from global memory (L1); LN: x
+ * normalized first (the gain and bias loaded once per 8 columns for every t; each acc[t] still sums in column
+ * order). */
+template <typename WT, int TMAX, bool LN>
+static __device__ __forceinline__ void step_dot(const gemv_args &a, uint4 v, int k, int T, float *acc,
+                                                const float *mean, const float *rstd) {
     constexpr int E = wchunk<WT>::N;
     float wf[E];
     wchunk<WT>::unpack(v, wf);
 #pragma unroll
-    for (int t = 0; t < TMAX; t++) {
-        if (t >= T) break;
-        float sum = acc[t];
+    for (int h = 0; h < E; h += 8) {
+        float g[8], b[8];
+        if (LN) ld_x8(a.ln_w, a.ln_dt, k + h, g), ld_x8(a.ln_b, a.ln_dt, k + h, b);
 #pragma unroll
-        for (int h = 0; h < E; h += 8) {
+        for (int t = 0; t < TMAX; t++) {
+            if (t >= T) break;
             float xf[8];
             ld_x8(a.x.data, a.x.dtype, (int64_t)t * a.x.stride + k + h, xf);
+            if (LN) ln_round8(xf, a.x.dtype, mean[t], rstd[t], g, b);
+            float sum = acc[t];
 #pragma unroll
             for (int j = 0; j < 8; j++) sum = fmaf(wf[h + j], xf[j], sum);
+            acc[t] = sum;
         }
-        acc[t] = sum;
     }
 }
 
@@ -147,8 +256,7 @@ static __device__ __forceinline__ void row_end(const gemv_args &a, int n, int T,
     }
 }
 
-template <typename WT, int TMAX>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args a) {
+template <typename WT, int TMAX, bool LN> static __device__ __forceinline__ void gemv_body(const gemv_args &a) {
     extern __shared__ uint4 ring[]; /* [GEMV_WARPS][GEMV_STAGES][32] */
     constexpr int E = wchunk<WT>::N, STEP = 32 * E; /* elements per lane-chunk and per warp step */
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
@@ -174,14 +282,19 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
         cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
     }
     const int T = (int)a.x.rows;
+    /* LN: the row statistics while the first GEMV_STAGES weight steps are in flight */
+    float mean[TMAX], rstd[TMAX];
+    if (LN) ln_stats<TMAX>(a, T, lane, mean, rstd);
     float acc[TMAX];
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[t] = 0.0f;
     int cr = 0, ck = 0, slot = 0;
     /* Half x with half weights (the forward pass): x of the next step is loaded one step ahead into registers.
-     * Nsight Compute on v3 without it: the top stall was each step's x load (an L1 hit, but used at once). */
-    const bool xpf = E == 8 && a.x.dtype != ENG_F32;
+     * Nsight Compute on v3 without it: the top stall was each step's x load (an L1 hit, but used at once). The
+     * LayerNorm kernel takes this path on 16-bit weights (x of their type, cuda__gemv checks) and step_dot on int8. */
+    const bool xpf = LN ? E == 8 : E == 8 && a.x.dtype != ENG_F32;
     const uint16_t *xh = (const uint16_t *)a.x.data;
+    const uint16_t *gh = (const uint16_t *)a.ln_w, *bh = (const uint16_t *)a.ln_b;
     uint4 xn[TMAX];
     if (xpf) {
         const int k = lane * E;
@@ -192,9 +305,14 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
     }
 #pragma unroll 1
     for (int s = 0; s < total; s++) {
+        const int k = ck * STEP + lane * E;
+        /* LN: this step's gain and bias (L1 hits), issued before the wait so that it covers their latency; a
+         * prefetch one step ahead like x's costs 8 more registers */
+        uint4 gc = make_uint4(0, 0, 0, 0), bc = make_uint4(0, 0, 0, 0);
+        if (LN && xpf && k < a.K)
+            gc = *reinterpret_cast<const uint4 *>(gh + k), bc = *reinterpret_cast<const uint4 *>(bh + k);
         cp_wait_stages(); /* this lane's copy of step s has landed */
         const uint4 v = mine[slot * 32];
-        const int k = ck * STEP + lane * E;
         if (xpf) {
             uint4 xc[TMAX];
 #pragma unroll
@@ -203,7 +321,9 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
 #pragma unroll
             for (int t = 0; t < TMAX; t++)
                 if (t < T && kn < a.K) xn[t] = *reinterpret_cast<const uint4 *>(xh + (int64_t)t * a.x.stride + kn);
-            if (k < a.K) {
+            if constexpr (LN && E == 8) {
+                if (k < a.K) ln_step<WT, TMAX>(v, xc, gc, bc, T, mean, rstd, acc);
+            } else if (k < a.K) {
                 float wf[E];
                 wchunk<WT>::unpack(v, wf);
 #pragma unroll
@@ -219,7 +339,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
                 }
             }
         } else if (k < a.K) {
-            step_dot<WT, TMAX>(a, v, k, T, acc);
+            step_dot<WT, TMAX, LN>(a, v, k, T, acc, mean, rstd);
         }
         /* v has been used, so the slot is free again: refill it with the step GEMV_STAGES ahead */
         if (s + GEMV_STAGES < total) issue(slot);
@@ -233,6 +353,18 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_all;" ::: "memory"); /* leave no copy in flight into a ring about to be reused */
 #endif
+}
+
+template <typename WT, int TMAX>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args a) {
+    gemv_body<WT, TMAX, false>(a);
+}
+
+/* The LayerNorm-folding variant, a kernel of its own so the plain one keeps its registers (and Nsight Compute /
+ * gpu-prof.sh, which counts steps by "layernorm" kernels, tell them apart). */
+template <typename WT, int TMAX>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_layernorm_kernel(gemv_args a) {
+    gemv_body<WT, TMAX, true>(a);
 }
 
 /* CTAs of `kernel` an SM of the current device holds, asked once per device (the occupancy API is not a stream
@@ -257,34 +389,43 @@ template <typename K> static cudaError_t ctas_per_sm(K kernel, int threads, size
 #define RING_BYTES (GEMV_WARPS * GEMV_STAGES * 32 * 16)
 
 
-template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
+template <typename WT, int TMAX, bool LN> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
     static int cache[GEMV_MAX_DEVICES];
+    void (*const kernel)(gemv_args) = LN ? gemv_layernorm_kernel<WT, TMAX> : gemv_kernel<WT, TMAX>;
     int per_sm = 0;
-    cudaError_t e = ctas_per_sm(gemv_kernel<WT, TMAX>, GEMV_WARPS * 32, RING_BYTES, cache, &per_sm);
+    cudaError_t e = ctas_per_sm(kernel, GEMV_WARPS * 32, RING_BYTES, cache, &per_sm);
     if (e != cudaSuccess) return e;
     const int64_t resident = (int64_t)n_sms * per_sm * GEMV_WARPS;
     a.rows_per_warp = (int)((a.N + resident - 1) / resident);
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
     const unsigned grid = (unsigned)((warps + GEMV_WARPS - 1) / GEMV_WARPS);
-    gemv_kernel<WT, TMAX><<<grid, GEMV_WARPS * 32, RING_BYTES, st>>>(a);
+    kernel<<<grid, GEMV_WARPS * 32, RING_BYTES, st>>>(a);
     return cudaGetLastError();
 }
 
-template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a) {
+template <typename WT, bool LN> static cudaError_t launch_l(cudaStream_t st, int n_sms, const gemv_args &a) {
     const int64_t T = a.x.rows;
-    if (T == 1) return launch_t<WT, 1>(st, n_sms, a);
-    if (T == 2) return launch_t<WT, 2>(st, n_sms, a);
-    if (T <= 4) return launch_t<WT, 4>(st, n_sms, a);
-    return launch_t<WT, 8>(st, n_sms, a);
+    if (T == 1) return launch_t<WT, 1, LN>(st, n_sms, a);
+    if (T == 2) return launch_t<WT, 2, LN>(st, n_sms, a);
+    if (T <= 4) return launch_t<WT, 4, LN>(st, n_sms, a);
+    return launch_t<WT, 8, LN>(st, n_sms, a);
+}
+
+template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a) {
+    return a.ln_w ? launch_l<WT, true>(st, n_sms, a) : launch_l<WT, false>(st, n_sms, a);
 }
 
 extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w,
-                                  const eng_tensor *bias, int accumulate, int gelu) {
+                                  const eng_tensor *bias, int accumulate, int gelu, const cuda__gemv_ln *ln) {
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
     if (x.rows > CUDA_GEMV_MAX_ROWS) return cudaErrorInvalidValue;
+    /* the LayerNorm kernel's 16-bit path reads x, the gain and the bias as the weights' type (cuda_matmul.c checks) */
+    if (ln && w.dtype != ENG_Q8 && (x.dtype != w.dtype || ln->w.dtype != w.dtype || ln->b.dtype != w.dtype))
+        return cudaErrorInvalidValue;
     gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
-                   accumulate, gelu};
+                   accumulate, gelu, ln ? ln->w.data : NULL, ln ? ln->b.data : NULL, ln ? (int)ln->w.dtype : 0,
+                   ln ? ln->eps : 0.0f};
     switch (w.dtype) {
     case ENG_F16: return launch_w<__half>(st, n_sms, a);
     case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a);
