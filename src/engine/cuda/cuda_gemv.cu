@@ -17,10 +17,13 @@
  *   the bias, GELU (fc_in), and with accumulate the old y, rounding into y once.
  * Needs K % 8 (int8: 16) == 0, w and x 16-byte aligned with strides multiples of that (cuda_matmul.c checks;
  * cuBLAS otherwise). No allocation, no synchronization: graph-capturable.
- * v8 (gemv_layernorm_kernel): the LayerNorm before the matmul folded in. Each warp, after issuing its first weight
- * copies, computes mean and rstd of the T input rows itself (two passes over x, L1/L2 hits; no barrier, so warps
- * stay independent), then normalizes x as it loads it, rounding to x's dtype as the LayerNorm kernel's output
- * would be: the same numbers as cuda_norm.cu up to the order of the f32 statistics sums. */
+ * v8 (gemv_layernorm_kernel): the LayerNorm before the matmul folded in. After issuing its first weight copies
+ * (which keep HBM busy meanwhile), the CTA normalizes its T input rows into shared memory, rounded to x's dtype as
+ * the LayerNorm kernel's store rounds them (f32 statistics over two passes, as cuda_norm.cu, summed in another
+ * order), behind three barriers; the main loop then reads x from there instead of global memory and is the plain
+ * kernel's. The first try, every warp computing the statistics for itself and normalizing x at every step (no
+ * barrier), made fc_in|qkv's GEMV 50% slower on an H100 (NOTES.md v8): the normalization was redone for every
+ * weight row, with the gain and the bias as two more loads a step. */
 #include "cuda_common.cuh"
 
 #define GEMV_WARPS 4   /* warps per CTA (each independent: CTAs only group them for the scheduler) */
@@ -112,127 +115,103 @@ struct gemv_args {
     float eps;
 };
 
-/* x[t] normalized at 8 columns: (f - mean) * rstd * g + b in f32, in cuda_norm.cu's operation order, rounded to dt
- * (x's dtype) as the LayerNorm kernel's store would round it. */
-static __device__ __forceinline__ void ln_round8(float *f, int dt, float mean, float rstd, const float *g,
-                                                 const float *b) {
-#pragma unroll
-    for (int j = 0; j < 8; j += 2) {
-        const float v0 = (f[j] - mean) * rstd * g[j] + b[j], v1 = (f[j + 1] - mean) * rstd * g[j + 1] + b[j + 1];
-        if (dt == ENG_F16) {
-            const float2 p = __half22float2(__floats2half2_rn(v0, v1));
-            f[j] = p.x, f[j + 1] = p.y;
-        } else if (dt == ENG_BF16) {
-            const float2 p = __bfloat1622float2(__floats2bfloat162_rn(v0, v1));
-            f[j] = p.x, f[j + 1] = p.y;
-        } else {
-            f[j] = v0, f[j + 1] = v1;
-        }
-    }
-}
-
-/* Two WT (f16 / bf16) values packed in a word, as f32; and back, rounded to nearest. */
-template <typename WT> static __device__ __forceinline__ float2 f2_of(uint32_t u);
-template <> __device__ __forceinline__ float2 f2_of<__half>(uint32_t u) {
-    return __half22float2(*reinterpret_cast<const __half2 *>(&u));
-}
-template <> __device__ __forceinline__ float2 f2_of<__nv_bfloat16>(uint32_t u) {
-    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
-}
-template <typename WT> static __device__ __forceinline__ uint32_t word_of(float a, float b);
-template <> __device__ __forceinline__ uint32_t word_of<__half>(float a, float b) {
-    const __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<const uint32_t *>(&h);
-}
-template <> __device__ __forceinline__ uint32_t word_of<__nv_bfloat16>(float a, float b) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<const uint32_t *>(&h);
-}
-
-/* The LayerNorm kernel's step on 16-bit weights, where x, the gain and the bias are of the weights' type (the
- * forward pass; cuda__gemv checks): acc[t] += w . LN(x[t]) over one lane's 8 columns, a word (2 columns) at a time,
- * so few unpacked floats are live at once (the plain kernel's 39 registers at T = 1 became 71 with everything
- * unpacked up front, and registers cap the warps an SM holds). Each acc[t] still sums in column order. */
+/* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x (rows xs apart, of dtype xdt) read from
+ * global memory (L1), or the LayerNorm kernel's normalized rows in shared memory. */
 template <typename WT, int TMAX>
-static __device__ __forceinline__ void ln_step(uint4 v, const uint4 *xc, uint4 gc, uint4 bc, int T,
-                                               const float *mean, const float *rstd, float *acc) {
-    const uint32_t wv[4] = {v.x, v.y, v.z, v.w}, gv[4] = {gc.x, gc.y, gc.z, gc.w}, bv[4] = {bc.x, bc.y, bc.z, bc.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 w2 = f2_of<WT>(wv[i]), g2 = f2_of<WT>(gv[i]), b2 = f2_of<WT>(bv[i]);
-#pragma unroll
-        for (int t = 0; t < TMAX; t++) {
-            if (t >= T) break;
-            const uint32_t xw = i == 0 ? xc[t].x : i == 1 ? xc[t].y : i == 2 ? xc[t].z : xc[t].w;
-            const float2 x2 = f2_of<WT>(xw);
-            /* cuda_norm.cu's (x - mean) * rstd * w + b, rounded to x's type as its store rounds */
-            const float2 n2 = f2_of<WT>(word_of<WT>((x2.x - mean[t]) * rstd[t] * g2.x + b2.x,
-                                                    (x2.y - mean[t]) * rstd[t] * g2.y + b2.y));
-            acc[t] = fmaf(w2.y, n2.y, fmaf(w2.x, n2.x, acc[t]));
-        }
-    }
-}
-
-/* mean and rstd of x's rows t < T, by one warp for itself: f32 sums of x, then of (x - mean)^2 (a second read, L1
- * hits), biased variance, as cuda_norm.cu. Rows past T get 0. */
-template <int TMAX>
-static __device__ __forceinline__ void ln_stats(const gemv_args &a, int T, int lane, float *mean, float *rstd) {
-#pragma unroll
-    for (int t = 0; t < TMAX; t++) mean[t] = 0.0f, rstd[t] = 0.0f;
-#pragma unroll
-    for (int t = 0; t < TMAX; t++) {
-        if (t >= T) break;
-        const int64_t row = (int64_t)t * a.x.stride;
-        float s = 0.0f;
-#pragma unroll 4
-        for (int k = lane * 8; k < a.K; k += 256) {
-            float f[8];
-            ld_x8(a.x.data, a.x.dtype, row + k, f);
-#pragma unroll
-            for (int j = 0; j < 8; j++) s += f[j];
-        }
-        const float m = cu_warp_sum(s) / (float)a.K;
-        float q = 0.0f;
-#pragma unroll 4
-        for (int k = lane * 8; k < a.K; k += 256) {
-            float f[8];
-            ld_x8(a.x.data, a.x.dtype, row + k, f);
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                const float d = f[j] - m;
-                q += d * d;
-            }
-        }
-        mean[t] = m;
-        rstd[t] = rsqrtf(cu_warp_sum(q) / (float)a.K + a.eps);
-    }
-}
-
-/* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x read from global memory (L1); LN: x
- * normalized first (the gain and bias loaded once per 8 columns for every t; each acc[t] still sums in column
- * order). */
-template <typename WT, int TMAX, bool LN>
-static __device__ __forceinline__ void step_dot(const gemv_args &a, uint4 v, int k, int T, float *acc,
-                                                const float *mean, const float *rstd) {
+static __device__ __forceinline__ void step_dot(const void *x, int xdt, int64_t xs, uint4 v, int k, int T,
+                                                float *acc) {
     constexpr int E = wchunk<WT>::N;
     float wf[E];
     wchunk<WT>::unpack(v, wf);
 #pragma unroll
-    for (int h = 0; h < E; h += 8) {
-        float g[8], b[8];
-        if (LN) ld_x8(a.ln_w, a.ln_dt, k + h, g), ld_x8(a.ln_b, a.ln_dt, k + h, b);
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        float sum = acc[t];
 #pragma unroll
-        for (int t = 0; t < TMAX; t++) {
-            if (t >= T) break;
+        for (int h = 0; h < E; h += 8) {
             float xf[8];
-            ld_x8(a.x.data, a.x.dtype, (int64_t)t * a.x.stride + k + h, xf);
-            if (LN) ln_round8(xf, a.x.dtype, mean[t], rstd[t], g, b);
-            float sum = acc[t];
+            ld_x8(x, xdt, (int64_t)t * xs + k + h, xf);
 #pragma unroll
             for (int j = 0; j < 8; j++) sum = fmaf(wf[h + j], xf[j], sum);
-            acc[t] = sum;
+        }
+        acc[t] = sum;
+    }
+}
+
+/* The LayerNorm kernel's prologue: x's rows t < T normalized into xn (shared, [T][K] of x's 16-bit dtype) by the
+ * whole CTA, a 16-byte chunk per thread at a time: pass 1 copies x there and sums it, pass 2 sums (x - mean)^2 from
+ * the copy, pass 3 writes (x - mean) * rstd * w + b over it, rounded as cuda_norm.cu's store rounds. A thread
+ * touches only its own chunks between the reductions; the last barrier publishes xn to every warp. */
+template <int TMAX>
+static __device__ __forceinline__ void ln_prologue(const gemv_args &a, int T, uint16_t *xn) {
+    __shared__ float red[2][GEMV_WARPS][TMAX];
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, k8 = a.K / 8;
+    float mean[TMAX];
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        float s = 0.0f;
+        for (int c = threadIdx.x; c < k8; c += GEMV_WARPS * 32) {
+            const uint4 v = *reinterpret_cast<const uint4 *>((const uint16_t *)a.x.data + t * a.x.stride + 8 * c);
+            *reinterpret_cast<uint4 *>(xn + t * a.K + 8 * c) = v;
+            float f[8];
+            if (a.x.dtype == ENG_F16) wchunk<__half>::unpack(v, f);
+            else wchunk<__nv_bfloat16>::unpack(v, f);
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += f[j];
+        }
+        s = cu_warp_sum(s);
+        if (lane == 0) red[0][wid][t] = s;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        float m = 0.0f, s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < GEMV_WARPS; w++) m += red[0][w][t];
+        mean[t] = m / (float)a.K;
+        for (int c = threadIdx.x; c < k8; c += GEMV_WARPS * 32) {
+            float f[8];
+            ld_x8(xn, a.x.dtype, t * a.K + 8 * c, f);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float d = f[j] - mean[t];
+                s += d * d;
+            }
+        }
+        s = cu_warp_sum(s);
+        if (lane == 0) red[1][wid][t] = s;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        float q = 0.0f;
+#pragma unroll
+        for (int w = 0; w < GEMV_WARPS; w++) q += red[1][w][t];
+        const float rstd = rsqrtf(q / (float)a.K + a.eps);
+        for (int c = threadIdx.x; c < k8; c += GEMV_WARPS * 32) {
+            float f[8], g[8], b[8];
+            ld_x8(xn, a.x.dtype, t * a.K + 8 * c, f);
+            ld_x8(a.ln_w, a.ln_dt, 8 * c, g);
+            ld_x8(a.ln_b, a.ln_dt, 8 * c, b);
+            __align__(16) uint16_t o[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) { /* cuda_norm.cu's expression, and cu_st's rounding */
+                const float y = (f[j] - mean[t]) * rstd * g[j] + b[j];
+                if (a.x.dtype == ENG_F16) {
+                    const __half h = __float2half_rn(y);
+                    o[j] = *reinterpret_cast<const uint16_t *>(&h);
+                } else {
+                    const __nv_bfloat16 h = __float2bfloat16_rn(y);
+                    o[j] = *reinterpret_cast<const uint16_t *>(&h);
+                }
+            }
+            *reinterpret_cast<uint4 *>(xn + t * a.K + 8 * c) = *reinterpret_cast<const uint4 *>(o);
         }
     }
+    __syncthreads();
 }
 
 /* Row n is complete: one warp reduction per t, then the epilogue (int8 scale, bias, GELU on the first a.gelu
@@ -257,12 +236,13 @@ static __device__ __forceinline__ void row_end(const gemv_args &a, int n, int T,
 }
 
 template <typename WT, int TMAX, bool LN> static __device__ __forceinline__ void gemv_body(const gemv_args &a) {
-    extern __shared__ uint4 ring[]; /* [GEMV_WARPS][GEMV_STAGES][32] */
+    extern __shared__ uint4 ring[]; /* [GEMV_WARPS][GEMV_STAGES][32], then (LN) the normalized x [T][K] */
     constexpr int E = wchunk<WT>::N, STEP = 32 * E; /* elements per lane-chunk and per warp step */
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     const int r0 = (blockIdx.x * GEMV_WARPS + wid) * a.rows_per_warp;
-    if (r0 >= a.N) return; /* no barrier anywhere: a warp past the end simply leaves */
-    const int n_rows = min(a.rows_per_warp, a.N - r0);
+    /* no barrier anywhere but the LayerNorm prologue's: a warp past the end simply leaves (LN: after it) */
+    if (!LN && r0 >= a.N) return;
+    const int n_rows = r0 < a.N ? min(a.rows_per_warp, a.N - r0) : 0;
     const int steps_per_row = (a.K + STEP - 1) / STEP, total = n_rows * steps_per_row;
     const WT *w = (const WT *)a.w + (int64_t)r0 * a.ws;
     uint4 *mine = ring + wid * GEMV_STAGES * 32 + lane;
@@ -282,37 +262,36 @@ template <typename WT, int TMAX, bool LN> static __device__ __forceinline__ void
         cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
     }
     const int T = (int)a.x.rows;
-    /* LN: the row statistics while the first GEMV_STAGES weight steps are in flight */
-    float mean[TMAX], rstd[TMAX];
-    if (LN) ln_stats<TMAX>(a, T, lane, mean, rstd);
+    /* LN: x normalized into shared memory while the first GEMV_STAGES weight steps are in flight; from here on x
+     * is read there, with rows K apart */
+    uint16_t *const xln = reinterpret_cast<uint16_t *>(ring + GEMV_WARPS * GEMV_STAGES * 32);
+    if constexpr (LN) {
+        ln_prologue<TMAX>(a, T, xln);
+        if (r0 >= a.N) return;
+    }
+    const void *const xp = LN ? (const void *)xln : a.x.data;
+    const int64_t xst = LN ? (int64_t)a.K : a.x.stride;
     float acc[TMAX];
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[t] = 0.0f;
     int cr = 0, ck = 0, slot = 0;
     /* Half x with half weights (the forward pass): x of the next step is loaded one step ahead into registers.
-     * Nsight Compute on v3 without it: the top stall was each step's x load (an L1 hit, but used at once). The
-     * LayerNorm kernel takes this path on 16-bit weights (x of their type, cuda__gemv checks) and step_dot on int8. */
-    const bool xpf = LN ? E == 8 : E == 8 && a.x.dtype != ENG_F32;
-    const uint16_t *xh = (const uint16_t *)a.x.data;
-    const uint16_t *gh = (const uint16_t *)a.ln_w, *bh = (const uint16_t *)a.ln_b;
+     * Nsight Compute on v3 without it: the top stall was each step's x load (an L1 hit, but used at once). */
+    const bool xpf = E == 8 && a.x.dtype != ENG_F32;
+    const uint16_t *xh = (const uint16_t *)xp;
     uint4 xn[TMAX];
     if (xpf) {
         const int k = lane * E;
 #pragma unroll
         for (int t = 0; t < TMAX; t++)
-            xn[t] = t < T && k < a.K ? *reinterpret_cast<const uint4 *>(xh + (int64_t)t * a.x.stride + k)
+            xn[t] = t < T && k < a.K ? *reinterpret_cast<const uint4 *>(xh + (int64_t)t * xst + k)
                                      : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll 1
     for (int s = 0; s < total; s++) {
-        const int k = ck * STEP + lane * E;
-        /* LN: this step's gain and bias (L1 hits), issued before the wait so that it covers their latency; a
-         * prefetch one step ahead like x's costs 8 more registers */
-        uint4 gc = make_uint4(0, 0, 0, 0), bc = make_uint4(0, 0, 0, 0);
-        if (LN && xpf && k < a.K)
-            gc = *reinterpret_cast<const uint4 *>(gh + k), bc = *reinterpret_cast<const uint4 *>(bh + k);
         cp_wait_stages(); /* this lane's copy of step s has landed */
         const uint4 v = mine[slot * 32];
+        const int k = ck * STEP + lane * E;
         if (xpf) {
             uint4 xc[TMAX];
 #pragma unroll
@@ -320,10 +299,8 @@ template <typename WT, int TMAX, bool LN> static __device__ __forceinline__ void
             const int kn = (ck + 1 == steps_per_row ? 0 : ck + 1) * STEP + lane * E;
 #pragma unroll
             for (int t = 0; t < TMAX; t++)
-                if (t < T && kn < a.K) xn[t] = *reinterpret_cast<const uint4 *>(xh + (int64_t)t * a.x.stride + kn);
-            if constexpr (LN && E == 8) {
-                if (k < a.K) ln_step<WT, TMAX>(v, xc, gc, bc, T, mean, rstd, acc);
-            } else if (k < a.K) {
+                if (t < T && kn < a.K) xn[t] = *reinterpret_cast<const uint4 *>(xh + (int64_t)t * xst + kn);
+            if (k < a.K) {
                 float wf[E];
                 wchunk<WT>::unpack(v, wf);
 #pragma unroll
@@ -339,7 +316,7 @@ template <typename WT, int TMAX, bool LN> static __device__ __forceinline__ void
                 }
             }
         } else if (k < a.K) {
-            step_dot<WT, TMAX, LN>(a, v, k, T, acc, mean, rstd);
+            step_dot<WT, TMAX>(xp, a.x.dtype, xst, v, k, T, acc);
         }
         /* v has been used, so the slot is free again: refill it with the step GEMV_STAGES ahead */
         if (s + GEMV_STAGES < total) issue(slot);
@@ -389,17 +366,23 @@ template <typename K> static cudaError_t ctas_per_sm(K kernel, int threads, size
 #define RING_BYTES (GEMV_WARPS * GEMV_STAGES * 32 * 16)
 
 
+/* The LayerNorm kernel's shared memory on top of the ring: the normalized rows, in whole KiB (which also index its
+ * occupancy cache: CTAs per SM depend on it). */
+#define LN_KIB_MAX (CUDA_GEMV_LN_MAX * 2 / 1024)
+
 template <typename WT, int TMAX, bool LN> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
-    static int cache[GEMV_MAX_DEVICES];
+    static int cache[GEMV_MAX_DEVICES * (LN ? LN_KIB_MAX + 1 : 1)];
     void (*const kernel)(gemv_args) = LN ? gemv_layernorm_kernel<WT, TMAX> : gemv_kernel<WT, TMAX>;
+    const int kib = LN ? (int)((a.x.rows * a.K * 2 + 1023) / 1024) : 0;
+    const size_t smem = RING_BYTES + (size_t)kib * 1024;
     int per_sm = 0;
-    cudaError_t e = ctas_per_sm(kernel, GEMV_WARPS * 32, RING_BYTES, cache, &per_sm);
+    cudaError_t e = ctas_per_sm(kernel, GEMV_WARPS * 32, smem, cache + kib * GEMV_MAX_DEVICES, &per_sm);
     if (e != cudaSuccess) return e;
     const int64_t resident = (int64_t)n_sms * per_sm * GEMV_WARPS;
     a.rows_per_warp = (int)((a.N + resident - 1) / resident);
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
     const unsigned grid = (unsigned)((warps + GEMV_WARPS - 1) / GEMV_WARPS);
-    kernel<<<grid, GEMV_WARPS * 32, RING_BYTES, st>>>(a);
+    kernel<<<grid, GEMV_WARPS * 32, smem, st>>>(a);
     return cudaGetLastError();
 }
 
@@ -420,8 +403,8 @@ extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
     if (x.rows > CUDA_GEMV_MAX_ROWS) return cudaErrorInvalidValue;
-    /* the LayerNorm kernel's 16-bit path reads x, the gain and the bias as the weights' type (cuda_matmul.c checks) */
-    if (ln && w.dtype != ENG_Q8 && (x.dtype != w.dtype || ln->w.dtype != w.dtype || ln->b.dtype != w.dtype))
+    /* the LayerNorm kernel: normalized rows of x's 16-bit dtype in shared memory; one dtype for the gain and bias */
+    if (ln && (x.dtype == ENG_F32 || x.rows * K > CUDA_GEMV_LN_MAX || ln->w.dtype != ln->b.dtype))
         return cudaErrorInvalidValue;
     gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
                    accumulate, gelu, ln ? ln->w.data : NULL, ln ? ln->b.data : NULL, ln ? (int)ln->w.dtype : 0,

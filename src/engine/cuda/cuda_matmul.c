@@ -127,17 +127,18 @@ err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const
 }
 
 /* The LayerNorm before fc_in|qkv and lm_head folded into the GEMV (NOTES.md "v8"): at decode the LayerNorm kernel
- * is one latency-bound launch per layer on a single row; the GEMV's warps compute the row statistics themselves (x
- * is a few KB, L1/L2 hits) while their first weights are in flight, and normalize x as they load it. Only where the
- * GEMV takes the matmul anyway; otherwise eng.c runs the LayerNorm kernel and matmul_gelu. */
+ * is one latency-bound launch per layer on a single row; instead each GEMV CTA normalizes x into its shared memory
+ * (a few KB, L1/L2 hits) while its first weights are in flight. Only where the GEMV takes the matmul anyway, on half
+ * activations of at most CUDA_GEMV_LN_MAX elements (2B: 3 rows; more would cost the GEMV occupancy); otherwise eng.c
+ * runs the LayerNorm kernel and matmul_gelu. */
 err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *ln_w, const eng_tensor *ln_b,
                     float eps, const eng_tensor *w, const eng_tensor *bias, int64_t gelu_cols) {
     cuda_backend *b = (cuda_backend *)be;
     err rc = cuda__enter(b);
     if (rc != ERR_OK) return rc;
     if (!b->ln_fold || !gemv_fits(b, x, w) || ((uintptr_t)ln_w->data & 15) || ((uintptr_t)ln_b->data & 15) ||
-        ln_w->dtype != ln_b->dtype || (w->dtype != ENG_Q8 && (x->dtype != w->dtype || ln_w->dtype != w->dtype || ln_b->dtype != w->dtype)) ||
-        w->rows > INT32_MAX || x->cols > INT32_MAX)
+        ln_w->dtype != ln_b->dtype || x->dtype == ENG_F32 || x->rows * x->cols > CUDA_GEMV_LN_MAX ||
+        w->rows > INT32_MAX)
         return ERR_UNSUPPORTED;
     const cuda__gemv_ln ln = {*ln_w, *ln_b, eps};
     CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, 0, (int)gelu_cols, &ln));
