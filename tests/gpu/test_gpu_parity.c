@@ -502,6 +502,11 @@ static void test_matmul_ln(void) {
             if (K % 16 == 0)
                 matmul_ln_case(&w[2], &folded, dts[1 + (T & 1)], (T & 2) ? ENG_F32 : ENG_F16, T, K, N, 1, gelu, 1, 0);
         }
+    /* 2B's fc_in|qkv (GELU on fc_in's 10240 columns) and N = 6000: on an H100 these take the kernel's CTAs of 16
+     * warps (more rows than CTAs of 4 would hold at one row a warp) */
+    matmul_ln_case(&w[0], &folded, ENG_F16, ENG_F16, 1, 2560, 17920, 0, 10240, 1, 0);
+    matmul_ln_case(&w[1], &folded, ENG_BF16, ENG_F32, 1, 2560, 6000, 0, 0, 1, 0);
+    matmul_ln_case(&w[2], &folded, ENG_F16, ENG_F16, 1, 2560, 17920, 1, 10240, 1, 0);
     /* the fallbacks (LayerNorm kernel, then matmul_gelu): x not 16-byte aligned, prefill rows (cuBLAS; int8
      * dequantized), f32 x */
     const int64_t FT[] = {3, 9, 33};
