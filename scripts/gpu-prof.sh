@@ -4,9 +4,10 @@
 #
 #   bash scripts/gpu-prof.sh SHAPE [ENV=VALUE...]     e.g. codegen-2B SUGGESTD_CUDA_GEMV=1
 #
-# TAG names the output files ($OUT/ncu-SHAPE-decode-TAG.csv). Caches are not flushed between kernels (as in a real
-# step). Prints, for one decode step at context 1024 and for one 1024-token prefill, each kernel's count, total and mean
-# time in microseconds, and the sum. The sum is GPU time only: a graph replay adds the gaps between kernels.
+# TAG names the output files ($OUT/ncu-SHAPE-decode-TAG.csv); PHASES (default "decode prefill") picks the steps.
+# Caches are not flushed between kernels (as in a real step). Prints, for one decode step at context 1024 and for
+# one 1024-token prefill, each kernel's count, total and mean time in microseconds, and the sum. The sum is GPU time
+# only: a graph replay adds the gaps between kernels.
 set -u
 cd "$(dirname "$0")/.."
 SHAPE=$1
@@ -19,7 +20,7 @@ prof() { # label, launch-skip, launch-count, layers
     env SUGGESTD_CUDA_GRAPHS=0 "${ENVS[@]}" "$NCU" --clock-control none --cache-control none --csv --page raw \
         --metrics gpu__time_duration.sum --launch-skip "$2" --launch-count "$3" \
         $B/gpu_bench --shape "$SHAPE" --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 \
-        --decode-tokens 4 --contexts 1024 >"$f" 2>"$f.err" || { tail -5 "$f.err"; return 1; }
+        --decode-tokens 8 --contexts 1024 >"$f" 2>"$f.err" || { tail -5 "$f.err"; return 1; }
     python3 - "$f" "$1" "$4" <<'PY'
 import csv, sys, collections
 rows = [r for r in csv.reader(open(sys.argv[1])) if r]
@@ -30,7 +31,8 @@ data = [r for r in rows[hdr + 1:] if len(r) == len(h) and num(r[ti])]
 unit = rows[hdr + 1][ti] if not num(rows[hdr + 1][ti]) else "ns"
 scale = {"ns": 1e-3, "usecond": 1, "us": 1, "msecond": 1e3, "nsecond": 1e-3}.get(unit, 1e-3)
 layers = int(sys.argv[3])
-# steps covered: LayerNorm runs layers + 1 times a step (ln_1 of each layer, ln_f)
+# steps covered: LayerNorm runs layers + 1 times a step (ln_1 of each layer, ln_f), as its own kernel or folded into
+# the GEMV (gemv_layernorm_kernel, NOTES.md v8)
 steps = max(1.0, sum(1 for r in data if "layernorm" in r[ki]) / (layers + 1))
 agg = collections.OrderedDict()
 for r in data:
@@ -44,8 +46,14 @@ for n, (c, t) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
 PY
 }
 ENVS=("$@")
-# launches: 4 prefills (warm-up + median of 3) of ~12 kernels a layer, then decode steps; counts from the layer count
+# launches: 4 prefills (warm-up + median of 3) of ~12 kernels a layer, then 9 decode steps (8 decode tokens and the
+# warm-up: since the LayerNorm fold a decode step has one launch a layer fewer, and 4 tokens could end inside the
+# window); counts from the layer count
 L=$(awk -v s="$SHAPE" 'BEGIN { n["codegen-350M"] = 20; n["codegen-2B"] = 32; n["codegen-6B"] = 33; n["codegen-16B"] = 34; print n[s] }')
 PER=$((L * 14 + 8))
-prof decode $((PER * 5)) $((PER * 2)) $L
-prof prefill $PER $PER $L
+for ph in ${PHASES:-decode prefill}; do
+    case $ph in
+    decode) prof decode $((PER * 5)) $((PER * 2)) $L ;;
+    prefill) prof prefill $PER $PER $L ;;
+    esac
+done

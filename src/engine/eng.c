@@ -271,6 +271,22 @@ err eng_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const e
     return OPS(be)->matmul_gelu(be, y, x, w, bias, gelu_cols);
 }
 
+err eng_matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *ln_w, const eng_tensor *ln_b,
+                  float eps, eng_tensor *h, const eng_tensor *w, const eng_tensor *bias, int64_t gelu_cols) {
+    if (is_q8(ln_w) || is_q8(ln_b) || is_q8(h)) return ERR_UNSUPPORTED;
+    if (gelu_cols < 0 || gelu_cols > y->cols || !same_shape(h, x) || h->dtype != x->dtype ||
+        !is_vec(ln_w, x->cols) || !is_vec(ln_b, x->cols))
+        return ERR_INVALID;
+    err rc = matmul_args(y, x, w, bias);
+    if (rc != ERR_OK || x->rows == 0) return rc;
+    if (OPS(be)->matmul_ln) {
+        rc = OPS(be)->matmul_ln(be, y, x, ln_w, ln_b, eps, w, bias, gelu_cols);
+        if (rc != ERR_UNSUPPORTED) return rc;
+    }
+    rc = eng_layernorm(be, h, x, ln_w, ln_b, eps);
+    return rc != ERR_OK ? rc : eng_matmul_gelu(be, y, h, w, bias, gelu_cols);
+}
+
 err eng_gelu(eng_backend *be, eng_tensor *x) {
     if (is_q8(x)) return ERR_UNSUPPORTED;
     return OPS(be)->gelu(be, x);

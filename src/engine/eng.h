@@ -170,6 +170,13 @@ err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_te
  * in the matmul's epilogue, before y is rounded, so half results may differ in the last bit). */
 err eng_matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                     int64_t gelu_cols);
+/* y = LN(x) . w^T + bias with gelu_new on y's columns [0, gelu_cols), where LN(x) is eng_layernorm(x; ln_w, ln_b,
+ * eps) rounded to x's dtype: a LayerNorm and the matmul that reads it (ln_1 -> fc_in|qkv, ln_f -> lm_head) as one op
+ * where the backend has it (CUDA at decode: the GEMV normalizes x as it loads it, one launch fewer). Otherwise
+ * eng_layernorm into h, then eng_matmul_gelu from h: h (x's shape and dtype; may be x itself) is scratch, undefined
+ * afterwards. Like eng_matmul_gelu, a fused half result may differ from the two ops' in the last bit. */
+err eng_matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *ln_w, const eng_tensor *ln_b,
+                  float eps, eng_tensor *h, const eng_tensor *w, const eng_tensor *bias, int64_t gelu_cols);
 /* x = gelu_new(x), in place. */
 err eng_gelu(eng_backend *be, eng_tensor *x);
 /* GPT-J interleaved RoPE, in place, on the first rotary_dim dims of every head of x [T, n_head*head_dim];

@@ -42,6 +42,11 @@ typedef struct eng_backend_ops {
      * matmul, then gelu. */
     err (*matmul_gelu)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
                        const eng_tensor *bias, int64_t gelu_cols);
+    /* Optional: eng_matmul_ln in one op (the normalized x rounded to x's dtype). Answers ERR_UNSUPPORTED, having
+     * done nothing, where this call does not fit it (CUDA: prefill rows, f32 weights, unaligned views), and eng.c
+     * then runs layernorm + matmul_gelu; NULL: always those two. */
+    err (*matmul_ln)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *ln_w,
+                     const eng_tensor *ln_b, float eps, const eng_tensor *w, const eng_tensor *bias, int64_t gelu_cols);
     err (*gelu)(eng_backend *be, eng_tensor *x);
     err (*rope)(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape shape);
     err (*add)(eng_backend *be, eng_tensor *y, const eng_tensor *x);

@@ -393,16 +393,17 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
     TRY(eng_embed(be, &x, &em->wte, batch->tokens, (int32_t)R));
     for (int32_t l = 0; l < c->n_layer; l++) {
         const layer_w *L = &em->layers[l];
-        TRY(eng_layernorm(be, &h, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps));
-        if (em->fused) { /* two matmuls: [mlp | qkv] from h (GELU on the mlp part), then x += [att | mlp] . w2^T */
-            TRY(eng_matmul_gelu(be, &mlp_qkv, &h, &L->w1, &L->b1, F));
+        if (em->fused) { /* two matmuls: [mlp | qkv] from LN(x) (GELU on the mlp part), then x += [att | mlp] . w2^T;
+                          * the LayerNorm goes into the first (h: its output where the backend cannot fold it) */
+            TRY(eng_matmul_ln(be, &mlp_qkv, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, &h, &L->w1, &L->b1, F));
             TRY(eng_rope(be, &qk, batch->positions, qk_shape));
             TRY(eng_kv_store(be, em->kv, l, &k, &v, batch));
             TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
             TRY(eng_matmul(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1));
             continue;
         }
-        /* attention branch */
+        /* attention branch (h feeds two matmuls here, so the LayerNorm stays an op of its own) */
+        TRY(eng_layernorm(be, &h, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps));
         TRY(eng_matmul(be, &qkv, &h, &L->qkv, NULL, 0));
         TRY(eng_rope(be, &qk, batch->positions, qk_shape)); /* q and k side by side: one pass, twice the heads */
         TRY(eng_kv_store(be, em->kv, l, &k, &v, batch));
@@ -416,8 +417,8 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
     /* Only the requested rows go through ln_f and lm_head; the embed op doubles as a row gather. */
     eng_tensor sel = eng_tensor_rows(em->sel, 0, n_logits), out = eng_tensor_rows(em->logits, 0, n_logits);
     TRY(eng_embed(be, &sel, &x, logit_rows, n_logits));
-    TRY(eng_layernorm(be, &sel, &sel, &em->ln_f_w, &em->ln_f_b, c->layer_norm_eps));
-    TRY(eng_matmul(be, &out, &sel, &em->lm_head_w, &em->lm_head_b, 0));
+    TRY(eng_matmul_ln(be, &out, &sel, &em->ln_f_w, &em->ln_f_b, c->layer_norm_eps, &sel, &em->lm_head_w,
+                      &em->lm_head_b, 0));
     return ERR_OK;
 }
 

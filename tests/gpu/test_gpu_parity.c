@@ -392,6 +392,136 @@ static void test_matmul(void) {
     for (int d = 0; d < 2; d++) print_worst(&we[d]);
 }
 
+/* ---- matmul_ln: the LayerNorm folded into the decode GEMV -------------------------------------------------------- */
+
+/* eng_matmul_ln on cuda against ref's layernorm + matmul (+ gelu). cuda folds the LayerNorm into the GEMV where
+ * it takes the matmul (T <= 8 on aligned x, half or int8 weights) for half x of at most CUDA_GEMV_LN_MAX = 8192
+ * elements; otherwise the LayerNorm kernel writes h and matmul_gelu reads it. Whether h was left untouched tells
+ * which ran: *folded counts the folded calls, and with the defaults (SUGGESTD_CUDA_LN_FOLD and SUGGESTD_CUDA_GEMV
+ * unset) each case checks it went the way expected. x is offset (mean ~5, std ~1.7) so the statistics matter.
+ * Tolerance: both sides round LN(x) to x's dtype, from f32 statistics summed in different orders, so an element
+ * now and then lands on the other side of a rounding tie: one ulp of x's dtype (times |LN(x)| < 2 and |w| < 1) in
+ * a sum of rms sqrt(K / 3), a few times per row; plus matmul_ext_case's tolerance (ref rounds y before the gelu,
+ * cuda after it; int8 fallbacks round the dequantized weights). gelu: 0 (lm_head), half the columns (fc_in|qkv)
+ * or all. */
+#define LN_FOLD_MAX 8192
+static int ln_fold_default(void) {
+    const char *f = getenv("SUGGESTD_CUDA_LN_FOLD"), *g = getenv("SUGGESTD_CUDA_GEMV");
+    return !strncmp(eng_backend_name(be_gpu), "cuda", 4) && !(f && f[0]) && !(g && g[0]);
+}
+
+/* 1 when every cell of g's view still holds its canary. */
+static int gt_view_untouched(gt *g) {
+    const size_t n = (size_t)g->full.rows * (size_t)g->full.cols;
+    float *all = gc_malloc(n * sizeof(float));
+    int same = eng_tensor_read_f32(g->be, &g->full, all) == ERR_OK;
+    const int64_t c0 = ((char *)g->view.data - (char *)g->full.data) / (int64_t)eng_dtype_size(g->full.dtype) -
+                       g->full.stride;
+    for (int64_t r = 1; r <= g->view.rows && same; r++)
+        for (int64_t c = c0; c < c0 + g->view.cols && same; c++) {
+            const size_t i = (size_t)(r * g->full.cols + c);
+            same = !memcmp(&all[i], &g->canary[i], 4);
+        }
+    free(all);
+    return same;
+}
+
+static void matmul_ln_case(worst *w, int *folded, eng_dtype xd, eng_dtype yd, int64_t T, int64_t K, int64_t N,
+                           int q8, int64_t gelu_cols, int aligned, int alias) {
+    float *x = rand_vec((size_t)(T * K), -1, 1), *wv = rand_vec((size_t)(N * K), -1, 1),
+          *bv = rand_vec((size_t)N, -1, 1), *gv = rand_vec((size_t)K, 0.8f, 1.2f), *lbv = rand_vec((size_t)K, -0.1f, 0.1f);
+    for (size_t i = 0; i < (size_t)(T * K); i++) x[i] = x[i] * 3 + 5;
+    const eng_dtype wd = xd == ENG_F32 ? ENG_F16 : xd;
+    void *hw = host_weights(wv, (size_t)(N * K), wd), *hb = host_weights(bv, (size_t)N, wd),
+         *hg = host_weights(gv, (size_t)K, wd), *hlb = host_weights(lbv, (size_t)K, wd);
+    void *hq = NULL;
+    if (q8) {
+        hq = malloc(eng_q8_bytes(N, K));
+        GC_CHECK(hq != NULL, "malloc");
+        eng_q8_quantize(hq, hw, wd, N, K);
+    }
+    float *out[2];
+    eng_backend *bes[2] = {be_gpu, be_ref};
+    for (int k = 0; k < 2; k++) {
+        eng_tensor tw, tb, tg, tlb;
+        gt gx, gy, gh;
+        GC_OK(eng_weight_from_host(bes[k], q8 ? hq : hw, q8 ? ENG_Q8 : wd, N, K, &tw));
+        GC_OK(eng_weight_from_host(bes[k], hb, wd, 1, N, &tb));
+        GC_OK(eng_weight_from_host(bes[k], hg, wd, 1, K, &tg));
+        GC_OK(eng_weight_from_host(bes[k], hlb, wd, 1, K, &tlb));
+        GC_CHECK(!gt_init_at(&gx, bes[k], xd, T, K, x, aligned) && !gt_init(&gy, bes[k], yd, T, N, NULL), "gt_init");
+        if (!alias) GC_CHECK(!gt_init_at(&gh, bes[k], xd, T, K, NULL, 1), "gt_init");
+        eng_tensor *h = alias ? &gx.view : &gh.view;
+        GC_OK(eng_matmul_ln(bes[k], &gy.view, &gx.view, &tg, &tlb, 1e-5f, h, &tw, &tb, gelu_cols));
+        if (k == 0 && !alias) {
+            const int fold = gt_view_untouched(&gh);
+            const int want = T <= 8 && aligned && xd != ENG_F32 && T * K <= LN_FOLD_MAX;
+            *folded += fold;
+            GC_CHECK(!ln_fold_default() || fold == want, "matmul_ln T=%lld K=%lld %s: expected %s", (long long)T,
+                     (long long)K, eng_dtype_name(xd), want ? "the fold (h untouched)" : "LayerNorm + matmul");
+        }
+        out[k] = gt_read(&gy);
+        GC_CHECK(out[k] && gt_guard_ok(&gy, "matmul_ln y") && gt_guard_ok(&gx, "matmul_ln x") &&
+                     (alias || gt_guard_ok(&gh, "matmul_ln h")),
+                 "matmul_ln guard");
+        gt_fini(&gx), gt_fini(&gy);
+        if (!alias) gt_fini(&gh);
+        eng_weight_free(bes[k], &tw), eng_weight_free(bes[k], &tb), eng_weight_free(bes[k], &tg);
+        eng_weight_free(bes[k], &tlb);
+    }
+    char what[200];
+    snprintf(what, sizeof(what), "matmul_ln x=%s w=%s y=%s T=%lld K=%lld N=%lld gelu=%lld%s%s", eng_dtype_name(xd),
+             q8 ? "int8" : eng_dtype_name(wd), eng_dtype_name(yd), (long long)T, (long long)K, (long long)N,
+             (long long)gelu_cols, aligned ? "" : " unaligned", alias ? " h=x" : "");
+    const int dequant = q8 && (T > 8 || !aligned);
+    const double rt = round_tol(yd) * (gelu_cols ? 2 : 1) + (dequant ? round_tol(ENG_F16) : 0);
+    const double lt = 8 * round_tol(xd) / sqrt((double)K / 3), sum_nmse = 1e-11 * (1.0 + (double)K / 1024.0);
+    GC_CHECK(close_ok(w, what, out[0], out[1], (size_t)(T * N), 1.0, 1e-5 + rt + lt, sum_nmse + rt * rt + lt * lt / 16),
+             "%s", what);
+    free(out[0]), free(out[1]), free(x), free(wv), free(bv), free(gv), free(lbv), free(hw), free(hb), free(hg),
+        free(hlb), free(hq);
+}
+
+static void test_matmul_ln(void) {
+    worst w[4] = {{.op = "matmul_ln half x, half y"}, {.op = "matmul_ln half x, f32 y"}, {.op = "matmul_ln int8 w"},
+                  {.op = "matmul_ln fallbacks"}};
+    int folded = 0;
+    /* K with a tail of a 256-column step and without; 8192 the fold's limit at T = 1, 10240 (fc_out's) past it; N
+     * odd, and 8451 for warps streaming several rows; every T of the GEMV */
+    const int64_t KN[][2] = {{16, 1}, {264, 37}, {1032, 1001}, {2560, 129}, {8192, 67}, {10240, 67}, {64, 8451}};
+    const int64_t n_kn = (int64_t)(sizeof(KN) / sizeof(KN[0]));
+    for (int64_t T = 1; T <= 8; T++)
+        for (int64_t s = 0; s < n_kn; s++) {
+            const int64_t K = KN[s][0], N = KN[s][1], m = (T + s) % 3;
+            const int64_t gelu = m == 0 ? 0 : m == 1 ? N / 2 : N;
+            for (int d = 1; d < 3; d++) {
+                matmul_ln_case(&w[0], &folded, dts[d], dts[d], T, K, N, 0, gelu, 1, 0);
+                matmul_ln_case(&w[1], &folded, dts[d], ENG_F32, T, K, N, 0, (T + s) % 2 ? 0 : gelu, 1,
+                               (T + s) % 4 == 1);
+            }
+            if (K % 16 == 0)
+                matmul_ln_case(&w[2], &folded, dts[1 + (T & 1)], (T & 2) ? ENG_F32 : ENG_F16, T, K, N, 1, gelu, 1, 0);
+        }
+    /* 2B's fc_in|qkv (GELU on fc_in's 10240 columns) and N = 6000: on an H100 these take the kernel's CTAs of 16
+     * warps (more rows than CTAs of 4 would hold at one row a warp) */
+    matmul_ln_case(&w[0], &folded, ENG_F16, ENG_F16, 1, 2560, 17920, 0, 10240, 1, 0);
+    matmul_ln_case(&w[1], &folded, ENG_BF16, ENG_F32, 1, 2560, 6000, 0, 0, 1, 0);
+    matmul_ln_case(&w[2], &folded, ENG_F16, ENG_F16, 1, 2560, 17920, 1, 10240, 1, 0);
+    /* the fallbacks (LayerNorm kernel, then matmul_gelu): x not 16-byte aligned, prefill rows (cuBLAS; int8
+     * dequantized), f32 x */
+    const int64_t FT[] = {3, 9, 33};
+    for (size_t i = 0; i < sizeof(FT) / sizeof(FT[0]); i++) {
+        const int64_t T = FT[i];
+        matmul_ln_case(&w[3], &folded, ENG_F16, ENG_F16, T, 1032, 1001, 0, 500, T > 8, 0);
+        matmul_ln_case(&w[3], &folded, ENG_BF16, ENG_F32, T, 2560, 129, 0, 0, T > 8, T == 9);
+        matmul_ln_case(&w[3], &folded, ENG_F16, ENG_F16, T, 272, 37, 1, 37, T > 8, 0);
+        matmul_ln_case(&w[3], &folded, ENG_F32, ENG_F32, T % 8, 264, 37, 0, 18, 1, 0);
+    }
+    for (int d = 0; d < 4; d++) print_worst(&w[d]);
+    printf("  matmul_ln: %d cases folded into the GEMV\n", folded);
+    GC_CHECK(!ln_fold_default() || folded > 0, "no matmul_ln case was folded");
+}
+
 /* ---- gelu, rope, add --------------------------------------------------------------------------------------------- */
 
 static void test_gelu(void) {
@@ -796,9 +926,8 @@ static void test_logits_top(void) {
 }
 
 /* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
- * GPU); TESTs (convert, embed, layernorm, matmul, gelu, rope, add, attention, attention_prefill, logits_top) pick a
- * subset, e.g.
- * for a compute-sanitizer run. */
+ * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, gelu, rope, add, attention, attention_prefill,
+ * logits_top) pick a subset, e.g. for a compute-sanitizer run. */
 static int wanted(int argc, char **argv, const char *name) {
     if (argc <= 2) return 1;
     for (int i = 2; i < argc; i++)
@@ -830,6 +959,7 @@ int main(int argc, char **argv) {
     RUN_IF(embed);
     RUN_IF(layernorm);
     RUN_IF(matmul);
+    RUN_IF(matmul_ln);
     RUN_IF(gelu);
     RUN_IF(rope);
     RUN_IF(add);

@@ -264,6 +264,8 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         const char *g = getenv("SUGGESTD_CUDA_GEMV");
         const long n = g && g[0] ? strtol(g, NULL, 10) : CUDA_GEMV_DEFAULT;
         b->gemv = (int)(n < 0 ? 0 : n > CUDA_GEMV_MAX_ROWS ? CUDA_GEMV_MAX_ROWS : n);
+        const char *f = getenv("SUGGESTD_CUDA_LN_FOLD"); /* =0: LayerNorm + GEMV as two launches (NOTES.md v8) */
+        b->ln_fold = !(f && f[0] == '0');
     }
     {   /* SUGGESTD_CUDA_ATTN_MMA=0: prefill attention on the SIMT kernel (benchmarks compare both in one run); the
          * tensor-core kernel needs sm_80 (cp.async, m16n8k16) */
@@ -749,6 +751,7 @@ const eng_backend_ops cuda__backend_ops = {
     .layernorm = cuda_layernorm,
     .matmul = cuda_matmul,
     .matmul_gelu = cuda_matmul_gelu,
+    .matmul_ln = cuda__matmul_ln,
     .gelu = cuda_gelu,
     .rope = cuda_rope,
     .add = cuda_add,

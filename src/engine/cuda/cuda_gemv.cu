@@ -16,7 +16,15 @@
  * - f32 sums, one warp reduction per (row, t) at the row's end, and an epilogue that applies the int8 row scale,
  *   the bias, GELU (fc_in), and with accumulate the old y, rounding into y once.
  * Needs K % 8 (int8: 16) == 0, w and x 16-byte aligned with strides multiples of that (cuda_matmul.c checks;
- * cuBLAS otherwise). No allocation, no synchronization: graph-capturable. */
+ * cuBLAS otherwise). No allocation, no synchronization: graph-capturable.
+ * v8 (gemv_layernorm_kernel): the LayerNorm before the matmul folded in. After issuing its first weight copies
+ * (which keep HBM busy meanwhile), the CTA normalizes its T input rows into shared memory, rounded to x's dtype as
+ * the LayerNorm kernel's store rounds them (f32 statistics over two passes, as cuda_norm.cu, summed in another
+ * order), behind three barriers; the main loop then reads x from there instead of global memory and is the plain
+ * kernel's. That shared x costs CTAs per SM, so at T = 1 CTAs of 16 warps share it where CTAs of 4 would leave the
+ * SM fewer warps (launch_ln). The first try, every warp computing the statistics for itself and normalizing x at
+ * every step (no barrier), made fc_in|qkv's GEMV 50% slower on an H100 (NOTES.md v8): the normalization was redone
+ * for every weight row, with the gain and the bias as two more loads a step. */
 #include "cuda_common.cuh"
 
 #define GEMV_WARPS 4   /* warps per CTA (each independent: CTAs only group them for the scheduler) */
@@ -103,11 +111,16 @@ struct gemv_args {
     int N, K, rows_per_warp;
     const void *bias;
     int bdt, accumulate, gelu; /* gelu: GELU on output columns [0, gelu) */
+    const void *ln_w, *ln_b;   /* gemv_layernorm_kernel: the LayerNorm's gain and bias [K] of ln_dt */
+    int ln_dt;
+    float eps;
 };
 
-/* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x read from global memory (L1). */
+/* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x (rows xs apart, of dtype xdt) read from
+ * global memory (L1), or the LayerNorm kernel's normalized rows in shared memory. */
 template <typename WT, int TMAX>
-static __device__ __forceinline__ void step_dot(const gemv_args &a, uint4 v, int k, int T, float *acc) {
+static __device__ __forceinline__ void step_dot(const void *x, int xdt, int64_t xs, uint4 v, int k, int T,
+                                                float *acc) {
     constexpr int E = wchunk<WT>::N;
     float wf[E];
     wchunk<WT>::unpack(v, wf);
@@ -118,12 +131,92 @@ static __device__ __forceinline__ void step_dot(const gemv_args &a, uint4 v, int
 #pragma unroll
         for (int h = 0; h < E; h += 8) {
             float xf[8];
-            ld_x8(a.x.data, a.x.dtype, (int64_t)t * a.x.stride + k + h, xf);
+            ld_x8(x, xdt, (int64_t)t * xs + k + h, xf);
 #pragma unroll
             for (int j = 0; j < 8; j++) sum = fmaf(wf[h + j], xf[j], sum);
         }
         acc[t] = sum;
     }
+}
+
+/* The LayerNorm kernel's prologue: x's rows t < T normalized into xn (shared, [T][K] of x's 16-bit dtype) by the
+ * whole CTA, a 16-byte chunk per thread at a time: pass 1 copies x there and sums it, pass 2 sums (x - mean)^2 from
+ * the copy, pass 3 writes (x - mean) * rstd * w + b over it, rounded as cuda_norm.cu's store rounds. A thread
+ * touches only its own chunks between the reductions; the last barrier publishes xn to every warp. */
+template <int TMAX, int W>
+static __device__ __forceinline__ void ln_prologue(const gemv_args &a, int T, uint16_t *xn) {
+    __shared__ float red[2][W][TMAX];
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, k8 = a.K / 8;
+    float mean[TMAX];
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        float s = 0.0f;
+        for (int c = threadIdx.x; c < k8; c += W * 32) {
+            if (t == 0) /* pass 3 reads them: into L1 now, so that they do not add another L2 round trip there */
+                asm volatile("prefetch.global.L1 [%0];\n\tprefetch.global.L1 [%1];" ::"l"(
+                                 (const char *)a.ln_w + (size_t)8 * c * (a.ln_dt == ENG_F32 ? 4 : 2)),
+                             "l"((const char *)a.ln_b + (size_t)8 * c * (a.ln_dt == ENG_F32 ? 4 : 2)));
+            const uint4 v = *reinterpret_cast<const uint4 *>((const uint16_t *)a.x.data + t * a.x.stride + 8 * c);
+            *reinterpret_cast<uint4 *>(xn + t * a.K + 8 * c) = v;
+            float f[8];
+            if (a.x.dtype == ENG_F16) wchunk<__half>::unpack(v, f);
+            else wchunk<__nv_bfloat16>::unpack(v, f);
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += f[j];
+        }
+        s = cu_warp_sum(s);
+        if (lane == 0) red[0][wid][t] = s;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        float m = 0.0f, s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < W; w++) m += red[0][w][t];
+        mean[t] = m / (float)a.K;
+        for (int c = threadIdx.x; c < k8; c += W * 32) {
+            float f[8];
+            ld_x8(xn, a.x.dtype, t * a.K + 8 * c, f);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float d = f[j] - mean[t];
+                s += d * d;
+            }
+        }
+        s = cu_warp_sum(s);
+        if (lane == 0) red[1][wid][t] = s;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < TMAX; t++) {
+        if (t >= T) break;
+        float q = 0.0f;
+#pragma unroll
+        for (int w = 0; w < W; w++) q += red[1][w][t];
+        const float rstd = rsqrtf(q / (float)a.K + a.eps);
+        for (int c = threadIdx.x; c < k8; c += W * 32) {
+            float f[8], g[8], b[8];
+            ld_x8(xn, a.x.dtype, t * a.K + 8 * c, f);
+            ld_x8(a.ln_w, a.ln_dt, 8 * c, g);
+            ld_x8(a.ln_b, a.ln_dt, 8 * c, b);
+            __align__(16) uint16_t o[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) { /* cuda_norm.cu's expression, and cu_st's rounding */
+                const float y = (f[j] - mean[t]) * rstd * g[j] + b[j];
+                if (a.x.dtype == ENG_F16) {
+                    const __half h = __float2half_rn(y);
+                    o[j] = *reinterpret_cast<const uint16_t *>(&h);
+                } else {
+                    const __nv_bfloat16 h = __float2bfloat16_rn(y);
+                    o[j] = *reinterpret_cast<const uint16_t *>(&h);
+                }
+            }
+            *reinterpret_cast<uint4 *>(xn + t * a.K + 8 * c) = *reinterpret_cast<const uint4 *>(o);
+        }
+    }
+    __syncthreads();
 }
 
 /* Row n is complete: one warp reduction per t, then the epilogue (int8 scale, bias, GELU on the first a.gelu
@@ -147,14 +240,14 @@ static __device__ __forceinline__ void row_end(const gemv_args &a, int n, int T,
     }
 }
 
-template <typename WT, int TMAX>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args a) {
-    extern __shared__ uint4 ring[]; /* [GEMV_WARPS][GEMV_STAGES][32] */
+template <typename WT, int TMAX, bool LN, int W> static __device__ __forceinline__ void gemv_body(const gemv_args &a) {
+    extern __shared__ uint4 ring[]; /* [W][GEMV_STAGES][32], then (LN) the normalized x [T][K] */
     constexpr int E = wchunk<WT>::N, STEP = 32 * E; /* elements per lane-chunk and per warp step */
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    const int r0 = (blockIdx.x * GEMV_WARPS + wid) * a.rows_per_warp;
-    if (r0 >= a.N) return; /* no barrier anywhere: a warp past the end simply leaves */
-    const int n_rows = min(a.rows_per_warp, a.N - r0);
+    const int r0 = (blockIdx.x * W + wid) * a.rows_per_warp;
+    /* no barrier anywhere but the LayerNorm prologue's: a warp past the end simply leaves (LN: after it) */
+    if (!LN && r0 >= a.N) return;
+    const int n_rows = r0 < a.N ? min(a.rows_per_warp, a.N - r0) : 0;
     const int steps_per_row = (a.K + STEP - 1) / STEP, total = n_rows * steps_per_row;
     const WT *w = (const WT *)a.w + (int64_t)r0 * a.ws;
     uint4 *mine = ring + wid * GEMV_STAGES * 32 + lane;
@@ -174,6 +267,15 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
         cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
     }
     const int T = (int)a.x.rows;
+    /* LN: x normalized into shared memory while the first GEMV_STAGES weight steps are in flight; from here on x
+     * is read there, with rows K apart */
+    uint16_t *const xln = reinterpret_cast<uint16_t *>(ring + W * GEMV_STAGES * 32);
+    if constexpr (LN) {
+        ln_prologue<TMAX, W>(a, T, xln);
+        if (r0 >= a.N) return;
+    }
+    const void *const xp = LN ? (const void *)xln : a.x.data;
+    const int64_t xst = LN ? (int64_t)a.K : a.x.stride;
     float acc[TMAX];
 #pragma unroll
     for (int t = 0; t < TMAX; t++) acc[t] = 0.0f;
@@ -181,13 +283,13 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
     /* Half x with half weights (the forward pass): x of the next step is loaded one step ahead into registers.
      * Nsight Compute on v3 without it: the top stall was each step's x load (an L1 hit, but used at once). */
     const bool xpf = E == 8 && a.x.dtype != ENG_F32;
-    const uint16_t *xh = (const uint16_t *)a.x.data;
+    const uint16_t *xh = (const uint16_t *)xp;
     uint4 xn[TMAX];
     if (xpf) {
         const int k = lane * E;
 #pragma unroll
         for (int t = 0; t < TMAX; t++)
-            xn[t] = t < T && k < a.K ? *reinterpret_cast<const uint4 *>(xh + (int64_t)t * a.x.stride + k)
+            xn[t] = t < T && k < a.K ? *reinterpret_cast<const uint4 *>(xh + (int64_t)t * xst + k)
                                      : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll 1
@@ -202,7 +304,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
             const int kn = (ck + 1 == steps_per_row ? 0 : ck + 1) * STEP + lane * E;
 #pragma unroll
             for (int t = 0; t < TMAX; t++)
-                if (t < T && kn < a.K) xn[t] = *reinterpret_cast<const uint4 *>(xh + (int64_t)t * a.x.stride + kn);
+                if (t < T && kn < a.K) xn[t] = *reinterpret_cast<const uint4 *>(xh + (int64_t)t * xst + kn);
             if (k < a.K) {
                 float wf[E];
                 wchunk<WT>::unpack(v, wf);
@@ -219,7 +321,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
                 }
             }
         } else if (k < a.K) {
-            step_dot<WT, TMAX>(a, v, k, T, acc);
+            step_dot<WT, TMAX>(xp, a.x.dtype, xst, v, k, T, acc);
         }
         /* v has been used, so the slot is free again: refill it with the step GEMV_STAGES ahead */
         if (s + GEMV_STAGES < total) issue(slot);
@@ -235,16 +337,37 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args 
 #endif
 }
 
-/* CTAs of `kernel` an SM of the current device holds, asked once per device (the occupancy API is not a stream
- * operation, so this is safe while a graph is being captured; the first step of a shape runs uncaptured anyway).
- * Per device, since two backends may drive different cards; atomic, since their engine threads may ask at once. */
+template <typename WT, int TMAX>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_args a) {
+    gemv_body<WT, TMAX, false, GEMV_WARPS>(a);
+}
+
+/* The LayerNorm-folding variant, a kernel of its own so the plain one keeps its registers (and Nsight Compute /
+ * gpu-prof.sh, which counts steps by "layernorm" kernels, tell them apart). W warps a CTA share one normalized x:
+ * 4 as the plain kernel, or at T = 1 16 where that keeps as many warps on an SM as the plain kernel has (launch_ln
+ * picks): at 2B's 5 KiB of x a CTA of 4 warps needs 21 KiB, 10 CTAs an SM instead of 12, and fc_in|qkv's GEMV took
+ * 42.6 us instead of 37.3 (NOTES.md v8); 3 CTAs of 16 warps fit. */
+template <typename WT, int TMAX, int W>
+static __global__ void __launch_bounds__(W * 32) gemv_layernorm_kernel(gemv_args a) {
+    gemv_body<WT, TMAX, true, W>(a);
+}
+
+/* CTAs of `kernel` an SM of the current device holds with `smem` bytes of dynamic shared memory, asked once per
+ * device (the occupancy API is not a stream operation, so this is safe while a graph is being captured; the first
+ * step of a shape runs uncaptured anyway). Per device, since two backends may drive different cards; atomic, since
+ * their engine threads may ask at once. smem_max > 48 KiB: the kernel's opt-in limit is raised to it first. */
 #define GEMV_MAX_DEVICES 64
-template <typename K> static cudaError_t ctas_per_sm(K kernel, int threads, size_t smem, int *cache, int *out) {
+template <typename K>
+static cudaError_t ctas_per_sm(K kernel, int threads, size_t smem, size_t smem_max, int *cache, int *out) {
     int dev = 0;
     cudaError_t e = cudaGetDevice(&dev);
     if (e != cudaSuccess) return e;
     int n = dev < GEMV_MAX_DEVICES ? __atomic_load_n(&cache[dev], __ATOMIC_RELAXED) : 0;
     if (!n) {
+        if (smem_max > 48 * 1024) {
+            e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max);
+            if (e != cudaSuccess) return e;
+        }
         e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem);
         if (e != cudaSuccess) return e;
         if (n < 1) n = 1;
@@ -254,37 +377,84 @@ template <typename K> static cudaError_t ctas_per_sm(K kernel, int threads, size
     return cudaSuccess;
 }
 
-#define RING_BYTES (GEMV_WARPS * GEMV_STAGES * 32 * 16)
+#define RING_BYTES(W) ((W) * GEMV_STAGES * 32 * 16)
+/* The LayerNorm kernel's shared memory on top of the ring: the normalized rows, in whole KiB (which also index its
+ * occupancy caches: CTAs per SM depend on it). */
+#define LN_KIB_MAX (CUDA_GEMV_LN_MAX * 2 / 1024)
 
-
-template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
-    static int cache[GEMV_MAX_DEVICES];
+/* Rows per warp of a one-wave grid of `kernel` (W warps a CTA, smem bytes of dynamic shared memory) over n rows. */
+template <int W>
+static cudaError_t wave_rows(void (*kernel)(gemv_args), size_t smem, size_t smem_max, int *cache, int n_sms, int n,
+                             int *rows) {
     int per_sm = 0;
-    cudaError_t e = ctas_per_sm(gemv_kernel<WT, TMAX>, GEMV_WARPS * 32, RING_BYTES, cache, &per_sm);
+    cudaError_t e = ctas_per_sm(kernel, W * 32, smem, smem_max, cache, &per_sm);
     if (e != cudaSuccess) return e;
-    const int64_t resident = (int64_t)n_sms * per_sm * GEMV_WARPS;
-    a.rows_per_warp = (int)((a.N + resident - 1) / resident);
+    const int64_t resident = (int64_t)n_sms * per_sm * W;
+    *rows = (int)((n + resident - 1) / resident);
+    return cudaSuccess;
+}
+
+template <int W> static cudaError_t launch_k(void (*kernel)(gemv_args), cudaStream_t st, size_t smem, gemv_args a) {
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
-    const unsigned grid = (unsigned)((warps + GEMV_WARPS - 1) / GEMV_WARPS);
-    gemv_kernel<WT, TMAX><<<grid, GEMV_WARPS * 32, RING_BYTES, st>>>(a);
+    const unsigned grid = (unsigned)((warps + W - 1) / W);
+    kernel<<<grid, W * 32, smem, st>>>(a);
     return cudaGetLastError();
 }
 
-template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a) {
+template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
+    static int cache[GEMV_MAX_DEVICES];
+    cudaError_t e = wave_rows<GEMV_WARPS>(gemv_kernel<WT, TMAX>, RING_BYTES(GEMV_WARPS), 0, cache, n_sms, a.N,
+                                          &a.rows_per_warp);
+    return e != cudaSuccess ? e : launch_k<GEMV_WARPS>(gemv_kernel<WT, TMAX>, st, RING_BYTES(GEMV_WARPS), a);
+}
+
+/* The LayerNorm kernel: CTAs of 16 warps at T = 1 when they give each warp fewer rows than CTAs of 4 (the time of
+ * a one-wave GEMV follows its rows per warp), else of 4 (more CTAs spread more evenly over the SMs). */
+template <typename WT, int TMAX> static cudaError_t launch_ln(cudaStream_t st, int n_sms, gemv_args a) {
+    static int cache4[GEMV_MAX_DEVICES * (LN_KIB_MAX + 1)], cache16[GEMV_MAX_DEVICES * (LN_KIB_MAX + 1)];
+    const int kib = (int)((a.x.rows * a.K * 2 + 1023) / 1024);
+    const size_t xs = (size_t)kib * 1024, xs_max = (size_t)LN_KIB_MAX * 1024;
+    int r4 = 0;
+    cudaError_t e = wave_rows<4>(gemv_layernorm_kernel<WT, TMAX, 4>, RING_BYTES(4) + xs, RING_BYTES(4) + xs_max,
+                                 cache4 + kib * GEMV_MAX_DEVICES, n_sms, a.N, &r4);
+    if (e != cudaSuccess) return e;
+    if constexpr (TMAX == 1) {
+        int r16 = 0;
+        e = wave_rows<16>(gemv_layernorm_kernel<WT, TMAX, 16>, RING_BYTES(16) + xs, RING_BYTES(16) + xs_max,
+                          cache16 + kib * GEMV_MAX_DEVICES, n_sms, a.N, &r16);
+        if (e != cudaSuccess) return e;
+        if (r16 < r4) {
+            a.rows_per_warp = r16;
+            return launch_k<16>(gemv_layernorm_kernel<WT, TMAX, 16>, st, RING_BYTES(16) + xs, a);
+        }
+    }
+    a.rows_per_warp = r4;
+    return launch_k<4>(gemv_layernorm_kernel<WT, TMAX, 4>, st, RING_BYTES(4) + xs, a);
+}
+
+template <typename WT, bool LN> static cudaError_t launch_l(cudaStream_t st, int n_sms, const gemv_args &a) {
     const int64_t T = a.x.rows;
-    if (T == 1) return launch_t<WT, 1>(st, n_sms, a);
-    if (T == 2) return launch_t<WT, 2>(st, n_sms, a);
-    if (T <= 4) return launch_t<WT, 4>(st, n_sms, a);
-    return launch_t<WT, 8>(st, n_sms, a);
+    if (T == 1) return LN ? launch_ln<WT, 1>(st, n_sms, a) : launch_t<WT, 1>(st, n_sms, a);
+    if (T == 2) return LN ? launch_ln<WT, 2>(st, n_sms, a) : launch_t<WT, 2>(st, n_sms, a);
+    if (T <= 4) return LN ? launch_ln<WT, 4>(st, n_sms, a) : launch_t<WT, 4>(st, n_sms, a);
+    return LN ? launch_ln<WT, 8>(st, n_sms, a) : launch_t<WT, 8>(st, n_sms, a);
+}
+
+template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, const gemv_args &a) {
+    return a.ln_w ? launch_l<WT, true>(st, n_sms, a) : launch_l<WT, false>(st, n_sms, a);
 }
 
 extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w,
-                                  const eng_tensor *bias, int accumulate, int gelu) {
+                                  const eng_tensor *bias, int accumulate, int gelu, const cuda__gemv_ln *ln) {
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
     if (x.rows > CUDA_GEMV_MAX_ROWS) return cudaErrorInvalidValue;
+    /* the LayerNorm kernel: normalized rows of x's 16-bit dtype in shared memory; one dtype for the gain and bias */
+    if (ln && (x.dtype == ENG_F32 || x.rows * K > CUDA_GEMV_LN_MAX || ln->w.dtype != ln->b.dtype))
+        return cudaErrorInvalidValue;
     gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
-                   accumulate, gelu};
+                   accumulate, gelu, ln ? ln->w.data : NULL, ln ? ln->b.data : NULL, ln ? (int)ln->w.dtype : 0,
+                   ln ? ln->eps : 0.0f};
     switch (w.dtype) {
     case ENG_F16: return launch_w<__half>(st, n_sms, a);
     case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a);

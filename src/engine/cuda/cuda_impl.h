@@ -57,6 +57,7 @@ typedef struct cuda_backend {
     eng_backend_base base;
     int device, n_sms;
     int gemv; /* decode matmuls of <= gemv rows on half weights use cuda__gemv (int8 always do, up to CUDA_GEMV_MAX_ROWS) */
+    int ln_fold; /* matmul_ln on the GEMV (SUGGESTD_CUDA_LN_FOLD=0: off, LayerNorm kernel + GEMV) */
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     int attn_decode;     /* decode rows on f16 caches use cuda__attention_decode (SUGGESTD_CUDA_ATTN_DECODE=0: off) */
     int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS, default 4) */
@@ -119,6 +120,10 @@ err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_
  * gelu kernel otherwise. */
 err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                       int64_t gelu_cols);
+/* The matmul_ln op: the LayerNorm folded into the decode GEMV; ERR_UNSUPPORTED (nothing done) where the GEMV does
+ * not take this matmul, or with SUGGESTD_CUDA_LN_FOLD=0. */
+err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *ln_w, const eng_tensor *ln_b,
+                    float eps, const eng_tensor *w, const eng_tensor *bias, int64_t gelu_cols);
 
 #define CUDA_CHECK(b, call)                                                                                          \
     do {                                                                                                             \

@@ -39,8 +39,18 @@ cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, 
  * aligned, stride % 8 == 0), y, bias of any dtype; gelu_new on output columns [0, gelu) before the accumulate. f32
  * sums, one rounding into y. n_sms sizes the grid (one wave). */
 #define CUDA_GEMV_MAX_ROWS 8
+/* A LayerNorm the GEMV applies to x first (ln_1 / ln_f folded into the matmul that reads them): each CTA replaces
+ * x[t] by (x[t] - mean_t) * rstd_t * w + b rounded to x's dtype, in shared memory, mean and rstd in f32 as
+ * cuda__layernorm computes them. w, b [1, K] of one dtype, 16-byte aligned; x f16 or bf16 with x.rows * K <=
+ * CUDA_GEMV_LN_MAX (its shared memory; cudaErrorInvalidValue otherwise). */
+#define CUDA_GEMV_LN_MAX 8192
+typedef struct cuda__gemv_ln {
+    eng_tensor w, b;
+    float eps;
+} cuda__gemv_ln;
+/* ln: NULL, or the LayerNorm of x. */
 cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w, const eng_tensor *bias,
-                       int accumulate, int gelu);
+                       int accumulate, int gelu, const cuda__gemv_ln *ln);
 /* out [w.rows, w.cols] of dtype out_dt (f16 or bf16), contiguous = the int8 rows of w (contiguous, w.cols % 16 == 0)
  * times their scales[] (one per row): the prefill path's operand for cuBLAS, a panel of rows at a time. */
 cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w, const float *scales);

@@ -86,7 +86,7 @@ static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
     if (gemv_fits(b, x, w)) {
-        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, accumulate, (int)gelu));
+        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, accumulate, (int)gelu, NULL));
         return ERR_OK;
     }
     if (w->dtype != ENG_Q8) {
@@ -124,4 +124,23 @@ err cuda__matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_
 err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
                       const eng_tensor *bias, int64_t gelu_cols) {
     return matmul((cuda_backend *)be, y, x, w, bias, 0, gelu_cols);
+}
+
+/* The LayerNorm before fc_in|qkv and lm_head folded into the GEMV (NOTES.md "v8"): at decode the LayerNorm kernel
+ * is one latency-bound launch per layer on a single row; instead each GEMV CTA normalizes x into its shared memory
+ * (a few KB, L1/L2 hits) while its first weights are in flight. Only where the GEMV takes the matmul anyway, on half
+ * activations of at most CUDA_GEMV_LN_MAX elements (2B: 3 rows; more would cost the GEMV occupancy); otherwise eng.c
+ * runs the LayerNorm kernel and matmul_gelu. */
+err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *ln_w, const eng_tensor *ln_b,
+                    float eps, const eng_tensor *w, const eng_tensor *bias, int64_t gelu_cols) {
+    cuda_backend *b = (cuda_backend *)be;
+    err rc = cuda__enter(b);
+    if (rc != ERR_OK) return rc;
+    if (!b->ln_fold || !gemv_fits(b, x, w) || ((uintptr_t)ln_w->data & 15) || ((uintptr_t)ln_b->data & 15) ||
+        ln_w->dtype != ln_b->dtype || x->dtype == ENG_F32 || x->rows * x->cols > CUDA_GEMV_LN_MAX ||
+        w->rows > INT32_MAX)
+        return ERR_UNSUPPORTED;
+    const cuda__gemv_ln ln = {*ln_w, *ln_b, eps};
+    CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, 0, (int)gelu_cols, &ln));
+    return ERR_OK;
 }
