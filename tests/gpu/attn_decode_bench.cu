@@ -2,7 +2,7 @@
  * time per launch inside a CUDA graph that walks 32 layers' caches (so K/V come from DRAM, as in a decode step), for
  * the SIMT kernel + combine ("old") and the decode kernel at several key splits; reads of the same bytes by plain
  * load kernels (what the memory system gives at this size); and per-CTA phase timestamps of the decode kernel.
- * Not part of the CMake build (it includes the kernel file itself, with the trace compiled in); on the GPU machine:
+ * Built as its own target (it includes the kernel file itself, with the trace compiled in), or on the GPU machine:
  *   nvcc -O3 -arch=sm_90 -DCUDA_ATTN_DEC_TRACE -Isrc/engine -Isrc/engine/cuda -Isrc/core \
  *        -o attn_decode_bench tests/gpu/attn_decode_bench.cu && ./attn_decode_bench */
 #include "cuda_attn.cu"
@@ -50,7 +50,7 @@ static void prob_init(prob *p, shape sh, int n_seq, int ctx, int layers, int scr
     __half *h = (__half *)malloc(((size_t)1 << 24) + 64);
     for (size_t i = 0; i < ((size_t)1 << 23) + 32; i++) {
         unsigned short b = (unsigned short)(0x2c00 + (i * 2654435761u >> 7) % 0x400) | (i & 1 ? 0x8000 : 0);
-        memcpy(&h[i], &b, 2);
+        h[i] = __ushort_as_half(b);
     }
     for (size_t off = 0; off < n; off += (size_t)1 << 23) {
         size_t m = n - off < ((size_t)1 << 23) ? n - off : ((size_t)1 << 23);
