@@ -202,7 +202,8 @@ double typing(eng_model *em, const tok *tk, const typing_opts *o, int max_batch,
     so.prefix_cache = prefix_cache;
     so.queue_max = o->editors;
     typing_run tr = {.o = o};
-    tr.cap = (int)(o->editors * (o->seconds * o->cps + 16));
+    /* at most one request a key, with room to spare: a key every 0.5 / cps seconds at the fastest */
+    tr.cap = (int)(o->editors * ((o->seconds + o->warmup_ms / 1000.0) * o->cps * 2 + 16));
     tr.req = calloc((size_t)tr.cap, sizeof(sample));
     tr.opens = calloc((size_t)o->editors, sizeof(double));
     errbuf eb = {0};

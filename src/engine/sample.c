@@ -268,7 +268,10 @@ int samp_pick_top(samp_state *s, const samp_params *p, const samp_top *t, samp_r
         if (p->top_k == 0 && cnt != s->n_valid) {
             double mass = 0.0;
             for (int32_t i = 0; i < cnt; i++) mass += exp((double)(v[i] - mx) * inv_t);
-            if (!(mass / t->sum_t >= p->top_p)) return 0; /* samp_pick would widen past the candidates */
+            /* samp_pick would widen past the candidates; at the edge (within the sums' rounding, added in another
+             * order than samp_pick's total) the row decides, so the choice stays samp_pick's */
+            const double f = mass / t->sum_t;
+            if (!(f >= p->top_p) || fabs(f - p->top_p) < 1e-9) return 0;
         }
         id = draw(s, p, mx, inv_t, v, t->ids, cnt);
         for (int32_t i = 0; i < cnt; i++)

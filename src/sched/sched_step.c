@@ -371,6 +371,7 @@ static void step(lsched *s) {
         if (rc == ERR_OK && !served && on_device) rc = eng_model_logits_row(s->em, k, s->logits + (size_t)k * V, &eb);
         if (rc == ERR_OK && !served) rc = gen_out_push(&q->out, s->logits + (size_t)k * V, &next, &eb);
         if (!q->t_first_token && q->out.n_generated) q->t_first_token = now;
+        if (rc == ERR_CUDA) atomic_store(&s->healthy, 0); /* a row read failed: the next forward fails them all */
         if (rc != ERR_OK) gen_out_end(&q->out, GEN_FINISH_CANCELLED, NULL), q->r->oom = 1;
         else if (!q->out.done) q->tokens[q->n_tokens++] = next;
     }

@@ -276,6 +276,7 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
          * plan's CTAs per SM can be tried with SUGGESTD_CUDA_ATTN_SPLIT_CTAS (NOTES.md v8) */
         const char *d = getenv("SUGGESTD_CUDA_ATTN_DECODE"), *c = getenv("SUGGESTD_CUDA_ATTN_SPLIT_CTAS");
         b->attn_decode = !(d && d[0] == '0');
+        b->smem_optin = prop.sharedMemPerBlockOptin; /* the decode kernel's stages must fit (Turing: 64 KiB) */
         b->attn_split_ctas = c && atoi(c) > 0 ? atoi(c) : 4;
     }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
@@ -653,6 +654,7 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
                     (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
     /* decode rows on an f16 cache: the decode kernel (cuda_attn.cu), split merge included; same alignment needs */
     const int dec = b->attn_decode && kv->base.dtype == ENG_F16 && cuda__attention_decode_ok(shape.head_dim) &&
+                    cuda__attention_decode_smem(shape.head_dim) + 1024 <= b->smem_optin &&
                     kv->base.d_model % 8 == 0 && (uintptr_t)((const char *)kv->k + layer_off) % 16 == 0 &&
                     (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
     for (int pass = 0; pass < 2; pass++) {

@@ -554,9 +554,17 @@ static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda
     DEC_MARK(7);
 }
 
+/* Keys a stage of the decode kernel holds: a stage of K + V is 32 KiB at head_dim 256, 20 KiB at 80. */
+#define DEC_TK(hd) ((hd) > 128 ? 32 : 64)
+static size_t decode_smem(int hd) {
+    return (size_t)4 * DEC_TK(hd) * hd * sizeof(__half) + DEC_WARPS * (hd + 2) * sizeof(float);
+}
+
+extern "C" size_t cuda__attention_decode_smem(int head_dim) { return decode_smem(head_dim); }
+
 template <int DV> static cudaError_t launch_decode(cudaStream_t st, const cuda__attn_args *a) {
-    constexpr int TK = DV == 4 ? 32 : 64; /* a stage of K + V: 32 KiB at head_dim 256, 20 KiB at 80 */
-    const size_t smem = (size_t)4 * TK * a->head_dim * sizeof(__half) + DEC_WARPS * (a->head_dim + 2) * sizeof(float);
+    constexpr int TK = DV == 4 ? 32 : 64; /* DEC_TK: DV is 4 exactly when head_dim > 128 */
+    const size_t smem = decode_smem(a->head_dim);
     /* above 48 KiB needs the opt-in; a host-side attribute, allowed while a stream is being captured */
     cudaError_t e = cudaFuncSetAttribute(attn_decode_kernel<DV, TK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);

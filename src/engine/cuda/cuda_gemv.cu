@@ -377,6 +377,20 @@ static cudaError_t ctas_per_sm(K kernel, int threads, size_t smem, size_t smem_m
     return cudaSuccess;
 }
 
+/* The current device's opt-in limit of shared memory a block (cached per device, like ctas_per_sm): Turing's 64 KiB
+ * cannot hold the 16-warp LayerNorm CTA's ring and rows, Ampere's and Hopper's can. */
+static size_t smem_optin(void) {
+    static int cache[GEMV_MAX_DEVICES];
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 48 * 1024;
+    v = dev < GEMV_MAX_DEVICES ? __atomic_load_n(&cache[dev], __ATOMIC_RELAXED) : 0;
+    if (!v) {
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) v = 48 * 1024;
+        if (dev < GEMV_MAX_DEVICES) __atomic_store_n(&cache[dev], v, __ATOMIC_RELAXED);
+    }
+    return (size_t)v;
+}
+
 #define RING_BYTES(W) ((W) * GEMV_STAGES * 32 * 16)
 /* The LayerNorm kernel's shared memory on top of the ring: the normalized rows, in whole KiB (which also index its
  * occupancy caches: CTAs per SM depend on it). */
@@ -418,14 +432,17 @@ template <typename WT, int TMAX> static cudaError_t launch_ln(cudaStream_t st, i
     cudaError_t e = wave_rows<4>(gemv_layernorm_kernel<WT, TMAX, 4>, RING_BYTES(4) + xs, RING_BYTES(4) + xs_max,
                                  cache4 + kib * GEMV_MAX_DEVICES, n_sms, a.N, &r4);
     if (e != cudaSuccess) return e;
+    /* CTAs of 16 warps where the device's opt-in limit holds them (1 KiB beside for the static shared memory) */
     if constexpr (TMAX == 1) {
-        int r16 = 0;
-        e = wave_rows<16>(gemv_layernorm_kernel<WT, TMAX, 16>, RING_BYTES(16) + xs, RING_BYTES(16) + xs_max,
-                          cache16 + kib * GEMV_MAX_DEVICES, n_sms, a.N, &r16);
-        if (e != cudaSuccess) return e;
-        if (r16 < r4) {
-            a.rows_per_warp = r16;
-            return launch_k<16>(gemv_layernorm_kernel<WT, TMAX, 16>, st, RING_BYTES(16) + xs, a);
+        if (RING_BYTES(16) + xs_max + 1024 <= smem_optin()) {
+            int r16 = 0;
+            e = wave_rows<16>(gemv_layernorm_kernel<WT, TMAX, 16>, RING_BYTES(16) + xs, RING_BYTES(16) + xs_max,
+                              cache16 + kib * GEMV_MAX_DEVICES, n_sms, a.N, &r16);
+            if (e != cudaSuccess) return e;
+            if (r16 < r4) {
+                a.rows_per_warp = r16;
+                return launch_k<16>(gemv_layernorm_kernel<WT, TMAX, 16>, st, RING_BYTES(16) + xs, a);
+            }
         }
     }
     a.rows_per_warp = r4;

@@ -95,6 +95,10 @@ cudaError_t cuda__attention_combine(cudaStream_t st, const cuda__attn_args *a);
 /* Floats of `part` one launch needs. */
 size_t cuda__attention_part_floats(const cuda__attn_args *a);
 
+/* Dynamic shared memory the decode kernel needs at head_dim (cuda.c checks it against the device's opt-in limit:
+ * 6B's and 16B's 256 need ~68 KiB, more than Turing's 64). */
+size_t cuda__attention_decode_smem(int head_dim);
+
 /* out[r] (device) = the samp_top summary of logits row r over ids < n_valid, sum_t with inv_t[r] (device; NULL or
  * 0: none) (cuda_sample.cu). */
 cudaError_t cuda__logits_top(cudaStream_t st, eng_tensor logits, int32_t n_valid, const float *inv_t, samp_top *out);
