@@ -352,6 +352,27 @@ err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k
     return OPS(be)->kv_store(be, kv, layer, k, v, batch);
 }
 
+err eng_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t layer, const eng_batch *batch,
+                      eng_attn_shape shape) {
+    const int64_t D = (int64_t)shape.n_head * shape.head_dim;
+    if (qkv->cols != 3 * D) return ERR_INVALID;
+    eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D), k = eng_tensor_cols(*qkv, D, D), v = eng_tensor_cols(*qkv, 2 * D, D);
+    const eng_attn_shape qk_shape = {2 * shape.n_head, shape.head_dim, shape.rotary_dim};
+    if (!OPS(be)->rope_kv_store) {
+        err rc = eng_rope(be, &qk, batch->positions, qk_shape);
+        return rc != ERR_OK ? rc : eng_kv_store(be, kv, layer, &k, &v, batch);
+    }
+    /* the checks of both ops */
+    const eng_kv_base *kb = (const eng_kv_base *)kv;
+    if (is_q8(qkv)) return ERR_UNSUPPORTED;
+    if (!shape_ok(&qk, qk_shape) || layer < 0 || layer >= kb->n_layer || D != kb->d_model ||
+        qkv->rows != batch->n_rows || batch_ok(kv, batch) != ERR_OK)
+        return ERR_INVALID;
+    for (int64_t r = 0; r < qkv->rows; r++)
+        if (batch->positions[r] < 0) return ERR_INVALID;
+    return OPS(be)->rope_kv_store(be, qkv, kv, layer, batch, shape);
+}
+
 err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                   const eng_batch *batch, eng_attn_shape shape) {
     const eng_kv_base *kb = (const eng_kv_base *)kv;

@@ -196,6 +196,11 @@ size_t eng_kv_bytes(const eng_kv *kv);
 /* Stores k, v rows [n_rows, d_model] of this batch into layer's cache at each row's (sequence, position). */
 err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k, const eng_tensor *v,
                  const eng_batch *batch);
+/* RoPE on q and k of qkv [T, 3 * d_model] = q | k | v (in place, at batch->positions; shape: q's heads), then k and
+ * v stored as eng_kv_store stores them: the same results as eng_rope on q | k followed by eng_kv_store, in one
+ * launch where the backend has it (CUDA, opt-in with SUGGESTD_CUDA_ROPE_KV=1 until measured). */
+err eng_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t layer, const eng_batch *batch,
+                      eng_attn_shape shape);
 /* Causal attention for every row: out[r] = softmax(q[r] . K^T / sqrt(head_dim)) V over its sequence's positions
  * 0..positions[r], K/V read from the cache (store first). Scores and softmax in f32; probabilities are rounded to
  * the cache dtype before the value product, as HF does. */

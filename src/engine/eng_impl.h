@@ -56,6 +56,9 @@ typedef struct eng_backend_ops {
     void (*kv_destroy)(eng_backend *be, eng_kv *kv);
     err (*kv_store)(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k, const eng_tensor *v,
                     const eng_batch *batch);
+    /* Optional: eng_rope_kv_store in one op (NULL: rope, then kv_store). */
+    err (*rope_kv_store)(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t layer, const eng_batch *batch,
+                         eng_attn_shape shape);
     err (*attention)(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                      const eng_batch *batch, eng_attn_shape shape);
 

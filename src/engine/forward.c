@@ -386,9 +386,7 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
     eng_tensor mlp = em->fused ? eng_tensor_cols(u, D, F) : eng_tensor_rows(em->mlp, 0, R);
     eng_tensor mlp_qkv = em->fused ? eng_tensor_cols(u, D, F + 3 * D) : u;
     eng_tensor att_mlp = em->fused ? eng_tensor_cols(u, 0, D + F) : u;
-    eng_tensor q = eng_tensor_cols(qkv, 0, D), k = eng_tensor_cols(qkv, D, D), v = eng_tensor_cols(qkv, 2 * D, D);
-    eng_tensor qk = eng_tensor_cols(qkv, 0, 2 * D);
-    const eng_attn_shape qk_shape = {2 * c->n_head, c->head_dim, c->rotary_dim};
+    eng_tensor q = eng_tensor_cols(qkv, 0, D);
 
     TRY(eng_embed(be, &x, &em->wte, batch->tokens, (int32_t)R));
     for (int32_t l = 0; l < c->n_layer; l++) {
@@ -396,8 +394,7 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
         if (em->fused) { /* two matmuls: [mlp | qkv] from LN(x) (GELU on the mlp part), then x += [att | mlp] . w2^T;
                           * the LayerNorm goes into the first (h: its output where the backend cannot fold it) */
             TRY(eng_matmul_ln(be, &mlp_qkv, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, &h, &L->w1, &L->b1, F));
-            TRY(eng_rope(be, &qk, batch->positions, qk_shape));
-            TRY(eng_kv_store(be, em->kv, l, &k, &v, batch));
+            TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape));
             TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
             TRY(eng_matmul(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1));
             continue;
@@ -405,8 +402,7 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
         /* attention branch (h feeds two matmuls here, so the LayerNorm stays an op of its own) */
         TRY(eng_layernorm(be, &h, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps));
         TRY(eng_matmul(be, &qkv, &h, &L->qkv, NULL, 0));
-        TRY(eng_rope(be, &qk, batch->positions, qk_shape)); /* q and k side by side: one pass, twice the heads */
-        TRY(eng_kv_store(be, em->kv, l, &k, &v, batch));
+        TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape)); /* q and k side by side, then the cache */
         TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
         TRY(eng_matmul(be, &x, &att, &L->out_proj, NULL, 1));
         /* MLP branch, on the same normalized input */

@@ -625,13 +625,17 @@ static void test_add(void) {
 #define N_BLOCKS 240
 #define N_SEQS 3
 
+/* test_rope_kv: attention_step stores through eng_rope_kv_store (RoPE on q | k over these rotary dims, then the
+ * cache) instead of eng_kv_store, and q | k | v must come out bit-identical to ref's rope + store */
+static int rope_kv_rd = -1;
+
 /* One step of kv_store + attention on `gpu` and ref with fresh random q, k, v (column views of one fused buffer),
  * outputs compared. */
 static void attention_step(worst *w, eng_backend *gpu, eng_kv *kv[2], const eng_batch *batch, eng_dtype kvdt,
                            eng_dtype qd, eng_attn_shape sh, int in_place, const char *what) {
     const int32_t dm = sh.n_head * sh.head_dim, layer = 1, n_rows = batch->n_rows;
     size_t n = (size_t)n_rows * (size_t)dm;
-    float *qkv = rand_vec((size_t)n_rows * 3 * (size_t)dm, -1, 1), *out[2];
+    float *qkv = rand_vec((size_t)n_rows * 3 * (size_t)dm, -1, 1), *out[2], *roped[2] = {NULL, NULL};
     for (size_t i = 0; i < (size_t)n_rows * 3 * (size_t)dm; i += 5) qkv[i] *= 4;
     eng_backend *bes[2] = {gpu, be_ref};
     for (int k = 0; k < 2; k++) {
@@ -639,7 +643,14 @@ static void attention_step(worst *w, eng_backend *gpu, eng_kv *kv[2], const eng_
         GC_CHECK(!gt_init(&g, bes[k], qd, n_rows, 3 * dm, qkv), "gt_init");
         eng_tensor q = eng_tensor_cols(g.view, 0, dm), kt = eng_tensor_cols(g.view, dm, dm),
                    vt = eng_tensor_cols(g.view, 2 * dm, dm);
-        GC_OK(eng_kv_store(bes[k], kv[k], layer, &kt, &vt, batch));
+        if (rope_kv_rd >= 0) {
+            const eng_attn_shape rs = {sh.n_head, sh.head_dim, rope_kv_rd < sh.head_dim ? rope_kv_rd : sh.head_dim};
+            GC_OK(eng_rope_kv_store(bes[k], &g.view, kv[k], layer, batch, rs));
+            roped[k] = gt_read(&g);
+            GC_CHECK(roped[k], "read q | k | v");
+        } else {
+            GC_OK(eng_kv_store(bes[k], kv[k], layer, &kt, &vt, batch));
+        }
         if (in_place) {
             GC_OK(eng_attention(bes[k], &q, &q, kv[k], layer, batch, sh));
             out[k] = gc_malloc(n * 4);
@@ -665,7 +676,10 @@ static void attention_step(worst *w, eng_backend *gpu, eng_kv *kv[2], const eng_
     const int mma = gpu != be_simt && kvdt == ENG_F16 && sh.head_dim % 16 == 0;
     double tol = (kvdt == ENG_F32 ? 2e-5 : mma && qd == ENG_F32 ? 7e-3 : 4e-3) + round_tol(qd);
     GC_CHECK(close_ok(w, what, out[0], out[1], n, 1.0, tol, tol * tol / 4), "%s", what);
-    free(out[0]), free(out[1]), free(qkv);
+    if (rope_kv_rd >= 0)
+        GC_CHECK(!memcmp(roped[0], roped[1], (size_t)n_rows * 3 * (size_t)dm * sizeof(float)),
+                 "%s: q | k | v after rope_kv_store differ from ref's", what);
+    free(out[0]), free(out[1]), free(qkv), free(roped[0]), free(roped[1]);
 }
 
 /* Three sequences with shuffled block tables go through steps of prefill chunks and decodes; the third grows past
@@ -828,6 +842,21 @@ static void test_attention(void) {
     for (int d = 0; d < 3; d++) print_worst(&w[d]);
 }
 
+/* eng_rope_kv_store (one launch on CUDA with SUGGESTD_CUDA_ROPE_KV=1, which main sets) against ref's rope + store:
+ * q | k | v bit-identical after it, and attention over the caches it wrote within attention's tolerance; CodeGen's
+ * rotary dims (32 of 64, 64 of 80 and of 256) and all of them. */
+static void test_rope_kv(void) {
+    worst w[2] = {{.op = "rope_kv_store kv f32"}, {.op = "rope_kv_store kv f16"}};
+    const int32_t geo[][3] = {{2, 64, 32}, {2, 80, 64}, {1, 256, 64}, {3, 40, 40}};
+    for (size_t g = 0; g < sizeof(geo) / sizeof(geo[0]); g++) {
+        rope_kv_rd = geo[g][2];
+        attention_case(&w[0], ENG_F32, ENG_F32, geo[g][0], geo[g][1], 0);
+        attention_case(&w[1], ENG_F16, ENG_F16, geo[g][0], geo[g][1], 0);
+    }
+    rope_kv_rd = -1;
+    for (int d = 0; d < 2; d++) print_worst(&w[d]);
+}
+
 /* f16 caches with head_dim % 16 == 0 run prefill tiles on tensor cores (be_gpu) and, for comparison, on the SIMT
  * kernel (be_simt); 1 and 5 new rows are decode rows / a short tile, 63 / 64 / 65 the tile edge, 130 and 300 several
  * tiles and key tiles with splits; pos0 75 puts the diagonal mid key tile and mid block. The last cases have tiles x
@@ -927,7 +956,7 @@ static void test_logits_top(void) {
 
 /* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
  * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, gelu, rope, add, attention, attention_prefill,
- * logits_top) pick a subset, e.g. for a compute-sanitizer run. */
+ * logits_top, rope_kv) pick a subset, e.g. for a compute-sanitizer run. */
 static int wanted(int argc, char **argv, const char *name) {
     if (argc <= 2) return 1;
     for (int i = 2; i < argc; i++)
@@ -942,6 +971,7 @@ int main(int argc, char **argv) {
     errbuf eb = {0};
     const char *name = argc > 1 ? argv[1] : "cuda";
     setenv("SUGGESTD_CUDA_GEMV", "8", 0); /* the GEMV for every row count it has (the default takes it for 1 row) */
+    setenv("SUGGESTD_CUDA_ROPE_KV", "1", 0); /* the one-launch RoPE + KV store (opt-in in the server) */
     if (eng_backend_create(name, 0, &be_gpu, &eb) != ERR_OK) {
         fprintf(stderr, "test_gpu_parity: %s\n", eb.msg);
         return 77; /* skipped: no GPU */
@@ -966,6 +996,7 @@ int main(int argc, char **argv) {
     RUN_IF(attention);
     RUN_IF(attention_prefill);
     RUN_IF(logits_top);
+    RUN_IF(rope_kv);
     errbuf st = {0};
     if (eng_backend_status(be_gpu, &st) != ERR_OK) {
         fprintf(stderr, "backend unhealthy at the end: %s\n", st.msg);

@@ -277,6 +277,8 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         const char *d = getenv("SUGGESTD_CUDA_ATTN_DECODE"), *c = getenv("SUGGESTD_CUDA_ATTN_SPLIT_CTAS");
         b->attn_decode = !(d && d[0] == '0');
         b->smem_optin = prop.sharedMemPerBlockOptin; /* the decode kernel's stages must fit (Turing: 64 KiB) */
+        const char *rk = getenv("SUGGESTD_CUDA_ROPE_KV"); /* =1: RoPE + KV store in one launch (not yet measured) */
+        b->rope_kv = rk && rk[0] == '1';
         b->attn_split_ctas = c && atoi(c) > 0 ? atoi(c) : 4;
     }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
@@ -445,18 +447,24 @@ static err rope_table(cuda_backend *b, int32_t rd, int32_t max_pos) {
     return ERR_OK;
 }
 
+/* The (cos, sin) table up to the rows' largest position, and the positions on the device. */
+static err rope_prep(cuda_backend *b, const int32_t *positions, int64_t rows, int32_t rotary_dim,
+                     const int32_t **d_pos) {
+    int32_t max_pos = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (positions[r] < 0 || positions[r] >= (1 << 24)) return ERR_INVALID;
+        if (positions[r] > max_pos) max_pos = positions[r];
+    }
+    err rc = rope_table(b, rotary_dim, max_pos);
+    return rc != ERR_OK ? rc : step_ints(b, positions, (size_t)rows, d_pos);
+}
+
 static err cuda_rope(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape s) {
     cuda_backend *b = (cuda_backend *)be;
     ENTER(b);
     if (x->rows == 0 || s.rotary_dim == 0) return ERR_OK;
-    int32_t max_pos = 0;
-    for (int64_t r = 0; r < x->rows; r++) {
-        if (positions[r] < 0 || positions[r] >= (1 << 24)) return ERR_INVALID;
-        if (positions[r] > max_pos) max_pos = positions[r];
-    }
-    err rc = rope_table(b, s.rotary_dim, max_pos);
     const int32_t *d_pos = NULL;
-    if (rc == ERR_OK) rc = step_ints(b, positions, (size_t)x->rows, &d_pos);
+    err rc = rope_prep(b, positions, x->rows, s.rotary_dim, &d_pos);
     if (rc != ERR_OK) return rc;
     CUDA_CHECK(b, cuda__rope(b->stream, *x, d_pos, b->rope_cs, s));
     return ERR_OK;
@@ -580,6 +588,33 @@ static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_
                        eng_dtype_size(kv->base.dtype);
     CUDA_CHECK(b, cuda__kv_store(b->stream, (char *)kv->k + layer_off, (char *)kv->v + layer_off, kv->base.dtype, *k,
                                  *v, lo.dev + 4));
+    return ERR_OK;
+}
+
+/* RoPE + KV store in one launch (SUGGESTD_CUDA_ROPE_KV=1, until a GPU run measures it); otherwise, or for an odd
+ * head_dim or no rotary dims, the two ops. */
+static err cuda_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv_, int32_t layer, const eng_batch *batch,
+                              eng_attn_shape s) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    const int64_t D = (int64_t)s.n_head * s.head_dim;
+    eng_tensor k = eng_tensor_cols(*qkv, D, D), v = eng_tensor_cols(*qkv, 2 * D, D);
+    if (!b->rope_kv || s.head_dim % 2 || s.rotary_dim == 0) {
+        eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D);
+        err rc = cuda_rope(be, &qk, batch->positions, (eng_attn_shape){2 * s.n_head, s.head_dim, s.rotary_dim});
+        return rc != ERR_OK ? rc : cuda_kv_store(be, kv_, layer, &k, &v, batch);
+    }
+    if (qkv->rows == 0) return ERR_OK;
+    cuda_kv *kv = (cuda_kv *)kv_;
+    const int32_t *d_pos = NULL;
+    err rc = rope_prep(b, batch->positions, qkv->rows, s.rotary_dim, &d_pos);
+    cuda__layout lo;
+    if (rc == ERR_OK) rc = batch_layout(b, batch, &lo);
+    if (rc != ERR_OK) return rc;
+    size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
+                       eng_dtype_size(kv->base.dtype);
+    CUDA_CHECK(b, cuda__rope_kv_store(b->stream, *qkv, d_pos, b->rope_cs, s, (char *)kv->k + layer_off,
+                                      (char *)kv->v + layer_off, kv->base.dtype, lo.dev + 4));
     return ERR_OK;
 }
 
@@ -760,6 +795,7 @@ const eng_backend_ops cuda__backend_ops = {
     .kv_create = cuda_kv_create,
     .kv_destroy = cuda_kv_destroy,
     .kv_store = cuda_kv_store,
+    .rope_kv_store = cuda_rope_kv_store,
     .attention = cuda_attention,
     .graphs_create = cuda__graphs_create,
     .graphs_destroy = cuda__graphs_destroy,

@@ -34,6 +34,11 @@ cudaError_t cuda__rope(cudaStream_t st, eng_tensor x, const int32_t *pos, const 
 cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, eng_tensor k, eng_tensor v,
                            const int32_t *slot);
 
+/* RoPE on q | k of qkv [T, 3 * n_head * head_dim] in place (s: q's heads, head_dim even), then k and v rows into
+ * the cache at slot[r], as cuda__rope then cuda__kv_store would leave them. */
+cudaError_t cuda__rope_kv_store(cudaStream_t st, eng_tensor qkv, const int32_t *pos, const float *cs, eng_attn_shape s,
+                                void *kc, void *vc, eng_dtype kvdt, const int32_t *slot);
+
 /* Decode matmul (cuda_gemv.cu): y[t] (+)= x[t] . w^T + bias for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16
  * (K % 8 == 0, stride % 8 == 0) or ENG_Q8 (K % 16 == 0, contiguous) [N, K] with 16-byte aligned data; x (16-byte
  * aligned, stride % 8 == 0), y, bias of any dtype; gelu_new on output columns [0, gelu) before the accumulate. f32

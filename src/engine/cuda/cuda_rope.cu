@@ -1,4 +1,4 @@
-/* cuda_rope.cu - GPT-J interleaved RoPE and the KV-cache store.
+/* cuda_rope.cu - GPT-J interleaved RoPE and the KV-cache store, apart or in one launch.
  *
  * The (cos, sin) of every (position, pair) come from a host-built table (cuda.c) made with the same f32 angle and
  * libm calls as ref.c, and the rotation is compiled with --fmad=false, so the result is bit-identical to ref. */
@@ -49,5 +49,42 @@ extern "C" cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_d
     if (k.rows <= 0) return cudaSuccess;
     dim3 grid((unsigned)((k.cols + 255) / 256), (unsigned)(k.rows < 65535 ? k.rows : 65535));
     kv_store_kernel<<<grid, 256, 0, st>>>(kc, vc, (int)kvdt, k, v, slot);
+    return cudaGetLastError();
+}
+
+/* RoPE and the KV store in one launch (eng_rope_kv_store): one thread per (row, column pair) of q | k | v. A q or k
+ * pair inside the rotary dims is rotated exactly as rope_kernel does and stored back; k and v pairs then go to the
+ * cache as kv_store_kernel would copy them, from the values as stored (so the cache holds the activation dtype's
+ * rounding, as with the two launches). head_dim even: a pair never straddles two heads or q | k | v. */
+static __global__ void rope_kv_kernel(eng_tensor x, const int32_t *pos, const float2 *cs, eng_attn_shape s, void *kc,
+                                      void *vc, int kvdt, const int32_t *slot) {
+    const int64_t D = (int64_t)s.n_head * s.head_dim, p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= 3 * D / 2) return;
+    const int64_t c = 2 * p;
+    const int half = s.rotary_dim / 2, d = (int)(c % s.head_dim);
+    for (int64_t r = blockIdx.y; r < x.rows; r += gridDim.y) {
+        const int64_t o = r * x.stride + c;
+        float x0 = cu_ld(x.data, x.dtype, o), x1 = cu_ld(x.data, x.dtype, o + 1);
+        if (c < 2 * D && d < s.rotary_dim) {
+            const float2 t = cs[(int64_t)pos[r] * half + d / 2];
+            cu_st(x.data, x.dtype, o, x0 * t.x - x1 * t.y);
+            cu_st(x.data, x.dtype, o + 1, x1 * t.x + x0 * t.y);
+            x0 = cu_ld(x.data, x.dtype, o), x1 = cu_ld(x.data, x.dtype, o + 1);
+        }
+        if (c < D) continue; /* q stays in the activations */
+        void *dst = c < 2 * D ? kc : vc;
+        const int64_t co = (int64_t)slot[r] * D + (c < 2 * D ? c - D : c - 2 * D);
+        cu_st(dst, kvdt, co, x0);
+        cu_st(dst, kvdt, co + 1, x1);
+    }
+}
+
+extern "C" cudaError_t cuda__rope_kv_store(cudaStream_t st, eng_tensor qkv, const int32_t *pos, const float *cs,
+                                           eng_attn_shape s, void *kc, void *vc, eng_dtype kvdt,
+                                           const int32_t *slot) {
+    if (qkv.rows <= 0) return cudaSuccess;
+    const int64_t pairs = 3 * (int64_t)s.n_head * s.head_dim / 2;
+    dim3 grid((unsigned)((pairs + 127) / 128), (unsigned)(qkv.rows < 65535 ? qkv.rows : 65535));
+    rope_kv_kernel<<<grid, 128, 0, st>>>(qkv, pos, (const float2 *)cs, s, kc, vc, (int)kvdt, slot);
     return cudaGetLastError();
 }
