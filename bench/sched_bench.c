@@ -228,13 +228,6 @@ static void *editor_main(void *arg) {
     return NULL;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, int n, double p) { return v[(int)(p * (double)(n - 1) + 0.5)]; }
-
 /* Requests per second of the editors' run; prints the latency percentiles under `label`. */
 static double editors(eng_model *em, const tok *tk, const opts *o, int max_batch, int prefix_cache, const char *label) {
     sched_opts so = sched_opts_default();
@@ -258,15 +251,13 @@ static double editors(eng_model *em, const tok *tk, const opts *o, int max_batch
     }
     for (int i = 0; i < o->editors; i++) pthread_join(t[i], NULL);
     double secs = (double)(clock_ns() - t0) * 1e-9;
-    qsort(er.lat, (size_t)n, sizeof(double), cmp_double);
-    qsort(er.ttft, (size_t)n, sizeof(double), cmp_double);
+    const double p50 = bench_quantile(er.lat, n, 0.5), p95 = bench_quantile(er.lat, n, 0.95),
+                 p99 = bench_quantile(er.lat, n, 0.99), t50 = bench_quantile(er.ttft, n, 0.5);
     printf("  editors %-14s %d x %d requests (%d-token file + typing, %d tokens): latency p50 %.1f p95 %.1f p99 %.1f "
            "ms, TTFT p50 %.1f ms, %.1f requests/s, cached %.0f%%\n",
-           label, o->editors, o->edits, o->editor_prompt, o->editor_gen, pct(er.lat, n, 0.5), pct(er.lat, n, 0.95),
-           pct(er.lat, n, 0.99), pct(er.ttft, n, 0.5), (double)n / secs,
+           label, o->editors, o->edits, o->editor_prompt, o->editor_gen, p50, p95, p99, t50, (double)n / secs,
            er.prompt ? 100.0 * (double)er.cached / (double)er.prompt : 0.0);
-    printf("RESULT editors_%s_latency_p50_ms=%.2f\nRESULT editors_%s_latency_p95_ms=%.2f\n", label,
-           pct(er.lat, n, 0.5), label, pct(er.lat, n, 0.95));
+    printf("RESULT editors_%s_latency_p50_ms=%.2f\nRESULT editors_%s_latency_p95_ms=%.2f\n", label, p50, label, p95);
     printf("RESULT editors_%s_requests_per_s=%.2f\n", label, (double)n / secs);
     sched_stats st;
     sched_get_stats(er.s, &st);

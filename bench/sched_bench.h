@@ -14,6 +14,9 @@ typedef struct typing_opts {
     int line_stops; /* single-line requests stop where a real model's line ended (sched_typing.c LINE_LEN) */
 } typing_opts;
 
+/* The p-quantile of v[0..n) (sorted in place; nearest rank); 0 when n is 0. */
+double bench_quantile(double *v, int n, double p);
+
 /* Runs the typing simulation (sched_typing.c) on a fresh scheduler; prints its figures and RESULT lines under
  * `label` and returns the single-line latency p50 in ms. */
 double typing(eng_model *em, const tok *tk, const typing_opts *o, int max_batch, int prefix_cache,

@@ -188,8 +188,7 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* The p-quantile of v[0..n) (sorted here); 0 when empty. */
-static double quantile(double *v, int n, double p) {
+double bench_quantile(double *v, int n, double p) {
     if (n == 0) return 0;
     qsort(v, (size_t)n, sizeof(double), cmp_double);
     return v[(int)(p * (double)(n - 1) + 0.5)];
@@ -232,15 +231,17 @@ double typing(eng_model *em, const tok *tk, const typing_opts *o, int max_batch,
     const double km50 = km_quantile(one, n1, 0.5), km95 = km_quantile(one, n1, 0.95);
     for (int i = 0; i < n1; i++)
         if (one[i].done) v[ns++] = one[i].ms;
-    const double s50 = quantile(v, ns, 0.5), s95 = quantile(v, ns, 0.95), s99 = quantile(v, ns, 0.99);
+    const double s50 = bench_quantile(v, ns, 0.5), s95 = bench_quantile(v, ns, 0.95),
+                 s99 = bench_quantile(v, ns, 0.99);
     ns = 0;
     for (int i = 0; i < n1; i++)
         if (one[i].done) v[ns++] = one[i].ttft;
-    const double t50 = quantile(v, ns, 0.5), t95 = quantile(v, ns, 0.95);
+    const double t50 = bench_quantile(v, ns, 0.5), t95 = bench_quantile(v, ns, 0.95);
     for (int i = 0; i < tr.n_req; i++)
         if (tr.req[i].multi && tr.req[i].done) v[nm++] = tr.req[i].ms;
-    const double m50 = quantile(v, nm, 0.5), m95 = quantile(v, nm, 0.95);
-    const double open50 = quantile(tr.opens, o->editors, 0.5), open_max = quantile(tr.opens, o->editors, 1.0);
+    const double m50 = bench_quantile(v, nm, 0.5), m95 = bench_quantile(v, nm, 0.95);
+    const double open50 = bench_quantile(tr.opens, o->editors, 0.5),
+                 open_max = bench_quantile(tr.opens, o->editors, 1.0);
     sched_stats st;
     sched_get_stats(tr.s, &st);
     const double steps = st.steps ? (double)st.steps : 1.0;
@@ -252,8 +253,8 @@ double typing(eng_model *em, const tok *tk, const typing_opts *o, int max_batch,
            tr.superseded);
     printf("    single-line (%s %d tokens), %d sent: latency p50 %s p95 %s ms (Kaplan-Meier, superseded = censored)\n",
            o->line_stops ? "measured line lengths, at most" : "always", o->single_tokens, n1, k50, k95);
-    printf("    single-line completed (%d): latency p50 %.1f p95 %.1f p99 %.1f ms, TTFT p50 %.1f p95 %.1f ms\n", ns, s50,
-           s95, s99, t50, t95);
+    printf("    single-line completed (%d): latency p50 %.1f p95 %.1f p99 %.1f ms, TTFT p50 %.1f p95 %.1f ms\n", ns,
+           s50, s95, s99, t50, t95);
     printf("    multi-line (%d tokens): %d done, latency p50 %.1f p95 %.1f ms; file opens p50 %.1f max %.1f ms\n",
            o->multi_tokens, nm, m50, m95, open50, open_max);
     printf("    %.1f tokens/s generated, prefix hit rate %.3f; engine %llu steps: %.1f sequences and %.1f rows a step, "

@@ -140,17 +140,17 @@ if [ "${SCHED:-0}" = 1 ]; then
     step "build sched bench" 300 cmake --build $B -j"$(nproc)" --target gpu_sched_bench gpu_mkckpt
     step "2B-shaped checkpoint" 300 bash -c "[ -f $SCK/model.safetensors ] || { $B/gpu_mkckpt $SCK 32 2560 32 64 2048 f16 7 \
         >/dev/null && cp models/codegen-tokenizer/* $SCK/; }"
-    for e in ${SCHED_EDITORS:-64}; do
+    for e in ${SCHED_EDITORS-64}; do
         step "sched editors $e" 420 bash -c "set -o pipefail; $B/gpu_sched_bench $SCK --backend cuda --mode editors \
             --editors $e --max-batch $e --edits 12 --editor-prompt 1536 --editor-gen 16 --think-ms 100 \
             | sed 's/^RESULT editors_/RESULT editors${e}_/' | tee -a '$OUT/sched.txt'"
     done
-    for e in ${SCHED_TYPISTS:-32 64}; do
+    for e in ${SCHED_TYPISTS-32 64}; do
         step "sched typing $e" 200 bash -c "set -o pipefail; $B/gpu_sched_bench $SCK --backend cuda --mode typing \
             --editors $e --max-batch $e --editor-prompt 1536 --seconds 20 \
             | sed 's/^RESULT typing_/RESULT typing${e}_/' | tee -a '$OUT/sched.txt'"
     done
-    for e in ${SCHED_FULL:-32}; do # every single-line request runs its whole 16 tokens (no emulated line ends)
+    for e in ${SCHED_FULL-32}; do # every single-line request runs its whole 16 tokens (no emulated line ends)
         step "sched typing $e, full lines" 200 bash -c "set -o pipefail; $B/gpu_sched_bench $SCK --backend cuda \
             --mode typing --editors $e --max-batch $e --editor-prompt 1536 --seconds 20 --line-stops 0 \
             | sed 's/^RESULT typing_/RESULT typing${e}_/' | tee -a '$OUT/sched.txt'"

@@ -356,7 +356,8 @@ err eng_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t laye
                       eng_attn_shape shape) {
     const int64_t D = (int64_t)shape.n_head * shape.head_dim;
     if (qkv->cols != 3 * D) return ERR_INVALID;
-    eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D), k = eng_tensor_cols(*qkv, D, D), v = eng_tensor_cols(*qkv, 2 * D, D);
+    eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D), k = eng_tensor_cols(*qkv, D, D);
+    eng_tensor v = eng_tensor_cols(*qkv, 2 * D, D);
     const eng_attn_shape qk_shape = {2 * shape.n_head, shape.head_dim, shape.rotary_dim};
     if (!OPS(be)->rope_kv_store) {
         err rc = eng_rope(be, &qk, batch->positions, qk_shape);

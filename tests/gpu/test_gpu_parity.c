@@ -42,6 +42,13 @@ static void *host_weights(const float *v, size_t n, eng_dtype dt) {
     return p;
 }
 
+/* The int8 block (eng_q8_quantize) of host weights hw [N, K] of dtype wd: both backends get the same one. */
+static void *host_q8(const void *hw, eng_dtype wd, int64_t N, int64_t K) {
+    void *hq = gc_malloc(eng_q8_bytes(N, K));
+    eng_q8_quantize(hq, hw, wd, N, K);
+    return hq;
+}
+
 /* ---- guarded tensors ------------------------------------------------------------------------------------------- */
 
 /* A [rows, cols] view at (1, 3) of a [rows + 2, cols + 5] tensor of dtype; the canary is read back after writing so
@@ -306,12 +313,7 @@ static void matmul_ext_case(worst *w, eng_dtype xd, eng_dtype yd, int64_t T, int
           *bv = rand_vec((size_t)N, -1, 1), *y0 = rand_vec((size_t)(T * N), -1, 1);
     const eng_dtype wd = xd == ENG_F32 ? ENG_F16 : xd;
     void *hw = host_weights(wv, (size_t)(N * K), wd), *hb = host_weights(bv, (size_t)N, wd);
-    void *hq = NULL;
-    if (q8) {
-        hq = malloc(eng_q8_bytes(N, K));
-        GC_CHECK(hq != NULL, "malloc");
-        eng_q8_quantize(hq, hw, wd, N, K);
-    }
+    void *hq = q8 ? host_q8(hw, wd, N, K) : NULL;
     float *out[2];
     eng_backend *bes[2] = {be_gpu, be_ref};
     for (int k = 0; k < 2; k++) {
@@ -429,17 +431,13 @@ static int gt_view_untouched(gt *g) {
 static void matmul_ln_case(worst *w, int *folded, eng_dtype xd, eng_dtype yd, int64_t T, int64_t K, int64_t N,
                            int q8, int64_t gelu_cols, int aligned, int alias) {
     float *x = rand_vec((size_t)(T * K), -1, 1), *wv = rand_vec((size_t)(N * K), -1, 1),
-          *bv = rand_vec((size_t)N, -1, 1), *gv = rand_vec((size_t)K, 0.8f, 1.2f), *lbv = rand_vec((size_t)K, -0.1f, 0.1f);
+          *bv = rand_vec((size_t)N, -1, 1), *gv = rand_vec((size_t)K, 0.8f, 1.2f),
+          *lbv = rand_vec((size_t)K, -0.1f, 0.1f);
     for (size_t i = 0; i < (size_t)(T * K); i++) x[i] = x[i] * 3 + 5;
     const eng_dtype wd = xd == ENG_F32 ? ENG_F16 : xd;
     void *hw = host_weights(wv, (size_t)(N * K), wd), *hb = host_weights(bv, (size_t)N, wd),
          *hg = host_weights(gv, (size_t)K, wd), *hlb = host_weights(lbv, (size_t)K, wd);
-    void *hq = NULL;
-    if (q8) {
-        hq = malloc(eng_q8_bytes(N, K));
-        GC_CHECK(hq != NULL, "malloc");
-        eng_q8_quantize(hq, hw, wd, N, K);
-    }
+    void *hq = q8 ? host_q8(hw, wd, N, K) : NULL;
     float *out[2];
     eng_backend *bes[2] = {be_gpu, be_ref};
     for (int k = 0; k < 2; k++) {
