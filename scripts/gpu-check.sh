@@ -19,6 +19,9 @@
 # CONTEXTS (default 128,1024,2048), PROMPT (default 1536), BASELINE (default: the first two shapes; "" for none):
 # shapes benched again at context 1024 with BASELINE_ENV set (default SUGGESTD_CUDA_GEMV=0: cuBLAS for decode rows;
 # SUGGESTD_CUDA_GRAPHS=0 for the no-graph run), the same-card "before" in the summary's last column.
+# VARIANTS="label:ENV=v,ENV=v label2:ENV=v ...": VARIANT_SHAPES (default: the first two shapes) benched again at
+# context 1024 with each label's environment (after a `ref` run with none), RESULT lines in variants.txt and a table
+# of ms/token in the summary: same-run comparisons of the backend's switches.
 # Per-kernel times: scripts/gpu-prof.sh after this script's build.
 set -u
 cd "$(dirname "$0")/.."
@@ -106,6 +109,18 @@ for s in $BASELINE; do
         --shape $s --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 --decode-tokens 32 \
         --contexts 1024 | sed 's/^RESULT \([^ ]*\) \([^ ]*\) cuda /RESULT \1 \2 cuda-baseline /' | tee -a '$OUT/bench.txt'"
 done
+if [ -n "${VARIANTS:-}" ]; then
+    : >"$OUT/variants.txt"
+    for s in ${VARIANT_SHAPES:-$(echo $SHAPES | cut -d' ' -f1-2)}; do
+        for v in ref: $VARIANTS; do
+            label=${v%%:*} envs=${v#*:}
+            step "variant $label: $s" 300 bash -c "set -o pipefail; env ${envs//,/ } $B/gpu_bench --shape $s \
+                --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 --decode-tokens 32 --contexts 1024 \
+                | grep '^RESULT' | sed 's/^RESULT \([^ ]*\) \([^ ]*\) cuda /RESULT \1 \2 $label /' \
+                | tee -a '$OUT/variants.txt'"
+        done
+    done
+fi
 for bsz in ${BATCH:-}; do
     step "bench suggestd ${BATCH_SHAPE:-codegen-2B} batch $bsz" 300 bash -c "set -o pipefail; $B/gpu_bench \
         --shape ${BATCH_SHAPE:-codegen-2B} --device cuda --dtype f16 --prompt-tokens 512 --prefill-chunk 512 \
@@ -196,6 +211,25 @@ fi
                        (k in hf && ours[k] > 0) ? sprintf("%.2f", hf[k] / ours[k]) : "-", (k in ng) ? ng[k] : "-"
             }
          }' "$OUT/bench.txt"
+    if [ -s "$OUT/variants.txt" ]; then
+        echo
+        echo "variants (ms; prefill 1024 tokens, decode at context 1024, batch 1): ${VARIANTS:-}"
+        awk '/^RESULT/ {
+                for (i = 6; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                key = $2 " " $5; if (!(key in seen)) { seen[key] = 1; keys[++nk] = key }
+                if (!($4 in lseen)) { lseen[$4] = 1; labels[++nl] = $4 }
+                ms[key, $4] = v["ms"]; delete v
+             }
+             END {
+                printf "  %-22s", ""; for (j = 1; j <= nl; j++) printf " %10s", labels[j]; printf "\n"
+                for (i = 1; i <= nk; i++) {
+                    printf "  %-22s", keys[i]
+                    for (j = 1; j <= nl; j++)
+                        printf " %10s", ((keys[i], labels[j]) in ms) ? ms[keys[i], labels[j]] : "-"
+                    printf "\n"
+                }
+             }' "$OUT/variants.txt"
+    fi
     echo
     echo "$((${#summary[@]} - failed)) passed, $failed failed"
 } | tee "$OUT/summary.txt"

@@ -217,6 +217,16 @@ err eng_logits_top(eng_backend *be, const eng_tensor *logits, int32_t n_valid, c
 }
 
 int eng_backend_has_logits_top(const eng_backend *be) { return OPS(be)->logits_top != NULL; }
+
+err eng_branch(eng_backend *be, eng_branch_op op) {
+    if (op != ENG_BRANCH_SIDE && op != ENG_BRANCH_MAIN && op != ENG_BRANCH_JOIN) return ERR_INVALID;
+    return OPS(be)->branch ? OPS(be)->branch(be, op) : ERR_OK;
+}
+
+int eng_backend_has_branches(const eng_backend *be) {
+    return OPS(be)->branch && OPS(be)->has_branches && OPS(be)->has_branches(be);
+}
+
 err eng_tensor_write_f32(eng_backend *be, eng_tensor *t, const float *src) {
     if (t->dtype == ENG_Q8) return ERR_UNSUPPORTED;
     return OPS(be)->write_f32(be, t, src);

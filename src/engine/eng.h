@@ -198,7 +198,7 @@ err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k
                  const eng_batch *batch);
 /* RoPE on q and k of qkv [T, 3 * d_model] = q | k | v (in place, at batch->positions; shape: q's heads), then k and
  * v stored as eng_kv_store stores them: the same results as eng_rope on q | k followed by eng_kv_store, in one
- * launch where the backend has it (CUDA, opt-in with SUGGESTD_CUDA_ROPE_KV=1 until measured). */
+ * launch where the backend has it (CUDA; SUGGESTD_CUDA_ROPE_KV=0 there runs the two ops). */
 err eng_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t layer, const eng_batch *batch,
                       eng_attn_shape shape);
 /* Causal attention for every row: out[r] = softmax(q[r] . K^T / sqrt(head_dim)) V over its sequence's positions
@@ -206,6 +206,21 @@ err eng_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t laye
  * the cache dtype before the value product, as HF does. */
 err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                   const eng_batch *batch, eng_attn_shape shape);
+
+/* --- concurrent branches (optional: the CUDA backend) ------------------------------------------------------
+ * Decode attention is latency-bound: it leaves most of the memory bandwidth idle for ~10 us a layer, while the MLP's
+ * matmuls do not depend on it. A backend with branches runs such ops side by side:
+ *   ENG_BRANCH_SIDE  ops issued after this run on a side branch, ordered after everything issued before;
+ *   ENG_BRANCH_MAIN  ops issued after this run on the main branch again, concurrently with the side's;
+ *   ENG_BRANCH_JOIN  ops issued after this run after both branches.
+ * The op list must also be right run in program order (what backends without branches do): ops of one branch may
+ * not touch what the other writes. JOIN with no branch open does nothing, so it also closes a branch left open by a
+ * failed op; every other misuse (SIDE inside a branch, MAIN outside one) is ERR_INVALID. Inside a step graph the
+ * branches are recorded as parallel paths of the graph. */
+typedef enum eng_branch_op { ENG_BRANCH_SIDE = 0, ENG_BRANCH_MAIN, ENG_BRANCH_JOIN } eng_branch_op;
+err eng_branch(eng_backend *be, eng_branch_op op);
+/* Whether branches run concurrently on this backend (worth splitting work for); without, eng_branch does nothing. */
+int eng_backend_has_branches(const eng_backend *be);
 
 /* --- step graphs (optional: the CUDA backend) ---------------------------------------------------------------
  * A small forward step (decode rows of a few sequences) costs the host more than the GPU: ~300-450 ops of a few

@@ -62,6 +62,9 @@ typedef struct eng_backend_ops {
     err (*attention)(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                      const eng_batch *batch, eng_attn_shape shape);
 
+    /* Optional (NULL on the CPU backends): concurrent branches, see eng.h; has_branches may say no at run time. */
+    err (*branch)(eng_backend *be, eng_branch_op op);
+    int (*has_branches)(const eng_backend *be);
     /* Optional (NULL on the CPU backends): step graphs, see eng.h. eng.c checks the batch before graphs_begin. */
     err (*graphs_create)(eng_backend *be, eng_graphs **out);
     void (*graphs_destroy)(eng_backend *be, eng_graphs *g);

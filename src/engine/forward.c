@@ -11,7 +11,8 @@
  * Attention and MLP read the same LayerNorm output and both add into the residual stream x (the matmul op's
  * accumulate flag), which is the parallel GPT-J block without extra passes over memory.
  * On a backend with step graphs (CUDA) the op list of a small step is recorded once per batch shape and replayed
- * (eng.h, "step graphs"); the list itself is the same either way. */
+ * (eng.h, "step graphs"); the list itself is the same either way. On a backend with concurrent branches (CUDA) the
+ * MLP's fc_out runs beside attention (layer_branched), which hides most of decode attention's latency. */
 #include "forward.h"
 
 #include <math.h>
@@ -34,6 +35,7 @@ struct eng_model {
     eng_dtype wdt;      /* the checkpoint's dtype: embeddings, LayerNorms, biases (and matmul weights unless q8) */
     int q8;             /* matmul weights quantized to ENG_Q8 at load */
     int fused;          /* a layer's four matmuls as two over concatenated weights (eng_model_opts.fuse_matmuls) */
+    int branches;       /* fused, on a backend with branches: the MLP's matmuls beside attention (layer_branched) */
     pool *load_pool;    /* q8, during eng_model_create only: threads that quantize (NULL: the calling thread) */
     eng_tensor wte, ln_f_w, ln_f_b, lm_head_w, lm_head_b;
     layer_w *layers;
@@ -47,6 +49,7 @@ struct eng_model {
     /* activations [max_rows, ...] */
     eng_tensor x, h, qkv, att, mlp, sel, logits;
     eng_tensor u; /* fused: [max_rows, D + F + 3D] = att | mlp | qkv, so w1 writes mlp | qkv and w2 reads att | mlp */
+    eng_tensor a; /* branches 2: [max_rows, D] f32, attention's out_proj result before it joins x */
     size_t weight_bytes_own, weight_bytes_all, workspace_bytes;
 };
 
@@ -180,7 +183,7 @@ void eng_model_destroy(eng_model *em) {
     if (!em) return;
     eng_backend *be = em->be;
     eng_graphs_destroy(be, em->graphs); /* first: its graphs point into everything below */
-    eng_tensor *acts[] = {&em->x, &em->h, &em->qkv, &em->att, &em->mlp, &em->sel, &em->logits, &em->u};
+    eng_tensor *acts[] = {&em->x, &em->h, &em->qkv, &em->att, &em->mlp, &em->sel, &em->logits, &em->u, &em->a};
     for (size_t i = 0; i < sizeof(acts) / sizeof(acts[0]); i++) eng_tensor_free(be, acts[i]);
     eng_kv_destroy(be, em->kv);
     if (em->layers)
@@ -227,6 +230,16 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
               : fo < 0                        ? 0
               : fe && (fe[0] == '0' || fe[0] == '1') ? fe[0] == '1'
                                               : eng_backend_copies_weights(be) && !q8;
+    const int bo = opts ? opts->branches : 0;
+    if (em->fused && (bo == 1 || bo == 2)) {
+        em->branches = bo;
+    } else if (em->fused && bo == 0 && eng_backend_has_branches(be)) {
+        /* which split (layer_branched): where fc_out streams long enough to hide attention and out_proj together
+         * (d_model 4096 and up: 6B, 16B) out_proj goes beside it (2), else after the join (1), as measured on an
+         * H100 (NOTES.md v11); SUGGESTD_BRANCHES=0|1|2 overrides (0: no branches) */
+        const char *bl = getenv("SUGGESTD_BRANCHES");
+        em->branches = bl && bl[0] >= '0' && bl[0] <= '2' ? bl[0] - '0' : m->cfg.n_embd >= 4096 ? 2 : 1;
+    }
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
@@ -323,6 +336,10 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
         rc = eng_tensor_alloc(be, adt, acts[i].rows, acts[i].cols, acts[i].t);
         em->workspace_bytes += (size_t)acts[i].rows * acts[i].cols * eng_dtype_size(adt);
     }
+    if (rc == ERR_OK && em->branches == 2) {
+        rc = eng_tensor_alloc(be, ENG_F32, R, D, &em->a);
+        em->workspace_bytes += (size_t)R * D * 4;
+    }
     if (rc == ERR_OK) rc = eng_tensor_alloc(be, ENG_F32, R, V, &em->logits);
     em->workspace_bytes += (size_t)R * V * 4;
     /* optional: without graphs every step runs op by op */
@@ -370,6 +387,40 @@ static err forward_failed(eng_model *em, err rc, const char *call, errbuf *eb) {
                       st.code ? st.msg : "");
 }
 
+/* One fused layer with the MLP's fc_out on a side branch (eng.h, "concurrent branches"), over views of the fused
+ * weights: w1 = [fc_in; qkv] rows, w2 = [out_proj | fc_out] columns. Decode attention is latency-bound and leaves
+ * the memory idle, while fc_out, which does not need it, is bandwidth-bound: side by side one hides the other.
+ *   [mlp | qkv] = LN(x) . w1^T + b1 (GELU on mlp), then
+ *   side: x += mlp . fc_out^T + b         main: RoPE + KV store, attention
+ *   branches 1: join; x += att . out_proj^T
+ *   branches 2: main also a = att . out_proj^T into f32 (em->a); join; x += a
+ * 2 takes out_proj off the path after the join (an add is shorter), 1 keeps it off the main branch: which is faster
+ * depends on whether fc_out or attention + out_proj is longer (NOTES.md v11). Both branches write x only through
+ * fc_out's accumulate and the ops after the join; a is f32 so that x + a rounds once, as out_proj's accumulate does. */
+static err layer_branched(eng_model *em, const layer_w *L, int32_t l, const eng_batch *batch, eng_tensor *x,
+                          eng_tensor *h, eng_tensor *u, errbuf *eb) {
+    const model_config *c = &em->cfg;
+    const int64_t D = c->n_embd, F = c->n_inner;
+    eng_backend *be = em->be;
+    const eng_attn_shape shape = {c->n_head, c->head_dim, c->rotary_dim};
+    eng_tensor att = eng_tensor_cols(*u, 0, D), mlp = eng_tensor_cols(*u, D, F);
+    eng_tensor qkv = eng_tensor_cols(*u, D + F, 3 * D), q = eng_tensor_cols(qkv, 0, D);
+    eng_tensor mlp_qkv = eng_tensor_cols(*u, D, F + 3 * D);
+    eng_tensor out_proj = eng_tensor_cols(L->w2, 0, D), fc_out = eng_tensor_cols(L->w2, D, F);
+    eng_tensor a = em->branches == 2 ? eng_tensor_rows(em->a, 0, x->rows) : (eng_tensor){0};
+    TRY(eng_matmul_ln(be, &mlp_qkv, x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, h, &L->w1, &L->b1, F));
+    TRY(eng_branch(be, ENG_BRANCH_SIDE));
+    TRY(eng_matmul(be, x, &mlp, &fc_out, &L->fc_out_b, 1));
+    TRY(eng_branch(be, ENG_BRANCH_MAIN));
+    TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape));
+    TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
+    if (em->branches == 2) TRY(eng_matmul(be, &a, &att, &out_proj, NULL, 0));
+    TRY(eng_branch(be, ENG_BRANCH_JOIN));
+    if (em->branches == 2) TRY(eng_add(be, x, &a));
+    else TRY(eng_matmul(be, x, &att, &out_proj, NULL, 1));
+    return ERR_OK;
+}
+
 /* The op list of one step, up to the logits in em->logits (rows 0..n_logits). */
 static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *logit_rows, int32_t n_logits,
                        errbuf *eb) {
@@ -391,6 +442,11 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
     TRY(eng_embed(be, &x, &em->wte, batch->tokens, (int32_t)R));
     for (int32_t l = 0; l < c->n_layer; l++) {
         const layer_w *L = &em->layers[l];
+        if (em->branches) {
+            err rc = layer_branched(em, L, l, batch, &x, &h, &u, eb);
+            if (rc != ERR_OK) return rc;
+            continue;
+        }
         if (em->fused) { /* two matmuls: [mlp | qkv] from LN(x) (GELU on the mlp part), then x += [att | mlp] . w2^T;
                           * the LayerNorm goes into the first (h: its output where the backend cannot fold it) */
             TRY(eng_matmul_ln(be, &mlp_qkv, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, &h, &L->w1, &L->b1, F));
@@ -439,6 +495,8 @@ err eng_model_forward(eng_model *em, const eng_batch *batch, const int32_t *logi
     if (em->graphs) TRY(eng_graphs_begin(be, em->graphs, em->kv, batch, logit_rows, n_logits, &step));
     while (step != ENG_STEP_DONE) {
         err rc = forward_ops(em, batch, logit_rows, n_logits, eb);
+        err jr = eng_branch(be, ENG_BRANCH_JOIN); /* closes a branch a failed op left open (else a no-op) */
+        if (rc == ERR_OK && jr != ERR_OK) rc = forward_failed(em, jr, "eng_branch", eb);
         err end = eng_graphs_end(be, em->graphs, rc, &step);
         if (end != ERR_OK) return rc != ERR_OK ? rc : forward_failed(em, end, "eng_graphs_end", eb);
     }

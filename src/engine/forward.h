@@ -27,6 +27,12 @@ typedef struct eng_model_opts {
                          * row shares one scale across both halves. 1: on; -1: off; 0: auto = on where the backend
                          * copies the weights (CUDA) and the weights are not int8. SUGGESTD_FUSE_MATMULS=0 or 1 in the
                          * environment decides where the caller left it at auto. */
+    int branches;       /* with fused matmuls, the MLP's fc_out beside attention on a concurrent branch (eng.h,
+                         * "concurrent branches"): 1 with out_proj after the join, 2 with out_proj beside it too and
+                         * its result added after the join (forward.c layer_branched). 0: auto = on where the backend
+                         * runs branches concurrently, 2 from d_model 4096 up (6B, 16B), else 1 (NOTES.md v11;
+                         * SUGGESTD_BRANCHES=0|1|2 decides there); -1: off. 1 or 2 also on a backend without branches,
+                         * which runs the same op list in program order (so the CPU tests check it). */
 } eng_model_opts;
 
 typedef struct eng_model eng_model;

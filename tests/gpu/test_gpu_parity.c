@@ -840,7 +840,7 @@ static void test_attention(void) {
     for (int d = 0; d < 3; d++) print_worst(&w[d]);
 }
 
-/* eng_rope_kv_store (one launch on CUDA with SUGGESTD_CUDA_ROPE_KV=1, which main sets) against ref's rope + store:
+/* eng_rope_kv_store (one launch on CUDA unless SUGGESTD_CUDA_ROPE_KV=0; main sets 1) against ref's rope + store:
  * q | k | v bit-identical after it, and attention over the caches it wrote within attention's tolerance; CodeGen's
  * rotary dims (32 of 64, 64 of 80 and of 256) and all of them. */
 static void test_rope_kv(void) {
@@ -899,6 +899,51 @@ static void test_backend(void) {
     eng_backend_destroy(be);
 }
 
+/* eng_branch on CUDA: the contract (SIDE inside a branch and MAIN outside one are ERR_INVALID, JOIN outside one
+ * does nothing), and ops on both branches land before anything issued after the join: 50 adds y += x on the side
+ * while z += x runs on the main branch, then the reads (f32, so the host's sums in the same order are exact). A
+ * JOIN straight after SIDE (a failed op's path in forward.c) also waits for the side's work. */
+static void test_branch(void) {
+    GC_CHECK(eng_backend_has_branches(be_gpu), "cuda runs branches");
+    GC_OK(eng_branch(be_gpu, ENG_BRANCH_JOIN));
+    GC_CALL(ERR_INVALID, eng_branch(be_gpu, ENG_BRANCH_MAIN));
+    GC_OK(eng_branch(be_gpu, ENG_BRANCH_SIDE));
+    GC_CALL(ERR_INVALID, eng_branch(be_gpu, ENG_BRANCH_SIDE));
+    GC_OK(eng_branch(be_gpu, ENG_BRANCH_MAIN));
+    GC_CALL(ERR_INVALID, eng_branch(be_gpu, ENG_BRANCH_MAIN));
+    GC_OK(eng_branch(be_gpu, ENG_BRANCH_JOIN));
+    const int64_t T = 64, D = 1024;
+    const size_t n = (size_t)(T * D);
+    float *x = rand_vec(n, -1, 1), *y = rand_vec(n, -1, 1), *z = rand_vec(n, -1, 1);
+    for (int direct = 0; direct < 2; direct++) {
+        gt gx, gy, gz;
+        GC_CHECK(!gt_init(&gx, be_gpu, ENG_F32, T, D, x) && !gt_init(&gy, be_gpu, ENG_F32, T, D, y) &&
+                     !gt_init(&gz, be_gpu, ENG_F32, T, D, z),
+                 "gt_init");
+        GC_OK(eng_branch(be_gpu, ENG_BRANCH_SIDE));
+        for (int i = 0; i < 50; i++) GC_OK(eng_add(be_gpu, &gy.view, &gx.view));
+        if (!direct) {
+            GC_OK(eng_branch(be_gpu, ENG_BRANCH_MAIN));
+            GC_OK(eng_add(be_gpu, &gz.view, &gx.view));
+        }
+        GC_OK(eng_branch(be_gpu, ENG_BRANCH_JOIN));
+        float *oy = gt_read(&gy), *oz = gt_read(&gz);
+        GC_CHECK(oy && oz && gt_guard_ok(&gy, "branch y") && gt_guard_ok(&gz, "branch z"), "branch reads");
+        size_t bad = 0;
+        for (size_t i = 0; oy && oz && i < n; i++) {
+            float wy = y[i], wz = direct ? z[i] : z[i] + x[i];
+            for (int k = 0; k < 50; k++) wy += x[i];
+            bad += oy[i] != wy || oz[i] != wz;
+        }
+        GC_CHECK(bad == 0, "branch%s: %zu of %zu elements differ from the host's sums", direct ? " (join only)" : "",
+                 bad, 2 * n);
+        free(oy), free(oz);
+        gt_fini(&gx), gt_fini(&gy), gt_fini(&gz);
+    }
+    free(x), free(y), free(z);
+    printf("  branch                     side and main adds joined: exact over %d cases\n", 2);
+}
+
 /* eng_logits_top on the device against samp_top_compute on the same rows read back (the CPU path): the same
  * candidates in the same order (ties on a 1/16 grid, so many equal values straddle the K-th; -inf and NaN
  * entries; a padded vocabulary), sums within double rounding. Rows of f32 and half logits, 1 to 64 rows, a vocabulary
@@ -954,7 +999,7 @@ static void test_logits_top(void) {
 
 /* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
  * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, gelu, rope, add, attention, attention_prefill,
- * logits_top, rope_kv) pick a subset, e.g. for a compute-sanitizer run. */
+ * logits_top, rope_kv; backend and branch on cuda) pick a subset, e.g. for a compute-sanitizer run. */
 static int wanted(int argc, char **argv, const char *name) {
     if (argc <= 2) return 1;
     for (int i = 2; i < argc; i++)
@@ -969,7 +1014,7 @@ int main(int argc, char **argv) {
     errbuf eb = {0};
     const char *name = argc > 1 ? argv[1] : "cuda";
     setenv("SUGGESTD_CUDA_GEMV", "8", 0); /* the GEMV for every row count it has (the default takes it for 1 row) */
-    setenv("SUGGESTD_CUDA_ROPE_KV", "1", 0); /* the one-launch RoPE + KV store (opt-in in the server) */
+    setenv("SUGGESTD_CUDA_ROPE_KV", "1", 0); /* the one-launch RoPE + KV store, unless the caller says 0 */
     if (eng_backend_create(name, 0, &be_gpu, &eb) != ERR_OK) {
         fprintf(stderr, "test_gpu_parity: %s\n", eb.msg);
         return 77; /* skipped: no GPU */
@@ -983,6 +1028,7 @@ int main(int argc, char **argv) {
     printf("%s\n", eng_backend_describe(be_gpu));
     rng_seed(&R, 0x5eed);
     if (!strncmp(name, "cuda", 4)) RUN_IF(backend);
+    if (!strncmp(name, "cuda", 4)) RUN_IF(branch);
     RUN_IF(convert);
     RUN_IF(embed);
     RUN_IF(layernorm);

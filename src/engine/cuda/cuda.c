@@ -121,7 +121,8 @@ err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n) {
     if (b->capturing) return cuda__capture_refuse(b); /* would bake this step's pinned bytes into the graph */
     const size_t need = (n + 255) & ~(size_t)255;
     if (b->pinned_off + need > b->pinned_cap) {
-        CUDA_CHECK(b, cudaStreamSynchronize(b->stream));
+        CUDA_CHECK(b, cudaStreamSynchronize(b->br.main ? b->br.main : b->stream)); /* both branches' copies */
+        if (b->br.side) CUDA_CHECK(b, cudaStreamSynchronize(b->br.side));
         b->pinned_off = 0;
         if (need > b->pinned_cap) {
             if (b->pinned) CUDA_CHECK(b, cudaFreeHost(b->pinned));
@@ -201,6 +202,8 @@ static void cuda_destroy(eng_backend *be) {
     if (!b) return;
     if (cudaSetDevice(b->device) == cudaSuccess) {
         tls_device = b->device;
+        if (b->br.main) b->stream = b->br.main, b->blas = b->br.main_blas; /* a branch left open by a failure */
+        cuda__branch_free(b);
         if (b->stream) (void)cudaStreamSynchronize(b->stream);
         for (int i = 0; i < CUDA_META_SLOTS; i++) {
             if (b->meta[i].dev) (void)cudaFree(b->meta[i].dev);
@@ -253,6 +256,7 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         cublasStatus_t s = cublasSetWorkspace(b->blas, b->blas_ws, CUDA_BLAS_WS);
         if (s != CUBLAS_STATUS_SUCCESS) rc = cuda__fail_blas(b, s, "cublasSetWorkspace");
     }
+    if (rc == ERR_OK) rc = cuda__branch_init(b);
     if (rc != ERR_OK) {
         errbuf_set(eb, rc, "cuda:%d: %s", device, b->sticky ? b->msg : "out of memory");
         cuda_destroy((eng_backend *)b);
@@ -277,8 +281,9 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         const char *d = getenv("SUGGESTD_CUDA_ATTN_DECODE"), *c = getenv("SUGGESTD_CUDA_ATTN_SPLIT_CTAS");
         b->attn_decode = !(d && d[0] == '0');
         b->smem_optin = prop.sharedMemPerBlockOptin; /* the decode kernel's stages must fit (Turing: 64 KiB) */
-        const char *rk = getenv("SUGGESTD_CUDA_ROPE_KV"); /* =1: RoPE + KV store in one launch (not yet measured) */
-        b->rope_kv = rk && rk[0] == '1';
+        /* =0: RoPE and the KV store as two launches (one launch saves 0.03-0.04 ms a token: NOTES.md v11) */
+        const char *rk = getenv("SUGGESTD_CUDA_ROPE_KV");
+        b->rope_kv = !(rk && rk[0] == '0');
         b->attn_split_ctas = c && atoi(c) > 0 ? atoi(c) : 4;
     }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
@@ -797,6 +802,8 @@ const eng_backend_ops cuda__backend_ops = {
     .kv_store = cuda_kv_store,
     .rope_kv_store = cuda_rope_kv_store,
     .attention = cuda_attention,
+    .branch = cuda__branch,
+    .has_branches = cuda__has_branches,
     .graphs_create = cuda__graphs_create,
     .graphs_destroy = cuda__graphs_destroy,
     .graphs_begin = cuda__graphs_begin,

@@ -114,6 +114,7 @@ struct gemv_args {
     const void *ln_w, *ln_b;   /* gemv_layernorm_kernel: the LayerNorm's gain and bias [K] of ln_dt */
     int ln_dt;
     float eps;
+    int warps_cap; /* host only: at most this many of its warps an SM (0: as many as fit), see cuda__gemv */
 };
 
 /* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x (rows xs apart, of dtype xdt) read from
@@ -399,10 +400,11 @@ static size_t smem_optin(void) {
 /* Rows per warp of a one-wave grid of `kernel` (W warps a CTA, smem bytes of dynamic shared memory) over n rows. */
 template <int W>
 static cudaError_t wave_rows(void (*kernel)(gemv_args), size_t smem, size_t smem_max, int *cache, int n_sms, int n,
-                             int *rows) {
+                             int warps_cap, int *rows) {
     int per_sm = 0;
     cudaError_t e = ctas_per_sm(kernel, W * 32, smem, smem_max, cache, &per_sm);
     if (e != cudaSuccess) return e;
+    if (warps_cap > 0 && per_sm * W > warps_cap) per_sm = warps_cap / W > 0 ? warps_cap / W : 1;
     const int64_t resident = (int64_t)n_sms * per_sm * W;
     *rows = (int)((n + resident - 1) / resident);
     return cudaSuccess;
@@ -418,7 +420,7 @@ template <int W> static cudaError_t launch_k(void (*kernel)(gemv_args), cudaStre
 template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {
     static int cache[GEMV_MAX_DEVICES];
     cudaError_t e = wave_rows<GEMV_WARPS>(gemv_kernel<WT, TMAX>, RING_BYTES(GEMV_WARPS), 0, cache, n_sms, a.N,
-                                          &a.rows_per_warp);
+                                          a.warps_cap, &a.rows_per_warp);
     return e != cudaSuccess ? e : launch_k<GEMV_WARPS>(gemv_kernel<WT, TMAX>, st, RING_BYTES(GEMV_WARPS), a);
 }
 
@@ -430,14 +432,15 @@ template <typename WT, int TMAX> static cudaError_t launch_ln(cudaStream_t st, i
     const size_t xs = (size_t)kib * 1024, xs_max = (size_t)LN_KIB_MAX * 1024;
     int r4 = 0;
     cudaError_t e = wave_rows<4>(gemv_layernorm_kernel<WT, TMAX, 4>, RING_BYTES(4) + xs, RING_BYTES(4) + xs_max,
-                                 cache4 + kib * GEMV_MAX_DEVICES, n_sms, a.N, &r4);
+                                 cache4 + kib * GEMV_MAX_DEVICES, n_sms, a.N, a.warps_cap, &r4);
     if (e != cudaSuccess) return e;
     /* CTAs of 16 warps where the device's opt-in limit holds them (1 KiB beside for the static shared memory) */
     if constexpr (TMAX == 1) {
-        if (RING_BYTES(16) + xs_max + 1024 <= smem_optin()) {
+        if (RING_BYTES(16) + xs_max + 1024 <= smem_optin() && (a.warps_cap == 0 || a.warps_cap >= 16)) {
             int r16 = 0;
             e = wave_rows<16>(gemv_layernorm_kernel<WT, TMAX, 16>, RING_BYTES(16) + xs, RING_BYTES(16) + xs_max,
-                              cache16 + kib * GEMV_MAX_DEVICES, n_sms, a.N, &r16);
+                              cache16 + kib * GEMV_MAX_DEVICES, n_sms, a.N, a.warps_cap,
+                              &r16);
             if (e != cudaSuccess) return e;
             if (r16 < r4) {
                 a.rows_per_warp = r16;
@@ -461,8 +464,9 @@ template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, c
     return a.ln_w ? launch_l<WT, true>(st, n_sms, a) : launch_l<WT, false>(st, n_sms, a);
 }
 
-extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w,
-                                  const eng_tensor *bias, int accumulate, int gelu, const cuda__gemv_ln *ln) {
+extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int warps_cap, eng_tensor y, eng_tensor x,
+                                  eng_tensor w, const eng_tensor *bias, int accumulate, int gelu,
+                                  const cuda__gemv_ln *ln) {
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
     if (x.rows > CUDA_GEMV_MAX_ROWS) return cudaErrorInvalidValue;
@@ -471,7 +475,7 @@ extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_
         return cudaErrorInvalidValue;
     gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
                    accumulate, gelu, ln ? ln->w.data : NULL, ln ? ln->b.data : NULL, ln ? (int)ln->w.dtype : 0,
-                   ln ? ln->eps : 0.0f};
+                   ln ? ln->eps : 0.0f, warps_cap};
     switch (w.dtype) {
     case ENG_F16: return launch_w<__half>(st, n_sms, a);
     case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a);

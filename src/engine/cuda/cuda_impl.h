@@ -53,20 +53,35 @@ typedef struct cuda_step {
     cuda__layout lo;
 } cuda_step;
 
+/* Concurrent branches (eng.h): a side stream with its own cuBLAS handle and workspace (two GEMMs may then run at
+ * once), and the events that fork and join it. */
+typedef struct cuda_branch {
+    int enabled;                /* SUGGESTD_CUDA_BRANCHES=0: off (eng_backend_has_branches says 0) */
+    int state;                  /* 0: no branch open, 1: issuing to the side, 2: side running, issuing to main */
+    int side_warps, main_warps; /* GEMV warps an SM while a branch is open (0: a full wave), see cuda_branch.c */
+    cudaStream_t main, side;
+    cublasHandle_t main_blas, side_blas;
+    void *side_ws;
+    cudaEvent_t fork, join;
+} cuda_branch;
+
 typedef struct cuda_backend {
     eng_backend_base base;
     int device, n_sms;
     int gemv; /* decode matmuls of <= gemv rows on half weights use cuda__gemv (int8 always do, up to CUDA_GEMV_MAX_ROWS) */
     int ln_fold; /* matmul_ln on the GEMV (SUGGESTD_CUDA_LN_FOLD=0: off, LayerNorm kernel + GEMV) */
     size_t smem_optin; /* the device's opt-in shared memory a block (kernels whose stages need more fall back) */
-    int rope_kv;       /* eng_rope_kv_store in one launch (SUGGESTD_CUDA_ROPE_KV=1) */
+    int rope_kv;       /* eng_rope_kv_store in one launch (SUGGESTD_CUDA_ROPE_KV=0: rope, then kv_store) */
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     int attn_decode;     /* decode rows on f16 caches use cuda__attention_decode (SUGGESTD_CUDA_ATTN_DECODE=0: off) */
     int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS, default 4) */
     int32_t *attn_tickets; /* the decode kernel's split counters: zeroed once, each launch leaves them 0 */
     size_t attn_tickets_cap;
+    /* the stream and cuBLAS handle ops issue to: the main ones, or the side branch's between ENG_BRANCH_SIDE and
+     * ENG_BRANCH_MAIN (cuda_branch.c) */
     cudaStream_t stream;
     cublasHandle_t blas;
+    cuda_branch br;
     char desc[320];
     /* sticky failure: once set, every op returns it (the context may be unusable) */
     err sticky;
@@ -106,6 +121,14 @@ err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n);
 /* What an op returns when it cannot be captured (it would allocate, synchronize or upload): marks the capture
  * broken, so cuda_graph.c drops it and the ops run again directly. */
 err cuda__capture_refuse(cuda_backend *b);
+
+/* cuda_branch.c: resources made at create (when enabled), freed at destroy; the eng op; the GEMV's warps cap for
+ * the stream now issued to. */
+err cuda__branch_init(cuda_backend *b);
+void cuda__branch_free(cuda_backend *b);
+err cuda__branch(eng_backend *be, eng_branch_op op);
+int cuda__has_branches(const eng_backend *be);
+int cuda__branch_warps(const cuda_backend *b);
 
 err cuda__graphs_create(eng_backend *be, eng_graphs **out);
 void cuda__graphs_destroy(eng_backend *be, eng_graphs *g);

@@ -53,9 +53,10 @@ typedef struct cuda__gemv_ln {
     eng_tensor w, b;
     float eps;
 } cuda__gemv_ln;
-/* ln: NULL, or the LayerNorm of x. */
-cudaError_t cuda__gemv(cudaStream_t st, int n_sms, eng_tensor y, eng_tensor x, eng_tensor w, const eng_tensor *bias,
-                       int accumulate, int gelu, const cuda__gemv_ln *ln);
+/* ln: NULL, or the LayerNorm of x. warps_cap > 0: the grid leaves an SM at most that many of its warps, so kernels
+ * on a concurrent branch find room beside it (cuda_branch.c); 0: one full wave. */
+cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int warps_cap, eng_tensor y, eng_tensor x, eng_tensor w,
+                       const eng_tensor *bias, int accumulate, int gelu, const cuda__gemv_ln *ln);
 /* out [w.rows, w.cols] of dtype out_dt (f16 or bf16), contiguous = the int8 rows of w (contiguous, w.cols % 16 == 0)
  * times their scales[] (one per row): the prefill path's operand for cuBLAS, a panel of rows at a time. */
 cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w, const float *scales);

@@ -86,7 +86,8 @@ static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
     if (gemv_fits(b, x, w)) {
-        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, accumulate, (int)gelu, NULL));
+        CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, cuda__branch_warps(b), *y, *x, *w, bias, accumulate, (int)gelu,
+                                 NULL));
         return ERR_OK;
     }
     if (w->dtype != ENG_Q8) {
@@ -141,6 +142,7 @@ err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const e
         w->rows > INT32_MAX)
         return ERR_UNSUPPORTED;
     const cuda__gemv_ln ln = {*ln_w, *ln_b, eps};
-    CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, *y, *x, *w, bias, 0, (int)gelu_cols, &ln));
+    CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, cuda__branch_warps(b), *y, *x, *w, bias, 0, (int)gelu_cols,
+                             &ln));
     return ERR_OK;
 }

@@ -1,7 +1,8 @@
 /* test_forward.c - the forward pass over a batch: sequences at different positions, with their own (scattered)
  * KV blocks, packed into one call, give the logits each gets alone; bad batches are refused. And the same fp32
  * checkpoint run with int8 weights (opts.dtype "int8") stays close to fp32, cpu and ref agree on it, and its
- * weight memory is what the int8 blocks take. */
+ * weight memory is what the int8 blocks take. Fused matmuls and the branched layer (CUDA's op lists, run here in
+ * program order) give the plain layer's logits. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -277,9 +278,57 @@ static void test_fused_matmuls_same(void **state) {
     xfree(a), xfree(b);
 }
 
+/* The branched layer (forward.c layer_branched: fc_out beside attention, out_proj after the join or beside it into
+ * an f32 buffer added after the join), over views of the fused weights. The CPU backend has no branches, so it runs
+ * the op list in program order: the same logits as the fused layer within 1e-4, 40 positions of prefill and one
+ * decode row, in both layouts; and the branch op's own contract on a backend without branches. */
+static void test_branched_layers_same(void **state) {
+    world *w = *state;
+    errbuf eb = {0};
+    assert_int_equal(eng_backend_has_branches(w->be), 0);
+    assert_int_equal(eng_branch(w->be, ENG_BRANCH_SIDE), ERR_OK); /* no-ops here */
+    assert_int_equal(eng_branch(w->be, ENG_BRANCH_JOIN), ERR_OK);
+    assert_int_equal(eng_branch(w->be, (eng_branch_op)7), ERR_INVALID);
+    eng_model_opts mo = {.max_rows = 64, .n_kv_blocks = 8, .kv_dtype = -1, .fuse_matmuls = 1, .branches = -1};
+    eng_model *ef = NULL;
+    assert_int_equal(eng_model_create(w->be, w->m, &mo, &ef, &eb), ERR_OK);
+    int32_t toks[40], lr[40];
+    for (int i = 0; i < 40; i++) toks[i] = (i * 7919 + 13) % 50000, lr[i] = i;
+    float *a = xmalloc((size_t)40 * V * 4), *b = xmalloc((size_t)40 * V * 4);
+    float *da = xmalloc((size_t)V * 4), *db = xmalloc((size_t)V * 4);
+    int32_t blocks[4] = {0, 1, 2, 3}, p40 = 40, t40 = 777, l0 = 0;
+    eng_seq s = {0, 1, 40, blocks, 4};
+    eng_batch bt = {1, &s, 1, &t40, &p40};
+    run_rows(ef, toks, 40, lr, 40, a);
+    assert_int_equal(eng_model_forward(ef, &bt, &l0, 1, da, &eb), ERR_OK);
+    for (int layout = 1; layout <= 2; layout++) {
+        eng_model *eb_ = NULL;
+        mo.branches = layout;
+        assert_int_equal(eng_model_create(w->be, w->m, &mo, &eb_, &eb), ERR_OK);
+        size_t ws_f = 0, ws_b = 0;
+        eng_model_memory(ef, NULL, NULL, &ws_f);
+        eng_model_memory(eb_, NULL, NULL, &ws_b);
+        /* layout 2 keeps out_proj's result in an f32 [max_rows, d_model] buffer of its own */
+        assert_true(ws_b == ws_f + (layout == 2 ? (size_t)64 * 80 * 4 : 0));
+        run_rows(eb_, toks, 40, lr, 40, b);
+        double worst = 0;
+        for (size_t i = 0; i < (size_t)40 * V; i++) worst = fmax(worst, fabs(a[i] - b[i]));
+        print_message("branched layers %d vs fused: max |logit diff| %.3g over 40 positions\n", layout, worst);
+        if (worst > 1e-4) fail_msg("branched layers %d change the logits by %g", layout, worst);
+        assert_int_equal(eng_model_forward(eb_, &bt, &l0, 1, db, &eb), ERR_OK);
+        worst = 0;
+        for (size_t i = 0; i < V; i++) worst = fmax(worst, fabs(da[i] - db[i]));
+        if (worst > 1e-4) fail_msg("branched layers %d change the decode logits by %g", layout, worst);
+        eng_model_destroy(eb_);
+    }
+    eng_model_destroy(ef);
+    xfree(a), xfree(b), xfree(da), xfree(db);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_equals_alone),
                                        cmocka_unit_test(test_int8_close_to_f32),
-                                       cmocka_unit_test(test_fused_matmuls_same)};
+                                       cmocka_unit_test(test_fused_matmuls_same),
+                                       cmocka_unit_test(test_branched_layers_same)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
