@@ -284,7 +284,7 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         /* =0: RoPE and the KV store as two launches (one launch saves 0.03-0.04 ms a token: NOTES.md v11) */
         const char *rk = getenv("SUGGESTD_CUDA_ROPE_KV");
         b->rope_kv = !(rk && rk[0] == '0');
-        b->attn_split_ctas = c && atoi(c) > 0 ? atoi(c) : 4;
+        b->attn_split_ctas = c && atoi(c) > 0 ? atoi(c) : 0; /* 0: by the batch (plan_decode_splits) */
     }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
              prop.minor, prop.multiProcessorCount, (double)prop.totalGlobalMem / (1024.0 * 1024 * 1024));
@@ -643,10 +643,14 @@ static void plan_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budge
  * attn_split_ctas CTAs per SM (4: a 2B step at context 1024 in 16 chunks of 64 keys, 512 CTAs, each copying its
  * 20 KB at once; fewer, larger chunks leave SMs with one CTA more than others, and each CTA's copy is one memory
  * round trip anyway). Many tiles (batched decode) need no split: each CTA then streams its keys through its
- * double-buffered stages. Like plan_splits, made for the key budget, not the positions. */
+ * double-buffered stages. Like plan_splits, made for the key budget, not the positions.
+ * A single sequence aims at 2 CTAs an SM unless SUGGESTD_CUDA_ATTN_SPLIT_CTAS says: it shares the SMs with fc_out's
+ * GEMV on the side branch, and half the chunks measured faster at every shape (H100, ctx 1024: 350M 0.70 -> 0.67,
+ * 2B 2.54 -> 2.51, 6B 5.95 -> 5.66 ms), while 8 sequences at ctx 1536 lost (4.68 -> 5.19 ms; NOTES.md v11). */
 static void plan_decode_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budget) {
+    const int per_sm = b->attn_split_ctas > 0 ? b->attn_split_ctas : a->n_tiles == 1 ? 2 : 4;
     const int64_t g = CUDA_ATTN_DECODE_KEYS, base = (int64_t)a->n_tiles * a->n_head,
-                  want = (int64_t)b->attn_split_ctas * b->n_sms;
+                  want = (int64_t)per_sm * b->n_sms;
     int64_t splits = base >= want ? 1 : (want + base - 1) / base;
     const int64_t max_splits = (budget + g - 1) / g;
     if (splits > max_splits) splits = max_splits;

@@ -74,7 +74,7 @@ typedef struct cuda_backend {
     int rope_kv;       /* eng_rope_kv_store in one launch (SUGGESTD_CUDA_ROPE_KV=0: rope, then kv_store) */
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     int attn_decode;     /* decode rows on f16 caches use cuda__attention_decode (SUGGESTD_CUDA_ATTN_DECODE=0: off) */
-    int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS, default 4) */
+    int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS; 0: by batch) */
     int32_t *attn_tickets; /* the decode kernel's split counters: zeroed once, each launch leaves them 0 */
     size_t attn_tickets_cap;
     /* the stream and cuBLAS handle ops issue to: the main ones, or the side branch's between ENG_BRANCH_SIDE and
