@@ -215,8 +215,10 @@ err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const e
  *   ENG_BRANCH_JOIN  ops issued after this run after both branches.
  * The op list must also be right run in program order (what backends without branches do): ops of one branch may
  * not touch what the other writes. JOIN with no branch open does nothing, so it also closes a branch left open by a
- * failed op; every other misuse (SIDE inside a branch, MAIN outside one) is ERR_INVALID. Inside a step graph the
- * branches are recorded as parallel paths of the graph. */
+ * failed op; a backend with branches answers every other misuse (SIDE inside a branch, MAIN outside one) with
+ * ERR_INVALID, one without does not check. Inside a step graph the branches are recorded as parallel paths of the
+ * graph. On CUDA an op on the side that needs the backend's scratch or an upload answers ERR_UNSUPPORTED (those
+ * are ordered by the main stream). */
 typedef enum eng_branch_op { ENG_BRANCH_SIDE = 0, ENG_BRANCH_MAIN, ENG_BRANCH_JOIN } eng_branch_op;
 err eng_branch(eng_backend *be, eng_branch_op op);
 /* Whether branches run concurrently on this backend (worth splitting work for); without, eng_branch does nothing. */

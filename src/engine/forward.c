@@ -231,9 +231,10 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
               : fe && (fe[0] == '0' || fe[0] == '1') ? fe[0] == '1'
                                               : eng_backend_copies_weights(be) && !q8;
     const int bo = opts ? opts->branches : 0;
-    if (em->fused && (bo == 1 || bo == 2)) {
+    /* the branched layer slices w1 and w2 into views, which int8 weights (one block, rows of scales) do not have */
+    if (em->fused && !q8 && (bo == 1 || bo == 2)) {
         em->branches = bo;
-    } else if (em->fused && bo == 0 && eng_backend_has_branches(be)) {
+    } else if (em->fused && !q8 && bo == 0 && eng_backend_has_branches(be)) {
         /* which split (layer_branched): where fc_out streams long enough to hide attention and out_proj together
          * (d_model 4096 and up: 6B, 16B) out_proj goes beside it (2), else after the join (1), as measured on an
          * H100 (NOTES.md v11); SUGGESTD_BRANCHES=0|1|2 overrides (0: no branches) */

@@ -32,7 +32,8 @@ typedef struct eng_model_opts {
                          * its result added after the join (forward.c layer_branched). 0: auto = on where the backend
                          * runs branches concurrently, 2 from d_model 4096 up (6B, 16B), else 1 (NOTES.md v11;
                          * SUGGESTD_BRANCHES=0|1|2 decides there); -1: off. 1 or 2 also on a backend without branches,
-                         * which runs the same op list in program order (so the CPU tests check it). */
+                         * which runs the same op list in program order (so the CPU tests check it). Ignored (off)
+                         * unless the matmuls are fused and the weights are not int8. */
 } eng_model_opts;
 
 typedef struct eng_model eng_model;

@@ -904,7 +904,10 @@ static void test_backend(void) {
  * while z += x runs on the main branch, then the reads (f32, so the host's sums in the same order are exact). A
  * JOIN straight after SIDE (a failed op's path in forward.c) also waits for the side's work. */
 static void test_branch(void) {
-    GC_CHECK(eng_backend_has_branches(be_gpu), "cuda runs branches");
+    if (!eng_backend_has_branches(be_gpu)) {
+        printf("  branch                     skipped: no branches (SUGGESTD_CUDA_BRANCHES=0)\n");
+        return;
+    }
     GC_OK(eng_branch(be_gpu, ENG_BRANCH_JOIN));
     GC_CALL(ERR_INVALID, eng_branch(be_gpu, ENG_BRANCH_MAIN));
     GC_OK(eng_branch(be_gpu, ENG_BRANCH_SIDE));
@@ -1029,6 +1032,7 @@ int main(int argc, char **argv) {
     rng_seed(&R, 0x5eed);
     if (!strncmp(name, "cuda", 4)) RUN_IF(backend);
     if (!strncmp(name, "cuda", 4)) RUN_IF(branch);
+    (void)eng_branch(be_gpu, ENG_BRANCH_JOIN); /* a failed check above may have left one open */
     RUN_IF(convert);
     RUN_IF(embed);
     RUN_IF(layernorm);

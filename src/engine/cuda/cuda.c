@@ -3,7 +3,8 @@
  * arrays an op needs and launches.
  *
  * DESIGN
- * - One non-blocking stream per backend; every op only enqueues, and the host waits in exactly two places:
+ * - One non-blocking stream per backend (and a side stream for concurrent branches, cuda_branch.c: ops issue to
+ *   b->stream, whichever is current); every op only enqueues, and the host waits in exactly two places:
  *   reading a tensor back (eng_tensor_read_f32: the logits) and uploading weights. So a forward pass runs ahead
  *   of the GPU until its logits are read.
  * - Ops receive host arrays (token ids, positions, the batch's block tables). They are packed into int32 arrays,
@@ -100,6 +101,9 @@ err cuda__enter(cuda_backend *b) {
 /* ---- scratch and uploads --------------------------------------------------------------------------------------- */
 
 err cuda__scratch(cuda_backend *b, int i, size_t bytes, void **out) {
+    /* one set of scratch buffers, ordered by the main stream: an op on the side branch using one would race the main
+     * branch's (attention's partials are scratch 0); no op forward.c puts there needs any */
+    if (b->br.state == 1) return ERR_UNSUPPORTED;
     if (bytes > b->scratch_cap[i]) {
         if (b->capturing) return cuda__capture_refuse(b);
         b->epoch++; /* graphs holding the old buffer are stale */
@@ -119,6 +123,7 @@ err cuda__scratch(cuda_backend *b, int i, size_t bytes, void **out) {
  * synchronize, so a pending copy never reads overwritten bytes. */
 err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n) {
     if (b->capturing) return cuda__capture_refuse(b); /* would bake this step's pinned bytes into the graph */
+    if (b->br.state == 1) return ERR_UNSUPPORTED;     /* the meta cache's slots are ordered by the main stream */
     const size_t need = (n + 255) & ~(size_t)255;
     if (b->pinned_off + need > b->pinned_cap) {
         CUDA_CHECK(b, cudaStreamSynchronize(b->br.main ? b->br.main : b->stream)); /* both branches' copies */
@@ -202,8 +207,7 @@ static void cuda_destroy(eng_backend *be) {
     if (!b) return;
     if (cudaSetDevice(b->device) == cudaSuccess) {
         tls_device = b->device;
-        if (b->br.main) b->stream = b->br.main, b->blas = b->br.main_blas; /* a branch left open by a failure */
-        cuda__branch_free(b);
+        cuda__branch_free(b); /* first: back on the main stream if a failure left a branch open */
         if (b->stream) (void)cudaStreamSynchronize(b->stream);
         for (int i = 0; i < CUDA_META_SLOTS; i++) {
             if (b->meta[i].dev) (void)cudaFree(b->meta[i].dev);
@@ -596,8 +600,8 @@ static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_
     return ERR_OK;
 }
 
-/* RoPE + KV store in one launch (SUGGESTD_CUDA_ROPE_KV=1, until a GPU run measures it); otherwise, or for an odd
- * head_dim or no rotary dims, the two ops. */
+/* RoPE + KV store in one launch (the default; SUGGESTD_CUDA_ROPE_KV=0: off); otherwise, or for an odd head_dim or no
+ * rotary dims, the two ops. */
 static err cuda_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv_, int32_t layer, const eng_batch *batch,
                               eng_attn_shape s) {
     cuda_backend *b = (cuda_backend *)be;
@@ -646,7 +650,8 @@ static void plan_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budge
  * double-buffered stages. Like plan_splits, made for the key budget, not the positions.
  * A single sequence aims at 2 CTAs an SM unless SUGGESTD_CUDA_ATTN_SPLIT_CTAS says: it shares the SMs with fc_out's
  * GEMV on the side branch, and half the chunks measured faster at every shape (H100, ctx 1024: 350M 0.70 -> 0.67,
- * 2B 2.54 -> 2.51, 6B 5.95 -> 5.66 ms), while 8 sequences at ctx 1536 lost (4.68 -> 5.19 ms; NOTES.md v11). */
+ * 2B 2.54 -> 2.51, 6B 5.95 -> 5.66 ms; without branches no slower: 0.72, 2.76, 5.87), while 8 sequences at ctx 1536
+ * lost (4.68 -> 5.19 ms; NOTES.md v11). Measured through the variable; not yet run as the default. */
 static void plan_decode_splits(const cuda_backend *b, cuda__attn_args *a, int32_t budget) {
     const int per_sm = b->attn_split_ctas > 0 ? b->attn_split_ctas : a->n_tiles == 1 ? 2 : 4;
     const int64_t g = CUDA_ATTN_DECODE_KEYS, base = (int64_t)a->n_tiles * a->n_head,

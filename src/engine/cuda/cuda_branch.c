@@ -16,34 +16,52 @@
 #define SIDE_WARPS_DEFAULT 32
 #define MAIN_WARPS_DEFAULT 0
 
-static int env_int(const char *name, int dflt) {
+/* A warps cap from the environment: 0 (none) unless a positive number. */
+static int env_warps(const char *name, int dflt) {
     const char *v = getenv(name);
-    return v && v[0] ? atoi(v) : dflt;
+    const int n = v && v[0] ? atoi(v) : dflt;
+    return n > 0 ? n : 0;
 }
 
+/* Issue to the main stream again (whatever failed before: the next op must not land on the side). */
+static void to_main(cuda_backend *b) {
+    if (!b->br.main) return;
+    b->stream = b->br.main;
+    b->blas = b->br.main_blas;
+}
+
+/* Branches are an optimization: if the side's stream, events or cuBLAS handle cannot be made (out of memory, say),
+ * the backend runs without them rather than failing. */
 err cuda__branch_init(cuda_backend *b) {
     cuda_branch *br = &b->br;
     const char *e = getenv("SUGGESTD_CUDA_BRANCHES");
     br->main = b->stream;
     br->main_blas = b->blas;
-    br->enabled = !(e && e[0] == '0');
-    br->side_warps = env_int("SUGGESTD_CUDA_SIDE_WARPS", SIDE_WARPS_DEFAULT);
-    br->main_warps = env_int("SUGGESTD_CUDA_MAIN_WARPS", MAIN_WARPS_DEFAULT);
-    if (!br->enabled) return ERR_OK;
-    CUDA_CHECK(b, cudaStreamCreateWithFlags(&br->side, cudaStreamNonBlocking));
-    CUDA_CHECK(b, cudaEventCreateWithFlags(&br->fork, cudaEventDisableTiming));
-    CUDA_CHECK(b, cudaEventCreateWithFlags(&br->join, cudaEventDisableTiming));
-    CUDA_CHECK(b, cudaMalloc(&br->side_ws, CUDA_BLAS_WS));
-    cublasStatus_t s = cublasCreate(&br->side_blas);
+    br->enabled = 0;
+    br->side_warps = env_warps("SUGGESTD_CUDA_SIDE_WARPS", SIDE_WARPS_DEFAULT);
+    br->main_warps = env_warps("SUGGESTD_CUDA_MAIN_WARPS", MAIN_WARPS_DEFAULT);
+    if (e && e[0] == '0') return ERR_OK;
+    cudaError_t ce = cudaStreamCreateWithFlags(&br->side, cudaStreamNonBlocking);
+    if (ce == cudaSuccess) ce = cudaEventCreateWithFlags(&br->fork, cudaEventDisableTiming);
+    if (ce == cudaSuccess) ce = cudaEventCreateWithFlags(&br->join, cudaEventDisableTiming);
+    if (ce == cudaSuccess) ce = cudaMalloc(&br->side_ws, CUDA_BLAS_WS);
+    cublasStatus_t s = ce == cudaSuccess ? cublasCreate(&br->side_blas) : CUBLAS_STATUS_NOT_INITIALIZED;
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(br->side_blas, br->side);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(br->side_blas, CUBLAS_DEFAULT_MATH);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetWorkspace(br->side_blas, br->side_ws, CUDA_BLAS_WS);
-    if (s != CUBLAS_STATUS_SUCCESS) return cuda__fail_blas(b, s, "cublasCreate (side branch)");
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        (void)cudaGetLastError(); /* not sticky: nothing ran */
+        cuda__branch_free(b);
+        return ERR_OK;
+    }
+    br->enabled = 1;
     return ERR_OK;
 }
 
 void cuda__branch_free(cuda_backend *b) {
     cuda_branch *br = &b->br;
+    to_main(b);
+    br->state = 0;
     if (br->side) (void)cudaStreamSynchronize(br->side);
     if (br->side_blas) (void)cublasDestroy(br->side_blas);
     if (br->side_ws) (void)cudaFree(br->side_ws);
@@ -51,12 +69,6 @@ void cuda__branch_free(cuda_backend *b) {
     if (br->join) (void)cudaEventDestroy(br->join);
     if (br->side) (void)cudaStreamDestroy(br->side);
     br->side = NULL, br->side_blas = NULL, br->side_ws = NULL, br->fork = NULL, br->join = NULL;
-}
-
-/* Issue to the main stream again (whatever failed before: the next op must not land on the side). */
-static void to_main(cuda_backend *b) {
-    b->stream = b->br.main;
-    b->blas = b->br.main_blas;
 }
 
 err cuda__branch(eng_backend *be, eng_branch_op op) {
@@ -92,9 +104,10 @@ err cuda__branch(eng_backend *be, eng_branch_op op) {
         return ERR_OK;
     }
     if (br->state != 1) return ERR_INVALID;
+    /* the join event first: if it fails, the state stays 1 and JOIN records it again (a capture must be joined) */
+    CUDA_CHECK(b, cudaEventRecord(br->join, br->side));
     br->state = 2;
     to_main(b);
-    CUDA_CHECK(b, cudaEventRecord(br->join, br->side));
     return ERR_OK;
 }
 

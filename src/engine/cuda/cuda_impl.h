@@ -1,5 +1,6 @@
-/* cuda_impl.h - the CUDA backend's state, shared by cuda.c (device, memory, errors, element ops, attention) and
- * cuda_matmul.c (cuBLAS). Only these two files include it. */
+/* cuda_impl.h - the CUDA backend's state, shared by its C files: cuda.c (device, memory, errors, element ops,
+ * attention), cuda_matmul.c (cuBLAS and the GEMV), cuda_graph.c, cuda_branch.c and cuda_top.c. Nothing outside
+ * engine/cuda includes it. */
 #ifndef SUGGESTD_ENGINE_CUDA_IMPL_H
 #define SUGGESTD_ENGINE_CUDA_IMPL_H
 

@@ -322,6 +322,12 @@ static void test_branched_layers_same(void **state) {
         eng_model_destroy(eb_);
     }
     eng_model_destroy(ef);
+    /* int8 weights have no w1/w2 views: the option is ignored there and the fused int8 model still runs */
+    mo.dtype = "int8";
+    mo.branches = 1;
+    assert_int_equal(eng_model_create(w->be, w->m, &mo, &ef, &eb), ERR_OK);
+    run_rows(ef, toks, 40, lr, 40, b);
+    eng_model_destroy(ef);
     xfree(a), xfree(b), xfree(da), xfree(db);
 }
 
