@@ -126,7 +126,7 @@ err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n) {
     if (b->br.state == 1) return ERR_UNSUPPORTED;     /* the meta cache's slots are ordered by the main stream */
     const size_t need = (n + 255) & ~(size_t)255;
     if (b->pinned_off + need > b->pinned_cap) {
-        CUDA_CHECK(b, cudaStreamSynchronize(b->br.main ? b->br.main : b->stream)); /* both branches' copies */
+        CUDA_CHECK(b, cudaStreamSynchronize(b->br.main)); /* both branches' copies */
         if (b->br.side) CUDA_CHECK(b, cudaStreamSynchronize(b->br.side));
         b->pinned_off = 0;
         if (need > b->pinned_cap) {

@@ -5,16 +5,15 @@
  *
  * Why (NOTES.md v11): decode attention takes ~10-24 us a layer for a few MB, bound by latency, while fc_out's
  * matmul does not depend on it and is bound by bandwidth; side by side, one hides the other. The GEMV sizes its
- * grid to one full wave, which would leave the attention CTAs no SM room until it ends, so while a branch is open
- * GEMVs take at most side_warps (on the side) / main_warps (on the main branch) warps an SM
- * (SUGGESTD_CUDA_SIDE_WARPS / SUGGESTD_CUDA_MAIN_WARPS; 0: a full wave). */
+ * grid to one full wave, which would leave the attention CTAs no SM room until it ends, so GEMVs issued to the side
+ * take at most side_warps warps an SM (SUGGESTD_CUDA_SIDE_WARPS; 0: a full wave). Capping the main branch's GEMVs
+ * as well lost (NOTES.md v11), so they keep their full wave. */
 #include <stdlib.h>
 
 #include "cuda_impl.h"
 
-/* GEMV warps an SM while a branch is open, when the environment does not say: measured on an H100 (NOTES.md v11) */
+/* GEMV warps an SM on the side, when the environment does not say: measured on an H100 (NOTES.md v11) */
 #define SIDE_WARPS_DEFAULT 32
-#define MAIN_WARPS_DEFAULT 0
 
 /* A warps cap from the environment: 0 (none) unless a positive number. */
 static int env_warps(const char *name, int dflt) {
@@ -39,7 +38,6 @@ err cuda__branch_init(cuda_backend *b) {
     br->main_blas = b->blas;
     br->enabled = 0;
     br->side_warps = env_warps("SUGGESTD_CUDA_SIDE_WARPS", SIDE_WARPS_DEFAULT);
-    br->main_warps = env_warps("SUGGESTD_CUDA_MAIN_WARPS", MAIN_WARPS_DEFAULT);
     if (e && e[0] == '0') return ERR_OK;
     cudaError_t ce = cudaStreamCreateWithFlags(&br->side, cudaStreamNonBlocking);
     if (ce == cudaSuccess) ce = cudaEventCreateWithFlags(&br->fork, cudaEventDisableTiming);
@@ -113,7 +111,4 @@ err cuda__branch(eng_backend *be, eng_branch_op op) {
 
 int cuda__has_branches(const eng_backend *be) { return ((const cuda_backend *)be)->br.enabled; }
 
-int cuda__branch_warps(const cuda_backend *b) {
-    const cuda_branch *br = &b->br;
-    return br->state == 1 ? br->side_warps : br->state == 2 ? br->main_warps : 0;
-}
+int cuda__branch_warps(const cuda_backend *b) { return b->br.state == 1 ? b->br.side_warps : 0; }

@@ -59,7 +59,7 @@ typedef struct cuda_step {
 typedef struct cuda_branch {
     int enabled;                /* SUGGESTD_CUDA_BRANCHES=0: off (eng_backend_has_branches says 0) */
     int state;                  /* 0: no branch open, 1: issuing to the side, 2: side running, issuing to main */
-    int side_warps, main_warps; /* GEMV warps an SM while a branch is open (0: a full wave), see cuda_branch.c */
+    int side_warps;             /* GEMV warps an SM on the side branch (0: a full wave), see cuda_branch.c */
     cudaStream_t main, side;
     cublasHandle_t main_blas, side_blas;
     void *side_ws;
@@ -124,7 +124,7 @@ err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n);
 err cuda__capture_refuse(cuda_backend *b);
 
 /* cuda_branch.c: resources made at create (when enabled), freed at destroy; the eng op; the GEMV's warps cap for
- * the stream now issued to. */
+ * the branch now issued to (0: none). */
 err cuda__branch_init(cuda_backend *b);
 void cuda__branch_free(cuda_backend *b);
 err cuda__branch(eng_backend *be, eng_branch_op op);
