@@ -296,6 +296,24 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
     return ERR_OK;
 }
 
+/* cuda_kern.h. Per device (two backends may drive different cards), cached atomically as the GEMV's occupancy is
+ * (engine threads may ask at once): 0 not asked yet, 1 off, 2 on. */
+int cuda__pdl_on(void) {
+    static int cache[64];
+    int dev = 0, v, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    v = dev < 64 ? __atomic_load_n(&cache[dev], __ATOMIC_RELAXED) : 0;
+    if (!v) {
+        const char *e = getenv("SUGGESTD_CUDA_PDL"); /* =0: every launch waits for the one before (NOTES.md v12) */
+        v = (e && e[0] == '0') ||
+                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major < 9
+                ? 1
+                : 2;
+        if (dev < 64) __atomic_store_n(&cache[dev], v, __ATOMIC_RELAXED);
+    }
+    return v == 2;
+}
+
 static const char *cuda_describe(const eng_backend *be) { return ((const cuda_backend *)be)->desc; }
 
 /* f32 checkpoints keep exact f32 math; half checkpoints keep half activations (as HF does in fp16/bf16 mode). */

@@ -189,6 +189,8 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn
 /* grid (n_tiles * rows, n_head): merges the chunks of one query row and head. Only the chunks holding the row's own
  * keys (0 .. pos0 + r) are read: a block of a shorter sub-tile (or an mma warp) exits before writing past them. */
 static __global__ void attn_combine_kernel(cuda__attn_args a) {
+    cu_pdl_wait(); /* PDL: everything this kernel touches may come from the kernel before */
+    cu_pdl_trigger();
     const int t = blockIdx.x / a.rows, r = blockIdx.x % a.rows, h = blockIdx.y, hd = a.head_dim;
     const int4 tile = load_tile(a.tiles, t);
     if (r >= tile.y) return;
@@ -214,8 +216,8 @@ extern "C" size_t cuda__attention_part_floats(const cuda__attn_args *a) {
 }
 
 extern "C" cudaError_t cuda__attention_combine(cudaStream_t st, const cuda__attn_args *a) {
-    attn_combine_kernel<<<dim3((unsigned)(a->n_tiles * a->rows), (unsigned)a->n_head), 128, 0, st>>>(*a);
-    return cudaGetLastError();
+    return cu_launch(attn_combine_kernel, dim3((unsigned)(a->n_tiles * a->rows), (unsigned)a->n_head), dim3(128), 0,
+                     st, *a);
 }
 
 template <typename KT, int ROWS, int DP> static cudaError_t launch(cudaStream_t st, const cuda__attn_args *a) {
@@ -366,8 +368,16 @@ static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda
     __shared__ int last;
     const __half *kh = (const __half *)a.k + (int64_t)h * hd, *vh = (const __half *)a.v + (int64_t)h * hd;
     const int32_t *blocks = a.blocks + tile.w;
-    const int n_stages = (k_end - k_begin + TK - 1) / TK;
-    dec_issue<DV, TK>(kbuf, vbuf, kh, vh, blocks, a.d_model, hd, k_begin, min(TK, k_end - k_begin));
+    const int n_stages = (k_end - k_begin + TK - 1) / TK, first = min(TK, k_end - k_begin);
+    /* PDL: the first stage is copied while the RoPE + KV store before this kernel runs, if it holds only keys of
+     * earlier steps. A 1-row tile's sequence stores at most 3 keys a step (4 tokens make 64-row tiles, cuda.c),
+     * so keys below n_keys - 3 are old; the step's metadata (tile list, block table) comes from an upload that
+     * every kernel of the step already follows. */
+    const bool early = k_begin + first <= n_keys - 3;
+    if (early) dec_issue<DV, TK>(kbuf, vbuf, kh, vh, blocks, a.d_model, hd, k_begin, first);
+    cu_pdl_wait();
+    cu_pdl_trigger();
+    if (!early) dec_issue<DV, TK>(kbuf, vbuf, kh, vh, blocks, a.d_model, hd, k_begin, first);
     dec_commit();
     DEC_MARK(2);
 
@@ -570,8 +580,7 @@ template <int DV> static cudaError_t launch_decode(cudaStream_t st, const cuda__
                                          (int)smem);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)a->n_tiles, (unsigned)a->n_head, (unsigned)a->n_splits);
-    attn_decode_kernel<DV, TK><<<grid, DEC_WARPS * 32, smem, st>>>(*a);
-    return cudaGetLastError();
+    return cu_launch(attn_decode_kernel<DV, TK>, grid, dim3(DEC_WARPS * 32), smem, st, *a);
 }
 
 extern "C" int cuda__attention_decode_ok(int head_dim) { return head_dim > 0 && head_dim <= 256 && head_dim % 8 == 0; }

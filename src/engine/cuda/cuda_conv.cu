@@ -4,6 +4,8 @@
 
 /* One block row per output row (grid-stride over rows), threads across the columns. */
 static __global__ void copy_rows_kernel(eng_tensor dst, eng_tensor src, const int32_t *idx, int64_t n_rows) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     for (int64_t r = blockIdx.y; r < n_rows; r += gridDim.y) {
         const int64_t sr = idx ? idx[r] : r;
         for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dst.cols;
@@ -17,6 +19,5 @@ extern "C" cudaError_t cuda__copy_rows(cudaStream_t st, eng_tensor dst, eng_tens
     if (n_rows <= 0 || dst.cols <= 0) return cudaSuccess;
     dim3 grid((unsigned)cu_blocks(dst.cols, 256) > 64 ? 64 : (unsigned)cu_blocks(dst.cols, 256),
               (unsigned)(n_rows < 65535 ? n_rows : 65535));
-    copy_rows_kernel<<<grid, 256, 0, st>>>(dst, src, idx, n_rows);
-    return cudaGetLastError();
+    return cu_launch(copy_rows_kernel, dim3(grid), dim3(256), 0, st, dst, src, idx, n_rows);
 }

@@ -5,6 +5,8 @@
 #define GELU_C 0.7978845608028654f /* sqrt(2/pi) as the f32 HF multiplies by (CPU_GELU_C) */
 
 static __global__ void gelu_kernel(eng_tensor x) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     const int64_t n = x.rows * x.cols;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t o = (i / x.cols) * x.stride + i % x.cols;
@@ -16,6 +18,8 @@ static __global__ void gelu_kernel(eng_tensor x) {
 }
 
 static __global__ void add_kernel(eng_tensor y, eng_tensor x) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     const int64_t n = y.rows * y.cols;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / y.cols, c = i % y.cols;
@@ -26,6 +30,8 @@ static __global__ void add_kernel(eng_tensor y, eng_tensor x) {
 
 static __global__ void epilogue_kernel(eng_tensor y, const float *s, int64_t ss, const void *bias, int bdt,
                                        int accumulate) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     const int64_t n = y.rows * y.cols;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / y.cols, c = i % y.cols;
@@ -41,20 +47,17 @@ static unsigned grid_for(int64_t n) { return (unsigned)(cu_blocks(n, 256) > 4096
 
 extern "C" cudaError_t cuda__gelu(cudaStream_t st, eng_tensor x) {
     if (x.rows <= 0 || x.cols <= 0) return cudaSuccess;
-    gelu_kernel<<<grid_for(x.rows * x.cols), 256, 0, st>>>(x);
-    return cudaGetLastError();
+    return cu_launch(gelu_kernel, dim3(grid_for(x.rows * x.cols)), dim3(256), 0, st, x);
 }
 
 extern "C" cudaError_t cuda__add(cudaStream_t st, eng_tensor y, eng_tensor x) {
     if (y.rows <= 0 || y.cols <= 0) return cudaSuccess;
-    add_kernel<<<grid_for(y.rows * y.cols), 256, 0, st>>>(y, x);
-    return cudaGetLastError();
+    return cu_launch(add_kernel, dim3(grid_for(y.rows * y.cols)), dim3(256), 0, st, y, x);
 }
 
 extern "C" cudaError_t cuda__epilogue(cudaStream_t st, eng_tensor y, const float *s, int64_t ss,
                                       const eng_tensor *bias, int accumulate) {
     if (y.rows <= 0 || y.cols <= 0) return cudaSuccess;
-    epilogue_kernel<<<grid_for(y.rows * y.cols), 256, 0, st>>>(y, s, ss, bias ? bias->data : NULL,
-                                                               bias ? (int)bias->dtype : 0, accumulate);
-    return cudaGetLastError();
+    return cu_launch(epilogue_kernel, dim3(grid_for(y.rows * y.cols)), dim3(256), 0, st, y, s, ss,
+                     bias ? bias->data : NULL, bias ? (int)bias->dtype : 0, accumulate);
 }

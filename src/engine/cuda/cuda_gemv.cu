@@ -24,7 +24,9 @@
  * kernel's. That shared x costs CTAs per SM, so at T = 1 CTAs of 16 warps share it where CTAs of 4 would leave the
  * SM fewer warps (launch_ln). The first try, every warp computing the statistics for itself and normalizing x at
  * every step (no barrier), made fc_in|qkv's GEMV 50% slower on an H100 (NOTES.md v8): the normalization was redone
- * for every weight row, with the gain and the bias as two more loads a step. */
+ * for every weight row, with the gain and the bias as two more loads a step.
+ * v12: the kernel before may still be running when this one starts (programmatic dependent launch, sm_90): the
+ * first ring of weights is issued before cu_pdl_wait(), so it streams while that kernel ends. */
 #include "cuda_common.cuh"
 
 #define GEMV_WARPS 4   /* warps per CTA (each independent: CTAs only group them for the scheduler) */
@@ -267,6 +269,10 @@ template <typename WT, int TMAX, bool LN, int W> static __device__ __forceinline
         if (s < total) issue(s);
         cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
     }
+    /* PDL: the first GEMV_STAGES steps of weights are on their way while the kernel before this one finishes;
+     * x (and y, with accumulate) only from here on */
+    cu_pdl_wait();
+    cu_pdl_trigger();
     const int T = (int)a.x.rows;
     /* LN: x normalized into shared memory while the first GEMV_STAGES weight steps are in flight; from here on x
      * is read there, with rows K apart */
@@ -413,8 +419,7 @@ static cudaError_t wave_rows(void (*kernel)(gemv_args), size_t smem, size_t smem
 template <int W> static cudaError_t launch_k(void (*kernel)(gemv_args), cudaStream_t st, size_t smem, gemv_args a) {
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
     const unsigned grid = (unsigned)((warps + W - 1) / W);
-    kernel<<<grid, W * 32, smem, st>>>(a);
-    return cudaGetLastError();
+    return cu_launch(kernel, dim3(grid), dim3(W * 32), smem, st, a);
 }
 
 template <typename WT, int TMAX> static cudaError_t launch_t(cudaStream_t st, int n_sms, gemv_args a) {

@@ -15,6 +15,10 @@
 extern "C" {
 #endif
 
+/* Whether kernels that support it launch with programmatic dependent launch (cuda_common.cuh cu_launch): on
+ * devices of compute capability 9.0 and up, unless SUGGESTD_CUDA_PDL=0. Per device, asked once. */
+int cuda__pdl_on(void);
+
 /* dst[r] = src[idx ? idx[r] : r] for r < n_rows, converted to dst's dtype (cols from dst). */
 cudaError_t cuda__copy_rows(cudaStream_t st, eng_tensor dst, eng_tensor src, const int32_t *idx, int64_t n_rows);
 /* y = LayerNorm(x) * w + b, statistics in f32 (two passes); y may alias x. */
@@ -42,7 +46,8 @@ cudaError_t cuda__rope_kv_store(cudaStream_t st, eng_tensor qkv, const int32_t *
 /* Decode matmul (cuda_gemv.cu): y[t] (+)= x[t] . w^T + bias for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16
  * (K % 8 == 0, stride % 8 == 0) or ENG_Q8 (K % 16 == 0, contiguous) [N, K] with 16-byte aligned data; x (16-byte
  * aligned, stride % 8 == 0), y, bias of any dtype; gelu_new on output columns [0, gelu) before the accumulate. f32
- * sums, one rounding into y. n_sms sizes the grid (one wave). */
+ * sums, one rounding into y. n_sms sizes the grid (one wave). With PDL the first weights are read before the wait
+ * for the kernel before (cuda_common.cuh): w must not be written by the step's kernels (weights never are). */
 #define CUDA_GEMV_MAX_ROWS 8
 /* A LayerNorm the GEMV applies to x first (ln_1 / ln_f folded into the matmul that reads them): each CTA replaces
  * x[t] by (x[t] - mean_t) * rstd_t * w + b rounded to x's dtype, in shared memory, mean and rstd in f32 as

@@ -11,6 +11,8 @@
 
 static __global__ void __launch_bounds__(1024) layernorm_reg_kernel(eng_tensor y, eng_tensor x, eng_tensor w,
                                                                     eng_tensor b, float eps) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     __shared__ float red[32];
     const int64_t r = blockIdx.x, n = x.cols;
     const int64_t xo = r * x.stride, yo = r * y.stride;
@@ -41,6 +43,8 @@ static __global__ void __launch_bounds__(1024) layernorm_reg_kernel(eng_tensor y
 
 static __global__ void __launch_bounds__(256) layernorm_kernel(eng_tensor y, eng_tensor x, eng_tensor w,
                                                                eng_tensor b, float eps) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     __shared__ float red[32];
     const int64_t r = blockIdx.x, n = x.cols;
     const int64_t xo = r * x.stride, yo = r * y.stride;
@@ -67,9 +71,7 @@ extern "C" cudaError_t cuda__layernorm(cudaStream_t st, eng_tensor y, eng_tensor
         int th = (int)((x.cols + LN_REG_PER - 1) / LN_REG_PER);
         th = (th + 31) / 32 * 32;
         if (th < 64) th = 64;
-        layernorm_reg_kernel<<<(unsigned)x.rows, th, 0, st>>>(y, x, w, b, eps);
-    } else {
-        layernorm_kernel<<<(unsigned)x.rows, 256, 0, st>>>(y, x, w, b, eps);
+        return cu_launch(layernorm_reg_kernel, dim3((unsigned)x.rows), dim3(th), 0, st, y, x, w, b, eps);
     }
-    return cudaGetLastError();
+    return cu_launch(layernorm_kernel, dim3((unsigned)x.rows), dim3(256), 0, st, y, x, w, b, eps);
 }

@@ -8,6 +8,8 @@
  * row (v1) is a chain of dependent load-store rounds, 6.6 us for one 2B decode row on an H100; spread out it is
  * one round. */
 static __global__ void rope_kernel(eng_tensor x, const int32_t *pos, const float2 *cs, eng_attn_shape s) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     const int half = s.rotary_dim / 2, n = s.n_head * half;
     const int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= n) return;
@@ -26,14 +28,15 @@ extern "C" cudaError_t cuda__rope(cudaStream_t st, eng_tensor x, const int32_t *
     if (x.rows <= 0 || s.rotary_dim == 0) return cudaSuccess;
     const int n = s.n_head * (s.rotary_dim / 2);
     dim3 grid((unsigned)((n + 127) / 128), (unsigned)(x.rows < 65535 ? x.rows : 65535));
-    rope_kernel<<<grid, 128, 0, st>>>(x, pos, (const float2 *)cs, s);
-    return cudaGetLastError();
+    return cu_launch(rope_kernel, dim3(grid), dim3(128), 0, st, x, pos, (const float2 *)cs, s);
 }
 
 /* grid.x over the columns (one per thread), grid.y over the rows: one load-store round per element (v1's one block
  * per row looped 10 times at 2B's width, 6.5 us a decode step). */
 static __global__ void kv_store_kernel(void *kc, void *vc, int kvdt, eng_tensor k, eng_tensor v,
                                        const int32_t *slot) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= k.cols) return;
     for (int64_t r = blockIdx.y; r < k.rows; r += gridDim.y) {
@@ -48,8 +51,7 @@ extern "C" cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_d
                                       eng_tensor v, const int32_t *slot) {
     if (k.rows <= 0) return cudaSuccess;
     dim3 grid((unsigned)((k.cols + 255) / 256), (unsigned)(k.rows < 65535 ? k.rows : 65535));
-    kv_store_kernel<<<grid, 256, 0, st>>>(kc, vc, (int)kvdt, k, v, slot);
-    return cudaGetLastError();
+    return cu_launch(kv_store_kernel, dim3(grid), dim3(256), 0, st, kc, vc, (int)kvdt, k, v, slot);
 }
 
 /* RoPE and the KV store in one launch (eng_rope_kv_store): one thread per (row, column pair) of q | k | v. A q or k
@@ -58,6 +60,8 @@ extern "C" cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_d
  * rounding, as with the two launches). head_dim even: a pair never straddles two heads or q | k | v. */
 static __global__ void rope_kv_kernel(eng_tensor x, const int32_t *pos, const float2 *cs, eng_attn_shape s, void *kc,
                                       void *vc, int kvdt, const int32_t *slot) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     const int64_t D = (int64_t)s.n_head * s.head_dim, p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= 3 * D / 2) return;
     const int64_t c = 2 * p;
@@ -85,6 +89,6 @@ extern "C" cudaError_t cuda__rope_kv_store(cudaStream_t st, eng_tensor qkv, cons
     if (qkv.rows <= 0) return cudaSuccess;
     const int64_t pairs = 3 * (int64_t)s.n_head * s.head_dim / 2;
     dim3 grid((unsigned)((pairs + 127) / 128), (unsigned)(qkv.rows < 65535 ? qkv.rows : 65535));
-    rope_kv_kernel<<<grid, 128, 0, st>>>(qkv, pos, (const float2 *)cs, s, kc, vc, (int)kvdt, slot);
-    return cudaGetLastError();
+    return cu_launch(rope_kv_kernel, dim3(grid), dim3(128), 0, st, qkv, pos, (const float2 *)cs, s, kc, vc, (int)kvdt,
+                     slot);
 }

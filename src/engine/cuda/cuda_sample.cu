@@ -65,6 +65,8 @@ static __device__ int block_exclusive_scan(int v, int *red) {
 
 static __global__ void __launch_bounds__(TOP_THREADS) logits_top_kernel(eng_tensor x, int n_valid,
                                                                         const float *inv_t, samp_top *out) {
+    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+    cu_pdl_trigger();
     __shared__ unsigned hist[256];
     __shared__ double redd[32];
     __shared__ int redi[32];
@@ -184,6 +186,6 @@ static __global__ void __launch_bounds__(TOP_THREADS) logits_top_kernel(eng_tens
 extern "C" cudaError_t cuda__logits_top(cudaStream_t st, eng_tensor logits, int32_t n_valid, const float *inv_t,
                                         samp_top *out) {
     if (logits.rows <= 0) return cudaSuccess;
-    logits_top_kernel<<<(unsigned)logits.rows, TOP_THREADS, 0, st>>>(logits, n_valid, inv_t, out);
-    return cudaGetLastError();
+    return cu_launch(logits_top_kernel, dim3((unsigned)logits.rows), dim3(TOP_THREADS), 0, st, logits, n_valid, inv_t,
+                     out);
 }
