@@ -96,6 +96,8 @@ step "build GPU tests and gpu_bench" 300 cmake --build $B -j"$(nproc)" --target 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step "GPU parity: every op vs ref" 420 $B/test_gpu_parity
     step "golden: cuda vs HF" 240 $B/test_gpu_golden
+    # the same with every launch waiting for the one before: PDL (NOTES.md v12) must not change a result
+    step "golden: cuda vs HF, SUGGESTD_CUDA_PDL=0" 240 env SUGGESTD_CUDA_PDL=0 $B/test_gpu_golden
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------

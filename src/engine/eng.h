@@ -85,7 +85,9 @@ void eng_q8_quantize_rows(void *dst, const void *src, eng_dtype src_dt, int64_t 
 
 /* One sequence's part of a batch: rows [row0, row0 + n_tokens) of the activations are its new tokens, at
  * positions pos .. pos + n_tokens - 1. Its KV for positions < pos + n_tokens lives in blocks[0..] (block b holds
- * positions b*ENG_KV_BLOCK ..). The block table must cover pos + n_tokens positions. */
+ * positions b*ENG_KV_BLOCK ..). The block table must cover pos + n_tokens positions. A step's sequences never
+ * store into a slot another sequence of the step reads (shared prefix blocks are read-only, kvpool.h): a backend
+ * may read a sequence's older keys while the step's stores run (CUDA with PDL, NOTES.md v12). */
 typedef struct eng_seq {
     int32_t row0, n_tokens, pos;
     const int32_t *blocks;
@@ -162,7 +164,8 @@ err eng_layernorm(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng
                   float eps);
 /* y (+)= x . w^T + bias. x [T, K], w [N, K], bias [1, N] or NULL, y [T, N]. accumulate != 0 adds into y.
  * f32 accumulation. This is where the weights are streamed: once per call whatever T is. w may be ENG_Q8 (scaled
- * per row, see "int8 weights"; ERR_UNSUPPORTED on backends without it); no other operand may. */
+ * per row, see "int8 weights"; ERR_UNSUPPORTED on backends without it); no other operand may. w is a constant: a
+ * backend may start reading it before the ops ahead have finished (CUDA with PDL), so no op of the step writes it. */
 err eng_matmul(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                int accumulate);
 /* y = x . w^T + bias with gelu_new applied to y's columns [0, gelu_cols) (fc_in: all of them; fc_in fused with

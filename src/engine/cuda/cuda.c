@@ -305,8 +305,11 @@ int cuda__pdl_on(void) {
     v = dev < 64 ? __atomic_load_n(&cache[dev], __ATOMIC_RELAXED) : 0;
     if (!v) {
         const char *e = getenv("SUGGESTD_CUDA_PDL"); /* =0: every launch waits for the one before (NOTES.md v12) */
+        /* the device must have it, and the code running must have been built for it: a build for sm_80 only runs
+         * on an H100 as PTX compiled at load, where the waits are compiled out */
         v = (e && e[0] == '0') ||
-                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major < 9
+                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+                    major < 9 || !cuda__pdl_code()
                 ? 1
                 : 2;
         if (dev < 64) __atomic_store_n(&cache[dev], v, __ATOMIC_RELAXED);
@@ -542,7 +545,7 @@ void cuda__layout_count(const eng_batch *batch, cuda__layout *lo) {
     for (int32_t s = 0; s < batch->n_seqs; s++) {
         const eng_seq *q = &batch->seqs[s];
         total_blocks += q->n_blocks;
-        if (q->n_tokens >= 4) n64 += (q->n_tokens + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
+        if (q->n_tokens > CUDA_ATTN_ROW_TILES_MAX) n64 += (q->n_tokens + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
         else n1 += q->n_tokens;
     }
     memset(lo, 0, sizeof(*lo));
@@ -566,7 +569,7 @@ void cuda__layout_fill(const eng_batch *batch, cuda__layout *lo, int32_t *h) {
             int32_t p = q->pos + t;
             slot[q->row0 + t] = q->blocks[p / ENG_KV_BLOCK] * ENG_KV_BLOCK + p % ENG_KV_BLOCK;
         }
-        const int tiled = q->n_tokens >= 4;
+        const int tiled = q->n_tokens > CUDA_ATTN_ROW_TILES_MAX;
         const int32_t per = tiled ? ATTN_TILE_ROWS : 1;
         for (int32_t t = 0; t < q->n_tokens; t += per) {
             int32_t nr = q->n_tokens - t < per ? q->n_tokens - t : per;

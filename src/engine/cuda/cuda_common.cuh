@@ -76,7 +76,9 @@ static cudaError_t cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
     cfg.attrs = at, cfg.numAttrs = cuda__pdl_on() ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(args)...);
+    const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(args)...);
+    if (e != cudaSuccess) (void)cudaGetLastError(); /* as <<<>>> + cudaGetLastError: not left for a later op */
+    return e;
 }
 
 static inline int cu_blocks(int64_t n, int per) {

@@ -14,6 +14,12 @@ static __global__ void copy_rows_kernel(eng_tensor dst, eng_tensor src, const in
     }
 }
 
+/* cuda_kern.h: any kernel of this build tells, since all are compiled for the same architectures */
+extern "C" int cuda__pdl_code(void) {
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, copy_rows_kernel) == cudaSuccess && fa.ptxVersion >= 90;
+}
+
 extern "C" cudaError_t cuda__copy_rows(cudaStream_t st, eng_tensor dst, eng_tensor src, const int32_t *idx,
                                        int64_t n_rows) {
     if (n_rows <= 0 || dst.cols <= 0) return cudaSuccess;

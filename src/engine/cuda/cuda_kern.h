@@ -18,6 +18,8 @@ extern "C" {
 /* Whether kernels that support it launch with programmatic dependent launch (cuda_common.cuh cu_launch): on
  * devices of compute capability 9.0 and up, unless SUGGESTD_CUDA_PDL=0. Per device, asked once. */
 int cuda__pdl_on(void);
+/* Whether the kernels in use were compiled for sm_90 or newer (their waits are compiled in). */
+int cuda__pdl_code(void);
 
 /* dst[r] = src[idx ? idx[r] : r] for r < n_rows, converted to dst's dtype (cols from dst). */
 cudaError_t cuda__copy_rows(cudaStream_t st, eng_tensor dst, eng_tensor src, const int32_t *idx, int64_t n_rows);
@@ -68,6 +70,9 @@ cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_t
 
 /* Query rows per prefill tile of the batch layout: the tensor-core kernel's CTA (cuda_attn_mma.cu). */
 #define CUDA_ATTN_TILE_ROWS 64
+/* A sequence with at most this many rows in a step gets tiles of 1 row (more: of CUDA_ATTN_TILE_ROWS). The decode
+ * kernel relies on it: keys below n_keys - CUDA_ATTN_ROW_TILES_MAX of a 1-row tile are from earlier steps. */
+#define CUDA_ATTN_ROW_TILES_MAX 3
 
 /* One attention launch: tiles of up to `rows` (1 or CUDA_ATTN_TILE_ROWS) consecutive query rows of one sequence.
  * tiles: device int4 {row0, n_rows, pos0, blocks offset}; blocks: the sequences' block tables, concatenated. Keys
