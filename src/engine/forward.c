@@ -36,6 +36,7 @@ struct eng_model {
     int q8;             /* matmul weights quantized to ENG_Q8 at load */
     int fused;          /* a layer's four matmuls as two over concatenated weights (eng_model_opts.fuse_matmuls) */
     int branches;       /* fused, on a backend with branches: the MLP's matmuls beside attention (layer_branched) */
+    int64_t side_k;     /* branches 3: fc_out's last side_k inputs go on the side branch */
     pool *load_pool;    /* q8, during eng_model_create only: threads that quantize (NULL: the calling thread) */
     eng_tensor wte, ln_f_w, ln_f_b, lm_head_w, lm_head_b;
     layer_w *layers;
@@ -232,14 +233,24 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
                                               : eng_backend_copies_weights(be) && !q8;
     const int bo = opts ? opts->branches : 0;
     /* the branched layer slices w1 and w2 into views, which int8 weights (one block, rows of scales) do not have */
-    if (em->fused && !q8 && (bo == 1 || bo == 2)) {
+    if (em->fused && !q8 && bo >= 1 && bo <= 3) {
         em->branches = bo;
     } else if (em->fused && !q8 && bo == 0 && eng_backend_has_branches(be)) {
         /* which split (layer_branched): where fc_out streams long enough to hide attention and out_proj together
          * (d_model 4096 and up: 6B, 16B) out_proj goes beside it (2), else after the join (1), as measured on an
-         * H100 (NOTES.md v11); SUGGESTD_BRANCHES=0|1|2 overrides (0: no branches) */
+         * H100 (NOTES.md v11); SUGGESTD_BRANCHES=0|1|2|3 overrides (0: no branches; 3 not measured yet) */
         const char *bl = getenv("SUGGESTD_BRANCHES");
-        em->branches = bl && bl[0] >= '0' && bl[0] <= '2' ? bl[0] - '0' : m->cfg.n_embd >= 4096 ? 2 : 1;
+        em->branches = bl && bl[0] >= '0' && bl[0] <= '3' ? bl[0] - '0' : m->cfg.n_embd >= 4096 ? 2 : 1;
+    }
+    if (em->branches == 3) {
+        /* the share of fc_out's inputs on the side, in percent: opts, else SUGGESTD_BRANCH_SIDE_K, else 70; whole
+         * 16-byte chunks (8 elements), at least one on either side */
+        const char *sk = getenv("SUGGESTD_BRANCH_SIDE_K");
+        int pct = opts && opts->branch_side_pct > 0 ? opts->branch_side_pct : sk && atoi(sk) > 0 ? atoi(sk) : 70;
+        if (pct > 100) pct = 100;
+        const int64_t F_ = m->cfg.n_inner;
+        int64_t k = F_ * pct / 100 / 8 * 8;
+        em->side_k = k < 8 ? 8 : k > F_ - 8 ? F_ - 8 : k;
     }
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
@@ -395,9 +406,13 @@ static err forward_failed(eng_model *em, err rc, const char *call, errbuf *eb) {
  *   side: x += mlp . fc_out^T + b         main: RoPE + KV store, attention
  *   branches 1: join; x += att . out_proj^T
  *   branches 2: main also a = att . out_proj^T into f32 (em->a); join; x += a
+ *   branches 3: the side takes only fc_out's last side_k inputs; join; x += [att | mlp head] . [out_proj | fc_out
+ *               head]^T, one matmul over the contiguous first D + F - side_k columns of u and w2
  * 2 takes out_proj off the path after the join (an add is shorter), 1 keeps it off the main branch: which is faster
- * depends on whether fc_out or attention + out_proj is longer (NOTES.md v11). Both branches write x only through
- * fc_out's accumulate and the ops after the join; a is f32 so that x + a rounds once, as out_proj's accumulate does. */
+ * depends on whether fc_out or attention + out_proj is longer (NOTES.md v11). 3 sizes the side to attention's time,
+ * so neither branch waits for the other, and the rest of fc_out streams with out_proj after the join (one matmul
+ * with longer rows streams faster than out_proj alone). Both branches write x only through fc_out's accumulate and
+ * the ops after the join; a is f32 so that x + a rounds once, as out_proj's accumulate does. */
 static err layer_branched(eng_model *em, const layer_w *L, int32_t l, const eng_batch *batch, eng_tensor *x,
                           eng_tensor *h, eng_tensor *u, errbuf *eb) {
     const model_config *c = &em->cfg;
@@ -409,6 +424,12 @@ static err layer_branched(eng_model *em, const layer_w *L, int32_t l, const eng_
     eng_tensor mlp_qkv = eng_tensor_cols(*u, D, F + 3 * D);
     eng_tensor out_proj = eng_tensor_cols(L->w2, 0, D), fc_out = eng_tensor_cols(L->w2, D, F);
     eng_tensor a = em->branches == 2 ? eng_tensor_rows(em->a, 0, x->rows) : (eng_tensor){0};
+    /* the matmul after the join reads att (and with branches 3 the head of mlp after it) against w2's first
+     * `after` columns; the side takes the rest of fc_out */
+    const int64_t after = em->branches == 3 ? D + F - em->side_k : D;
+    eng_tensor x_after = eng_tensor_cols(*u, 0, after), w_after = eng_tensor_cols(L->w2, 0, after);
+    if (em->branches == 3)
+        mlp = eng_tensor_cols(*u, after, em->side_k), fc_out = eng_tensor_cols(L->w2, after, em->side_k);
     TRY(eng_matmul_ln(be, &mlp_qkv, x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, h, &L->w1, &L->b1, F));
     TRY(eng_branch(be, ENG_BRANCH_SIDE));
     TRY(eng_matmul(be, x, &mlp, &fc_out, &L->fc_out_b, 1));
@@ -418,7 +439,7 @@ static err layer_branched(eng_model *em, const layer_w *L, int32_t l, const eng_
     if (em->branches == 2) TRY(eng_matmul(be, &a, &att, &out_proj, NULL, 0));
     TRY(eng_branch(be, ENG_BRANCH_JOIN));
     if (em->branches == 2) TRY(eng_add(be, x, &a));
-    else TRY(eng_matmul(be, x, &att, &out_proj, NULL, 1));
+    else TRY(eng_matmul(be, x, &x_after, &w_after, NULL, 1));
     return ERR_OK;
 }
 

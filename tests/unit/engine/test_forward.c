@@ -279,9 +279,10 @@ static void test_fused_matmuls_same(void **state) {
 }
 
 /* The branched layer (forward.c layer_branched: fc_out beside attention, out_proj after the join or beside it into
- * an f32 buffer added after the join), over views of the fused weights. The CPU backend has no branches, so it runs
- * the op list in program order: the same logits as the fused layer within 1e-4, 40 positions of prefill and one
- * decode row, in both layouts; and the branch op's own contract on a backend without branches. */
+ * an f32 buffer added after the join, or fc_out split by its inputs with the rest after the join), over views of the
+ * fused weights. The CPU backend has no branches, so it runs the op list in program order: the same logits as the
+ * fused layer within 1e-4, 40 positions of prefill and one decode row, in all three layouts; and the branch op's own
+ * contract on a backend without branches. */
 static void test_branched_layers_same(void **state) {
     world *w = *state;
     errbuf eb = {0};
@@ -301,7 +302,7 @@ static void test_branched_layers_same(void **state) {
     eng_batch bt = {1, &s, 1, &t40, &p40};
     run_rows(ef, toks, 40, lr, 40, a);
     assert_int_equal(eng_model_forward(ef, &bt, &l0, 1, da, &eb), ERR_OK);
-    for (int layout = 1; layout <= 2; layout++) {
+    for (int layout = 1; layout <= 3; layout++) { /* 3: 70% of fc_out's inputs on the side (the default share) */
         eng_model *eb_ = NULL;
         mo.branches = layout;
         assert_int_equal(eng_model_create(w->be, w->m, &mo, &eb_, &eb), ERR_OK);
