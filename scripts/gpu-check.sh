@@ -98,6 +98,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step "golden: cuda vs HF" 240 $B/test_gpu_golden
     # the same with every launch waiting for the one before: PDL (NOTES.md v12) must not change a result
     step "golden: cuda vs HF, SUGGESTD_CUDA_PDL=0" 240 env SUGGESTD_CUDA_PDL=0 $B/test_gpu_golden
+    # branch layout 3 (opt-in until measured: forward.c layer_branched) on the GPU's graphs and streams
+    step "golden: cuda vs HF, SUGGESTD_BRANCHES=3" 240 env SUGGESTD_BRANCHES=3 $B/test_gpu_golden
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------
