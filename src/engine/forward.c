@@ -419,24 +419,22 @@ static err layer_branched(eng_model *em, const layer_w *L, int32_t l, const eng_
     const int64_t D = c->n_embd, F = c->n_inner;
     eng_backend *be = em->be;
     const eng_attn_shape shape = {c->n_head, c->head_dim, c->rotary_dim};
-    eng_tensor att = eng_tensor_cols(*u, 0, D), mlp = eng_tensor_cols(*u, D, F);
+    eng_tensor att = eng_tensor_cols(*u, 0, D);
     eng_tensor qkv = eng_tensor_cols(*u, D + F, 3 * D), q = eng_tensor_cols(qkv, 0, D);
     eng_tensor mlp_qkv = eng_tensor_cols(*u, D, F + 3 * D);
-    eng_tensor out_proj = eng_tensor_cols(L->w2, 0, D), fc_out = eng_tensor_cols(L->w2, D, F);
     eng_tensor a = em->branches == 2 ? eng_tensor_rows(em->a, 0, x->rows) : (eng_tensor){0};
-    /* the matmul after the join reads att (and with branches 3 the head of mlp after it) against w2's first
-     * `after` columns; the side takes the rest of fc_out */
+    /* out_proj reads att against w2's first D columns; with branches 3 it also takes fc_out's first inputs (the mlp
+     * columns after att), `after` columns in all, and the side takes the rest of fc_out */
     const int64_t after = em->branches == 3 ? D + F - em->side_k : D;
     eng_tensor x_after = eng_tensor_cols(*u, 0, after), w_after = eng_tensor_cols(L->w2, 0, after);
-    if (em->branches == 3)
-        mlp = eng_tensor_cols(*u, after, em->side_k), fc_out = eng_tensor_cols(L->w2, after, em->side_k);
+    eng_tensor mlp = eng_tensor_cols(*u, after, D + F - after), fc_out = eng_tensor_cols(L->w2, after, D + F - after);
     TRY(eng_matmul_ln(be, &mlp_qkv, x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, h, &L->w1, &L->b1, F));
     TRY(eng_branch(be, ENG_BRANCH_SIDE));
     TRY(eng_matmul(be, x, &mlp, &fc_out, &L->fc_out_b, 1));
     TRY(eng_branch(be, ENG_BRANCH_MAIN));
     TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape));
     TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
-    if (em->branches == 2) TRY(eng_matmul(be, &a, &att, &out_proj, NULL, 0));
+    if (em->branches == 2) TRY(eng_matmul(be, &a, &att, &w_after, NULL, 0));
     TRY(eng_branch(be, ENG_BRANCH_JOIN));
     if (em->branches == 2) TRY(eng_add(be, x, &a));
     else TRY(eng_matmul(be, x, &x_after, &w_after, NULL, 1));

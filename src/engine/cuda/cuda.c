@@ -297,11 +297,12 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
 }
 
 /* cuda_kern.h. Per device (two backends may drive different cards), cached atomically as the GEMV's occupancy is
- * (engine threads may ask at once): 0 not asked yet, 1 off, 2 on. */
+ * (engine threads may ask at once): 0 not asked yet, 1 off, 2 on. Asked at every launch: the device this thread's
+ * ops last selected (tls_device) saves a runtime call there. */
 int cuda__pdl_on(void) {
     static int cache[64];
-    int dev = 0, v, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    int dev = tls_device, v, major = 0;
+    if (dev < 0 && cudaGetDevice(&dev) != cudaSuccess) return 0;
     v = dev < 64 ? __atomic_load_n(&cache[dev], __ATOMIC_RELAXED) : 0;
     if (!v) {
         const char *e = getenv("SUGGESTD_CUDA_PDL"); /* =0: every launch waits for the one before (NOTES.md v12) */

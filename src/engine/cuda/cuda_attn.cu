@@ -189,8 +189,7 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32) attn_kernel(cuda__attn
 /* grid (n_tiles * rows, n_head): merges the chunks of one query row and head. Only the chunks holding the row's own
  * keys (0 .. pos0 + r) are read: a block of a shorter sub-tile (or an mma warp) exits before writing past them. */
 static __global__ void attn_combine_kernel(cuda__attn_args a) {
-    cu_pdl_wait(); /* PDL: everything this kernel touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL: everything this kernel touches may come from the kernel before */
     const int t = blockIdx.x / a.rows, r = blockIdx.x % a.rows, h = blockIdx.y, hd = a.head_dim;
     const int4 tile = load_tile(a.tiles, t);
     if (r >= tile.y) return;
@@ -376,8 +375,7 @@ static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda
      * PDL.) */
     const bool early = k_begin + first <= n_keys - CUDA_ATTN_ROW_TILES_MAX;
     if (early) dec_issue<DV, TK>(kbuf, vbuf, kh, vh, blocks, a.d_model, hd, k_begin, first);
-    cu_pdl_wait();
-    cu_pdl_trigger();
+    cu_pdl_start();
     if (!early) dec_issue<DV, TK>(kbuf, vbuf, kh, vh, blocks, a.d_model, hd, k_begin, first);
     dec_commit();
     DEC_MARK(2);

@@ -49,24 +49,18 @@ static __device__ __forceinline__ float cu_block_sum(float v, float *red) {
 
 /* ---- programmatic dependent launch (sm_90+; NOTES.md v12) ----------------------------------------------------
  * A kernel launched through cu_launch may start while the kernel before it in the stream is still running. Until
- * its cu_pdl_wait() returns it may only read what no kernel of this step writes (weights; K/V of earlier steps),
- * and write nothing; the wait returns once the previous kernel has finished and its writes are visible. Every
- * kernel launched this way calls cu_pdl_trigger() right after its wait, which lets the next one launch: since
- * that comes after the wait, a kernel's prologue also runs after everything two launches back has finished.
- * Both are no-ops below sm_90 and when the launch had no PDL attribute. */
-static __device__ __forceinline__ void cu_pdl_wait() {
+ * it calls cu_pdl_start() it may only read what no kernel of this step writes (weights; K/V of earlier steps), and
+ * write nothing. cu_pdl_start() returns once the previous kernel has finished and its writes are visible, then lets
+ * the next kernel launch: since that comes after the wait, a kernel's prologue also runs after everything two
+ * launches back has finished. A no-op below sm_90 and when the launch had no PDL attribute. */
+static __device__ __forceinline__ void cu_pdl_start() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-static __device__ __forceinline__ void cu_pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
 /* Launches kernel<<<grid, block, smem, st>>>(args...), with the PDL attribute where cuda__pdl_on() says so: only
- * for kernels that call cu_pdl_wait() before touching activations. Returns the launch's error. */
+ * for kernels that call cu_pdl_start() before touching activations. Returns the launch's error. */
 template <typename... P, typename... A>
 static cudaError_t cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
                              A &&...args) {

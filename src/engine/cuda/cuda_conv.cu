@@ -4,8 +4,7 @@
 
 /* One block row per output row (grid-stride over rows), threads across the columns. */
 static __global__ void copy_rows_kernel(eng_tensor dst, eng_tensor src, const int32_t *idx, int64_t n_rows) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     for (int64_t r = blockIdx.y; r < n_rows; r += gridDim.y) {
         const int64_t sr = idx ? idx[r] : r;
         for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dst.cols;

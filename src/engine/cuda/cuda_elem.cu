@@ -5,8 +5,7 @@
 #define GELU_C 0.7978845608028654f /* sqrt(2/pi) as the f32 HF multiplies by (CPU_GELU_C) */
 
 static __global__ void gelu_kernel(eng_tensor x) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     const int64_t n = x.rows * x.cols;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t o = (i / x.cols) * x.stride + i % x.cols;
@@ -18,8 +17,7 @@ static __global__ void gelu_kernel(eng_tensor x) {
 }
 
 static __global__ void add_kernel(eng_tensor y, eng_tensor x) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     const int64_t n = y.rows * y.cols;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / y.cols, c = i % y.cols;
@@ -30,8 +28,7 @@ static __global__ void add_kernel(eng_tensor y, eng_tensor x) {
 
 static __global__ void epilogue_kernel(eng_tensor y, const float *s, int64_t ss, const void *bias, int bdt,
                                        int accumulate) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     const int64_t n = y.rows * y.cols;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / y.cols, c = i % y.cols;

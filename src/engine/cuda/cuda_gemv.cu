@@ -26,7 +26,7 @@
  * every step (no barrier), made fc_in|qkv's GEMV 50% slower on an H100 (NOTES.md v8): the normalization was redone
  * for every weight row, with the gain and the bias as two more loads a step.
  * v12: the kernel before may still be running when this one starts (programmatic dependent launch, sm_90): the
- * first ring of weights is issued before cu_pdl_wait(), so it streams while that kernel ends. */
+ * first ring of weights is issued before cu_pdl_start(), so it streams while that kernel ends. */
 #include "cuda_common.cuh"
 
 #define GEMV_WARPS 4   /* warps per CTA (each independent: CTAs only group them for the scheduler) */
@@ -271,8 +271,7 @@ template <typename WT, int TMAX, bool LN, int W> static __device__ __forceinline
     }
     /* PDL: the first GEMV_STAGES steps of weights are on their way while the kernel before this one finishes;
      * x (and y, with accumulate) only from here on */
-    cu_pdl_wait();
-    cu_pdl_trigger();
+    cu_pdl_start();
     const int T = (int)a.x.rows;
     /* LN: x normalized into shared memory while the first GEMV_STAGES weight steps are in flight; from here on x
      * is read there, with rows K apart */

@@ -11,8 +11,7 @@
 
 static __global__ void __launch_bounds__(1024) layernorm_reg_kernel(eng_tensor y, eng_tensor x, eng_tensor w,
                                                                     eng_tensor b, float eps) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     __shared__ float red[32];
     const int64_t r = blockIdx.x, n = x.cols;
     const int64_t xo = r * x.stride, yo = r * y.stride;
@@ -43,8 +42,7 @@ static __global__ void __launch_bounds__(1024) layernorm_reg_kernel(eng_tensor y
 
 static __global__ void __launch_bounds__(256) layernorm_kernel(eng_tensor y, eng_tensor x, eng_tensor w,
                                                                eng_tensor b, float eps) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     __shared__ float red[32];
     const int64_t r = blockIdx.x, n = x.cols;
     const int64_t xo = r * x.stride, yo = r * y.stride;

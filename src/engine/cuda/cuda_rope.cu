@@ -8,8 +8,7 @@
  * row (v1) is a chain of dependent load-store rounds, 6.6 us for one 2B decode row on an H100; spread out it is
  * one round. */
 static __global__ void rope_kernel(eng_tensor x, const int32_t *pos, const float2 *cs, eng_attn_shape s) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     const int half = s.rotary_dim / 2, n = s.n_head * half;
     const int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= n) return;
@@ -35,8 +34,7 @@ extern "C" cudaError_t cuda__rope(cudaStream_t st, eng_tensor x, const int32_t *
  * per row looped 10 times at 2B's width, 6.5 us a decode step). */
 static __global__ void kv_store_kernel(void *kc, void *vc, int kvdt, eng_tensor k, eng_tensor v,
                                        const int32_t *slot) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= k.cols) return;
     for (int64_t r = blockIdx.y; r < k.rows; r += gridDim.y) {
@@ -60,8 +58,7 @@ extern "C" cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_d
  * rounding, as with the two launches). head_dim even: a pair never straddles two heads or q | k | v. */
 static __global__ void rope_kv_kernel(eng_tensor x, const int32_t *pos, const float2 *cs, eng_attn_shape s, void *kc,
                                       void *vc, int kvdt, const int32_t *slot) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     const int64_t D = (int64_t)s.n_head * s.head_dim, p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= 3 * D / 2) return;
     const int64_t c = 2 * p;

@@ -65,8 +65,7 @@ static __device__ int block_exclusive_scan(int v, int *red) {
 
 static __global__ void __launch_bounds__(TOP_THREADS) logits_top_kernel(eng_tensor x, int n_valid,
                                                                         const float *inv_t, samp_top *out) {
-    cu_pdl_wait(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
-    cu_pdl_trigger();
+    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
     __shared__ unsigned hist[256];
     __shared__ double redd[32];
     __shared__ int redi[32];
