@@ -98,8 +98,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step "golden: cuda vs HF" 240 $B/test_gpu_golden
     # the same with every launch waiting for the one before: PDL (NOTES.md v12) must not change a result
     step "golden: cuda vs HF, SUGGESTD_CUDA_PDL=0" 240 env SUGGESTD_CUDA_PDL=0 $B/test_gpu_golden
-    # branch layout 3 (opt-in until measured: forward.c layer_branched) on the GPU's graphs and streams
-    step "golden: cuda vs HF, SUGGESTD_BRANCHES=3" 240 env SUGGESTD_BRANCHES=3 $B/test_gpu_golden
+    # the other branch layout (the tiny checkpoints take 2, with RoPE folded into decode attention), and 2 unfolded
+    step "golden: cuda vs HF, SUGGESTD_BRANCHES=1" 240 env SUGGESTD_BRANCHES=1 $B/test_gpu_golden
+    step "golden: cuda vs HF, SUGGESTD_CUDA_ATTN_FOLD=0" 240 env SUGGESTD_CUDA_ATTN_FOLD=0 $B/test_gpu_golden
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------
@@ -181,7 +182,8 @@ if [ "${SKIP_MEMCHECK:-0}" != 1 ]; then
     CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
     step "memcheck: golden" 300 "$CS" --tool memcheck --error-exitcode 99 --print-limit 20 $B/test_gpu_golden
     step "memcheck: parity (every op)" 400 "$CS" --tool memcheck --error-exitcode 99 \
-        --print-limit 20 $B/test_gpu_parity cuda embed layernorm gelu rope add attention attention_prefill matmul
+        --print-limit 20 $B/test_gpu_parity cuda embed layernorm gelu rope add attention attention_prefill matmul \
+        rope_kv_attention
     step "racecheck: prefill attention" 300 "$CS" --tool racecheck --error-exitcode 99 --print-limit 20 \
         $B/test_gpu_parity cuda attention_prefill
 fi

@@ -394,6 +394,28 @@ err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const e
     return OPS(be)->attention(be, out, q, kv, layer, batch, shape);
 }
 
+err eng_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng_kv *kv, int32_t layer,
+                          const eng_batch *batch, eng_attn_shape shape) {
+    const int64_t D = (int64_t)shape.n_head * shape.head_dim;
+    if (qkv->cols != 3 * D) return ERR_INVALID;
+    eng_tensor q = eng_tensor_cols(*qkv, 0, D);
+    if (!OPS(be)->rope_kv_attention) {
+        err rc = eng_rope_kv_store(be, qkv, kv, layer, batch, shape);
+        return rc != ERR_OK ? rc : eng_attention(be, out, &q, kv, layer, batch, shape);
+    }
+    /* the checks of both ops (eng_rope_kv_store's and eng_attention's) */
+    const eng_kv_base *kb = (const eng_kv_base *)kv;
+    const eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D);
+    if (is_q8(qkv) || is_q8(out)) return ERR_UNSUPPORTED;
+    if (!shape_ok(&qk, (eng_attn_shape){2 * shape.n_head, shape.head_dim, shape.rotary_dim}) || !shape_ok(&q, shape) ||
+        layer < 0 || layer >= kb->n_layer || D != kb->d_model || !same_shape(out, &q) ||
+        qkv->rows != batch->n_rows || batch_ok(kv, batch) != ERR_OK)
+        return ERR_INVALID;
+    for (int64_t r = 0; r < qkv->rows; r++)
+        if (batch->positions[r] < 0) return ERR_INVALID;
+    return OPS(be)->rope_kv_attention(be, out, qkv, kv, layer, batch, shape);
+}
+
 err eng_graphs_create(eng_backend *be, eng_graphs **out) {
     *out = NULL;
     return OPS(be)->graphs_create ? OPS(be)->graphs_create(be, out) : ERR_UNSUPPORTED;

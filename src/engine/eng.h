@@ -209,6 +209,12 @@ err eng_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t laye
  * the cache dtype before the value product, as HF does. */
 err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                   const eng_batch *batch, eng_attn_shape shape);
+/* eng_rope_kv_store on qkv, then eng_attention of its q columns into out: the same out and cache, but qkv's q and k
+ * columns are left undefined (rotated or not), since a backend may rotate q and k where it reads them instead of in
+ * place. CUDA does that for a batch of single-token sequences (decode): RoPE and the KV store go into the decode
+ * attention kernel, one launch a layer fewer (SUGGESTD_CUDA_ATTN_FOLD=0: the two ops). */
+err eng_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng_kv *kv, int32_t layer,
+                          const eng_batch *batch, eng_attn_shape shape);
 
 /* --- concurrent branches (optional: the CUDA backend) ------------------------------------------------------
  * Decode attention is latency-bound: it leaves most of the memory bandwidth idle for ~10 us a layer, while the MLP's

@@ -61,6 +61,9 @@ typedef struct eng_backend_ops {
                          eng_attn_shape shape);
     err (*attention)(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
                      const eng_batch *batch, eng_attn_shape shape);
+    /* Optional: eng_rope_kv_attention in one op where the backend can (NULL: rope_kv_store, then attention). */
+    err (*rope_kv_attention)(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng_kv *kv, int32_t layer,
+                             const eng_batch *batch, eng_attn_shape shape);
 
     /* Optional (NULL on the CPU backends): concurrent branches, see eng.h; has_branches may say no at run time. */
     err (*branch)(eng_backend *be, eng_branch_op op);

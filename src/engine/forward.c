@@ -36,7 +36,7 @@ struct eng_model {
     int q8;             /* matmul weights quantized to ENG_Q8 at load */
     int fused;          /* a layer's four matmuls as two over concatenated weights (eng_model_opts.fuse_matmuls) */
     int branches;       /* fused, on a backend with branches: the MLP's matmuls beside attention (layer_branched) */
-    int64_t side_k;     /* branches 3: fc_out's last side_k inputs go on the side branch */
+    int fold_rope;      /* layer_branched: RoPE + KV store + attention as one op (eng_rope_kv_attention) */
     pool *load_pool;    /* q8, during eng_model_create only: threads that quantize (NULL: the calling thread) */
     eng_tensor wte, ln_f_w, ln_f_b, lm_head_w, lm_head_b;
     layer_w *layers;
@@ -233,25 +233,19 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
                                               : eng_backend_copies_weights(be) && !q8;
     const int bo = opts ? opts->branches : 0;
     /* the branched layer slices w1 and w2 into views, which int8 weights (one block, rows of scales) do not have */
-    if (em->fused && !q8 && bo >= 1 && bo <= 3) {
+    if (em->fused && !q8 && bo >= 1 && bo <= 2) {
         em->branches = bo;
     } else if (em->fused && !q8 && bo == 0 && eng_backend_has_branches(be)) {
-        /* which split (layer_branched): where fc_out streams long enough to hide attention and out_proj together
-         * (d_model 4096 and up: 6B, 16B) out_proj goes beside it (2), else after the join (1), as measured on an
-         * H100 (NOTES.md v11); SUGGESTD_BRANCHES=0|1|2|3 overrides (0: no branches; 3 not measured yet) */
+        /* which split (layer_branched), as measured on an H100 (NOTES.md v11, v13): out_proj beside fc_out (2) for
+         * 350M, 6B and 16B, after the join (1) for 2B, the one shape where 2 (which also folds RoPE into attention)
+         * measured slower; SUGGESTD_BRANCHES=0|1|2 overrides (0: no branches) */
         const char *bl = getenv("SUGGESTD_BRANCHES");
-        em->branches = bl && bl[0] >= '0' && bl[0] <= '3' ? bl[0] - '0' : m->cfg.n_embd >= 4096 ? 2 : 1;
+        const int64_t d = m->cfg.n_embd;
+        em->branches = bl && bl[0] >= '0' && bl[0] <= '2' ? bl[0] - '0' : d >= 2048 && d < 4096 ? 1 : 2;
     }
-    if (em->branches == 3) {
-        /* the share of fc_out's inputs on the side, in percent: opts, else SUGGESTD_BRANCH_SIDE_K, else 70; whole
-         * 16-byte chunks (8 elements), at least one on either side */
-        const char *sk = getenv("SUGGESTD_BRANCH_SIDE_K");
-        int pct = opts && opts->branch_side_pct > 0 ? opts->branch_side_pct : sk && atoi(sk) > 0 ? atoi(sk) : 70;
-        if (pct > 100) pct = 100;
-        const int64_t F_ = m->cfg.n_inner;
-        int64_t k = F_ * pct / 100 / 8 * 8;
-        em->side_k = k < 8 ? 8 : k > F_ - 8 ? F_ - 8 : k;
-    }
+    /* the folded op where it measured faster (H100, ctx 1024, NOTES.md v13): in layout 2 at 350M (0.617 -> 0.600 ms)
+     * and 6B (5.61 -> 5.49); not at 16B (12.24 -> 13.26) nor in layout 1 (2B: 2.37 -> 2.46-2.50) */
+    em->fold_rope = em->branches == 2 && m->cfg.n_embd < 6144;
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
@@ -406,38 +400,37 @@ static err forward_failed(eng_model *em, err rc, const char *call, errbuf *eb) {
  *   side: x += mlp . fc_out^T + b         main: RoPE + KV store, attention
  *   branches 1: join; x += att . out_proj^T
  *   branches 2: main also a = att . out_proj^T into f32 (em->a); join; x += a
- *   branches 3: the side takes only fc_out's last side_k inputs; join; x += [att | mlp head] . [out_proj | fc_out
- *               head]^T, one matmul over the contiguous first D + F - side_k columns of u and w2
  * 2 takes out_proj off the path after the join (an add is shorter), 1 keeps it off the main branch: which is faster
- * depends on whether fc_out or attention + out_proj is longer (NOTES.md v11). 3 sizes the side to attention's time,
- * so neither branch waits for the other, and the rest of fc_out streams with out_proj after the join (one matmul
- * with longer rows streams faster than out_proj alone). Both branches write x only through fc_out's accumulate and
- * the ops after the join; a is f32 so that x + a rounds once, as out_proj's accumulate does. */
+ * depends on whether fc_out or attention + out_proj is longer (NOTES.md v11). Both branches write x only through
+ * fc_out's accumulate and the ops after the join; a is f32 so that x + a rounds once, as out_proj's accumulate does.
+ * Where em->fold_rope says, RoPE, the KV store and attention are one op (eng_rope_kv_attention: on CUDA one launch
+ * instead of two at decode), measured faster there; elsewhere the folded attention, which then starts straight
+ * after w1, measured slower (NOTES.md v13), so the two ops. */
 static err layer_branched(eng_model *em, const layer_w *L, int32_t l, const eng_batch *batch, eng_tensor *x,
                           eng_tensor *h, eng_tensor *u, errbuf *eb) {
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner;
     eng_backend *be = em->be;
     const eng_attn_shape shape = {c->n_head, c->head_dim, c->rotary_dim};
-    eng_tensor att = eng_tensor_cols(*u, 0, D);
+    eng_tensor att = eng_tensor_cols(*u, 0, D), mlp = eng_tensor_cols(*u, D, F);
     eng_tensor qkv = eng_tensor_cols(*u, D + F, 3 * D), q = eng_tensor_cols(qkv, 0, D);
     eng_tensor mlp_qkv = eng_tensor_cols(*u, D, F + 3 * D);
+    eng_tensor out_proj = eng_tensor_cols(L->w2, 0, D), fc_out = eng_tensor_cols(L->w2, D, F);
     eng_tensor a = em->branches == 2 ? eng_tensor_rows(em->a, 0, x->rows) : (eng_tensor){0};
-    /* out_proj reads att against w2's first D columns; with branches 3 it also takes fc_out's first inputs (the mlp
-     * columns after att), `after` columns in all, and the side takes the rest of fc_out */
-    const int64_t after = em->branches == 3 ? D + F - em->side_k : D;
-    eng_tensor x_after = eng_tensor_cols(*u, 0, after), w_after = eng_tensor_cols(L->w2, 0, after);
-    eng_tensor mlp = eng_tensor_cols(*u, after, D + F - after), fc_out = eng_tensor_cols(L->w2, after, D + F - after);
     TRY(eng_matmul_ln(be, &mlp_qkv, x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, h, &L->w1, &L->b1, F));
     TRY(eng_branch(be, ENG_BRANCH_SIDE));
     TRY(eng_matmul(be, x, &mlp, &fc_out, &L->fc_out_b, 1));
     TRY(eng_branch(be, ENG_BRANCH_MAIN));
-    TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape));
-    TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
-    if (em->branches == 2) TRY(eng_matmul(be, &a, &att, &w_after, NULL, 0));
+    if (em->fold_rope) {
+        TRY(eng_rope_kv_attention(be, &att, &qkv, em->kv, l, batch, shape));
+    } else {
+        TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape));
+        TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
+    }
+    if (em->branches == 2) TRY(eng_matmul(be, &a, &att, &out_proj, NULL, 0));
     TRY(eng_branch(be, ENG_BRANCH_JOIN));
     if (em->branches == 2) TRY(eng_add(be, x, &a));
-    else TRY(eng_matmul(be, x, &x_after, &w_after, NULL, 1));
+    else TRY(eng_matmul(be, x, &att, &out_proj, NULL, 1));
     return ERR_OK;
 }
 

@@ -30,14 +30,10 @@ typedef struct eng_model_opts {
     int branches;       /* with fused matmuls, the MLP's fc_out beside attention on a concurrent branch (eng.h,
                          * "concurrent branches"): 1 with out_proj after the join, 2 with out_proj beside it too and
                          * its result added after the join (forward.c layer_branched). 0: auto = on where the backend
-                         * runs branches concurrently, 2 from d_model 4096 up (6B, 16B), else 1 (NOTES.md v11;
-                         * SUGGESTD_BRANCHES=0|1|2|3 decides there); -1: off. 3: fc_out split by its inputs, part
-                         * beside attention, part after the join with out_proj (branch_side_pct). 1-3 also on a
-                         * backend without branches, which runs the same op list in program order (so the CPU tests
-                         * check it). Ignored (off) unless the matmuls are fused and the weights are not int8. */
-    int branch_side_pct; /* branches 3 (opt-in, not measured yet: NOTES.md v12): the share of fc_out's inputs, in
-                          * percent, that runs on the side branch beside attention; the rest joins out_proj's matmul
-                          * after the join. 0: SUGGESTD_BRANCH_SIDE_K, else 70. */
+                         * runs branches concurrently, 1 for d_model 2048-4095 (2B), else 2 (350M, 6B, 16B; NOTES.md
+                         * v11, v13; SUGGESTD_BRANCHES=0|1|2 decides there); -1: off. 1 and 2 also on a backend
+                         * without branches, which runs the same op list in program order (so the CPU tests check
+                         * it). Ignored (off) unless the matmuls are fused and the weights are not int8. */
 } eng_model_opts;
 
 typedef struct eng_model eng_model;

@@ -648,6 +648,10 @@ static void test_add(void) {
 /* test_rope_kv: attention_step stores through eng_rope_kv_store (RoPE on q | k over these rotary dims, then the
  * cache) instead of eng_kv_store, and q | k | v must come out bit-identical to ref's rope + store */
 static int rope_kv_rd = -1;
+/* test_rope_kv_attention: with rope_kv_rd, both backends run eng_rope_kv_attention instead (cuda: RoPE and the store
+ * folded into the decode kernel for batches of single-token sequences; ref: the two ops), outputs compared; q and k
+ * are undefined after it, and the stored keys are checked by the later steps' attention over them */
+static int rope_kv_fold;
 
 /* One step of kv_store + attention on `gpu` and ref with fresh random q, k, v (column views of one fused buffer),
  * outputs compared. */
@@ -663,6 +667,16 @@ static void attention_step(worst *w, eng_backend *gpu, eng_kv *kv[2], const eng_
         GC_CHECK(!gt_init(&g, bes[k], qd, n_rows, 3 * dm, qkv), "gt_init");
         eng_tensor q = eng_tensor_cols(g.view, 0, dm), kt = eng_tensor_cols(g.view, dm, dm),
                    vt = eng_tensor_cols(g.view, 2 * dm, dm);
+        if (rope_kv_rd >= 0 && rope_kv_fold) {
+            const eng_attn_shape rs = {sh.n_head, sh.head_dim, rope_kv_rd < sh.head_dim ? rope_kv_rd : sh.head_dim};
+            GC_CHECK(!gt_init(&go, bes[k], qd, n_rows, dm, NULL), "gt_init");
+            GC_OK(eng_rope_kv_attention(bes[k], &go.view, &g.view, kv[k], layer, batch, rs));
+            out[k] = gt_read(&go);
+            GC_CHECK(out[k] && gt_guard_ok(&go, "rope_kv_attention out"), "rope_kv_attention guard");
+            GC_CHECK(gt_guard_ok(&g, "rope_kv_attention qkv"), "rope_kv_attention qkv guard");
+            gt_fini(&go), gt_fini(&g);
+            continue;
+        }
         if (rope_kv_rd >= 0) {
             const eng_attn_shape rs = {sh.n_head, sh.head_dim, rope_kv_rd < sh.head_dim ? rope_kv_rd : sh.head_dim};
             GC_OK(eng_rope_kv_store(bes[k], &g.view, kv[k], layer, batch, rs));
@@ -696,7 +710,7 @@ static void attention_step(worst *w, eng_backend *gpu, eng_kv *kv[2], const eng_
     const int mma = gpu != be_simt && kvdt == ENG_F16 && sh.head_dim % 16 == 0;
     double tol = (kvdt == ENG_F32 ? 2e-5 : mma && qd == ENG_F32 ? 7e-3 : 4e-3) + round_tol(qd);
     GC_CHECK(close_ok(w, what, out[0], out[1], n, 1.0, tol, tol * tol / 4), "%s", what);
-    if (rope_kv_rd >= 0)
+    if (rope_kv_rd >= 0 && !rope_kv_fold)
         GC_CHECK(!memcmp(roped[0], roped[1], (size_t)n_rows * 3 * (size_t)dm * sizeof(float)),
                  "%s: q | k | v after rope_kv_store differ from ref's", what);
     free(out[0]), free(out[1]), free(qkv), free(roped[0]), free(roped[1]);
@@ -877,6 +891,28 @@ static void test_rope_kv(void) {
     for (int d = 0; d < 2; d++) print_worst(&w[d]);
 }
 
+/* eng_rope_kv_attention against ref's rope + store + attention, on test_rope_kv's shapes: attention_case's steps of
+ * single-token sequences (a sequence of no tokens beside them included) and decode_batch_case's batches take the
+ * folded decode kernel on f16 caches; the other steps, and f32 caches, the two ops. */
+static void test_rope_kv_attention(void) {
+    worst w[2] = {{.op = "rope_kv_attention kv f32"}, {.op = "rope_kv_attention kv f16"}};
+    const int32_t geo[][3] = {{2, 64, 32}, {2, 80, 64}, {1, 256, 64}, {3, 40, 40}};
+    rope_kv_fold = 1;
+    for (size_t g = 0; g < sizeof(geo) / sizeof(geo[0]); g++) {
+        rope_kv_rd = geo[g][2];
+        attention_case(&w[0], ENG_F32, ENG_F32, geo[g][0], geo[g][1], 0);
+        attention_case(&w[1], ENG_F16, ENG_F16, geo[g][0], geo[g][1], 0);
+        attention_case(&w[1], ENG_F16, ENG_F32, geo[g][0], geo[g][1], 0);
+    }
+    rope_kv_rd = 32;
+    decode_batch_case(&w[1], ENG_F16, 32, 80, 24);
+    rope_kv_rd = 64;
+    decode_batch_case(&w[1], ENG_F16, 16, 256, 9);
+    decode_batch_case(&w[1], ENG_F16, 16, 64, 40);
+    rope_kv_rd = -1, rope_kv_fold = 0;
+    for (int d = 0; d < 2; d++) print_worst(&w[d]);
+}
+
 /* f16 caches with head_dim % 16 == 0 run prefill tiles on tensor cores (be_gpu) and, for comparison, on the SIMT
  * kernel (be_simt); 1 and 5 new rows are decode rows / a short tile, 63 / 64 / 65 the tile edge, 130 and 300 several
  * tiles and key tiles with splits; pos0 75 puts the diagonal mid key tile and mid block. The last cases have tiles x
@@ -1024,7 +1060,7 @@ static void test_logits_top(void) {
 
 /* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
  * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, gelu, rope, add, attention, attention_prefill,
- * logits_top, rope_kv; backend and branch on cuda) pick a subset, e.g. for a compute-sanitizer run. */
+ * logits_top, rope_kv, rope_kv_attention; backend and branch on cuda) pick a subset, e.g. for a compute-sanitizer run. */
 static int wanted(int argc, char **argv, const char *name) {
     if (argc <= 2) return 1;
     for (int i = 2; i < argc; i++)
@@ -1067,6 +1103,7 @@ int main(int argc, char **argv) {
     RUN_IF(attention_prefill);
     RUN_IF(logits_top);
     RUN_IF(rope_kv);
+    RUN_IF(rope_kv_attention);
     errbuf st = {0};
     if (eng_backend_status(be_gpu, &st) != ERR_OK) {
         fprintf(stderr, "backend unhealthy at the end: %s\n", st.msg);

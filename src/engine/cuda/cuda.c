@@ -288,6 +288,9 @@ static err cuda_create(int device, eng_backend **out, errbuf *eb) {
         /* =0: RoPE and the KV store as two launches (one launch saves 0.03-0.04 ms a token: NOTES.md v11) */
         const char *rk = getenv("SUGGESTD_CUDA_ROPE_KV");
         b->rope_kv = !(rk && rk[0] == '0');
+        /* =0: eng_rope_kv_attention as the two ops also for decode batches (NOTES.md v13) */
+        const char *af = getenv("SUGGESTD_CUDA_ATTN_FOLD");
+        b->attn_fold = !(af && af[0] == '0');
         b->attn_split_ctas = c && atoi(c) > 0 ? atoi(c) : 0; /* 0: by the batch (plan_decode_splits) */
     }
     snprintf(b->desc, sizeof(b->desc), "cuda:%d: %s, sm_%d%d, %d SMs, %.1f GiB", device, prop.name, prop.major,
@@ -607,6 +610,11 @@ static err batch_layout(cuda_backend *b, const eng_batch *batch, cuda__layout *l
     return meta_get(b, b->hbuf, n, &lo->dev);
 }
 
+/* Byte offset of layer's K (or V) cache in the pool. */
+static size_t kv_layer_off(const cuda_kv *kv, int32_t layer) {
+    return (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model * eng_dtype_size(kv->base.dtype);
+}
+
 static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_tensor *k, const eng_tensor *v,
                          const eng_batch *batch) {
     cuda_backend *b = (cuda_backend *)be;
@@ -615,8 +623,7 @@ static err cuda_kv_store(eng_backend *be, eng_kv *kv_, int32_t layer, const eng_
     cuda__layout lo;
     err rc = batch_layout(b, batch, &lo);
     if (rc != ERR_OK) return rc;
-    size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
-                       eng_dtype_size(kv->base.dtype);
+    size_t layer_off = kv_layer_off(kv, layer);
     CUDA_CHECK(b, cuda__kv_store(b->stream, (char *)kv->k + layer_off, (char *)kv->v + layer_off, kv->base.dtype, *k,
                                  *v, lo.dev + 4));
     return ERR_OK;
@@ -642,8 +649,7 @@ static err cuda_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv_, int
     cuda__layout lo;
     if (rc == ERR_OK) rc = batch_layout(b, batch, &lo);
     if (rc != ERR_OK) return rc;
-    size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
-                       eng_dtype_size(kv->base.dtype);
+    size_t layer_off = kv_layer_off(kv, layer);
     CUDA_CHECK(b, cuda__rope_kv_store(b->stream, *qkv, d_pos, b->rope_cs, s, (char *)kv->k + layer_off,
                                       (char *)kv->v + layer_off, kv->base.dtype, lo.dev + 4));
     return ERR_OK;
@@ -706,17 +712,23 @@ static err attn_tickets(cuda_backend *b, size_t n, int32_t **out) {
     return ERR_OK;
 }
 
-static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv_, int32_t layer,
-                          const eng_batch *batch, eng_attn_shape shape) {
-    cuda_backend *b = (cuda_backend *)be;
-    ENTER(b);
-    const cuda_kv *kv = (const cuda_kv *)kv_;
-    if (shape.head_dim % 2 || shape.head_dim > 256) return ERR_UNSUPPORTED;
+/* Whether decode rows of this layer's cache can take the decode kernel (cuda_attn.cu). */
+static int decode_kernel_ok(const cuda_backend *b, const cuda_kv *kv, size_t layer_off, int32_t head_dim) {
+    return b->attn_decode && kv->base.dtype == ENG_F16 && cuda__attention_decode_ok(head_dim) &&
+           cuda__attention_decode_smem(head_dim) + 1024 <= b->smem_optin && kv->base.d_model % 8 == 0 &&
+           (uintptr_t)((const char *)kv->k + layer_off) % 16 == 0 &&
+           (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
+}
+
+/* eng_attention; fold: the RoPE + KV store folded into the decode kernel (cuda_rope_kv_attention checked that it
+ * applies: every tile is a decode row, the decode kernel takes them, the RoPE table covers the positions), q being
+ * qkv's q view. */
+static err attention_run(cuda_backend *b, eng_tensor *out, const eng_tensor *q, const cuda_kv *kv, int32_t layer,
+                         const eng_batch *batch, eng_attn_shape shape, int fold) {
     cuda__layout lo;
     err rc = batch_layout(b, batch, &lo);
     if (rc != ERR_OK) return rc;
-    size_t layer_off = (size_t)layer * kv->base.n_blocks * ENG_KV_BLOCK * kv->base.d_model *
-                       eng_dtype_size(kv->base.dtype);
+    size_t layer_off = kv_layer_off(kv, layer);
     const int32_t *blocks = lo.dev + 4 + lo.n_rows;
     /* prefill tiles on an f16 cache: tensor cores (cuda_attn_mma.cu); the k/v checks hold for every cache this file
      * allocates (d_model = n_head * head_dim, head_dim % 16 == 0) but are cheap */
@@ -724,10 +736,7 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
                     kv->base.d_model % 8 == 0 && (uintptr_t)((const char *)kv->k + layer_off) % 16 == 0 &&
                     (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
     /* decode rows on an f16 cache: the decode kernel (cuda_attn.cu), split merge included; same alignment needs */
-    const int dec = b->attn_decode && kv->base.dtype == ENG_F16 && cuda__attention_decode_ok(shape.head_dim) &&
-                    cuda__attention_decode_smem(shape.head_dim) + 1024 <= b->smem_optin &&
-                    kv->base.d_model % 8 == 0 && (uintptr_t)((const char *)kv->k + layer_off) % 16 == 0 &&
-                    (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
+    const int dec = decode_kernel_ok(b, kv, layer_off, shape.head_dim);
     for (int pass = 0; pass < 2; pass++) {
         cuda__attn_args a = {
             .out = *out, .q = *q, .k = (const char *)kv->k + layer_off, .v = (const char *)kv->v + layer_off,
@@ -753,11 +762,48 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
             rc = attn_tickets(b, (size_t)a.n_tiles * (size_t)a.n_head, &a.tickets);
             if (rc != ERR_OK) return rc;
         }
+        if (fold && use_dec)
+            a.rope_cs = b->rope_cs, a.rotary_dim = shape.rotary_dim, a.slot = lo.dev + 4;
         if (use_mma) CUDA_CHECK(b, cuda__attention_mma(b->stream, &a));
         else if (use_dec) CUDA_CHECK(b, cuda__attention_decode(b->stream, &a));
         else CUDA_CHECK(b, cuda__attention(b->stream, &a));
     }
     return ERR_OK;
+}
+
+static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv_, int32_t layer,
+                          const eng_batch *batch, eng_attn_shape shape) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    if (shape.head_dim % 2 || shape.head_dim > 256) return ERR_UNSUPPORTED;
+    return attention_run(b, out, q, (const cuda_kv *)kv_, layer, batch, shape, 0);
+}
+
+/* RoPE + KV store + attention. A batch of single-token sequences (decode) on the decode kernel, with rotary dims,
+ * has them in one launch: every CTA rotates its head's q as it loads it, and the one whose chunk holds the newest
+ * key rotates and stores that row's k and v first, so no other CTA's keys depend on this launch's stores (a
+ * sequence of several tokens would read keys another CTA stores: two ops there). Otherwise the two ops. */
+static err cuda_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng_kv *kv_, int32_t layer,
+                                  const eng_batch *batch, eng_attn_shape s) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    const cuda_kv *kv = (const cuda_kv *)kv_;
+    const int64_t D = (int64_t)s.n_head * s.head_dim;
+    eng_tensor q = eng_tensor_cols(*qkv, 0, D);
+    int fold = b->attn_fold && s.rotary_dim > 0 && s.rotary_dim % 2 == 0 && s.head_dim % 2 == 0 &&
+               qkv->rows > 0 && decode_kernel_ok(b, kv, kv_layer_off(kv, layer), s.head_dim);
+    int32_t max_pos = 0;
+    for (int32_t i = 0; fold && i < batch->n_seqs; i++) { /* a sequence without tokens this step has no tile */
+        if (batch->seqs[i].n_tokens > 1) fold = 0;
+        else if (batch->seqs[i].n_tokens == 1 && batch->seqs[i].pos > max_pos) max_pos = batch->seqs[i].pos;
+    }
+    if (!fold) {
+        err rc = cuda_rope_kv_store(be, qkv, kv_, layer, batch, s);
+        return rc != ERR_OK ? rc : cuda_attention(be, out, &q, kv_, layer, batch, s);
+    }
+    if (max_pos >= (1 << 24)) return ERR_INVALID; /* as rope_prep */
+    err rc = rope_table(b, s.rotary_dim, max_pos);
+    return rc != ERR_OK ? rc : attention_run(b, out, &q, kv, layer, batch, s, 1);
 }
 
 /* ---- measurement ------------------------------------------------------------------------------------------------ */
@@ -832,6 +878,7 @@ const eng_backend_ops cuda__backend_ops = {
     .kv_destroy = cuda_kv_destroy,
     .kv_store = cuda_kv_store,
     .rope_kv_store = cuda_rope_kv_store,
+    .rope_kv_attention = cuda_rope_kv_attention,
     .attention = cuda_attention,
     .branch = cuda__branch,
     .has_branches = cuda__has_branches,

@@ -349,6 +349,41 @@ __device__ unsigned long long dec_trace[16384][2][8]; /* [CTA][globaltimer ns, c
 #define DEC_MARK(i)
 #endif
 
+/* v rounded to dtype dt, as a store and a reload through cu_st / cu_ld leave it */
+static __device__ __forceinline__ float cu_round(float v, int dt) {
+    if (dt == ENG_F16) return __half2float(__float2half_rn(v));
+    if (dt == ENG_BF16) return __bfloat162float(__float2bfloat16_rn(v));
+    return v;
+}
+
+/* rope_kv_kernel's rotation of the pair (x0, x1) by t = (cos, sin), rounded to dt as its store into qkv rounds it:
+ * the same f32 operations without contraction (cuda_rope.cu is compiled with --fmad=false), so bit-identical. */
+static __device__ __forceinline__ void rope_pair(float &x0, float &x1, float2 t, int dt) {
+    const float r0 = __fsub_rn(__fmul_rn(x0, t.x), __fmul_rn(x1, t.y));
+    const float r1 = __fadd_rn(__fmul_rn(x1, t.x), __fmul_rn(x0, t.y));
+    x0 = cu_round(r0, dt), x1 = cu_round(r1, dt);
+}
+
+/* The folded KV store (cuda__attn_args.rope_cs): head h's k (rotated) and v of the tile's row into the cache at the
+ * row's slot, then a fence and a barrier, so that this CTA's copies of its stages (cp.async, through L2) see them. */
+static __device__ __forceinline__ void dec_store_new(const cuda__attn_args &a, int4 tile, int h, int hd) {
+    const int half = a.rotary_dim / 2;
+    const int64_t r0 = (int64_t)tile.x * a.q.stride + (int64_t)h * hd;
+    const int64_t c0 = (int64_t)a.slot[tile.x] * a.d_model + (int64_t)h * hd;
+    const float2 *cs = (const float2 *)a.rope_cs + (int64_t)tile.z * half;
+    for (int p = threadIdx.x; p < hd / 2; p += blockDim.x) {
+        const int d = 2 * p;
+        float k0 = cu_ld(a.q.data, a.q.dtype, r0 + a.d_model + d), k1 = cu_ld(a.q.data, a.q.dtype, r0 + a.d_model + d + 1);
+        if (d < a.rotary_dim) rope_pair(k0, k1, cs[d / 2], a.q.dtype);
+        const float v0 = cu_ld(a.q.data, a.q.dtype, r0 + 2 * a.d_model + d),
+                    v1 = cu_ld(a.q.data, a.q.dtype, r0 + 2 * a.d_model + d + 1);
+        *(__half2 *)((__half *)a.k + c0 + d) = __floats2half2_rn(k0, k1); /* the decode kernel's caches are f16 */
+        *(__half2 *)((__half *)a.v + c0 + d) = __floats2half2_rn(v0, v1);
+    }
+    __threadfence();
+    __syncthreads();
+}
+
 /* DV: head_dim <= 64 * DV (half2 accumulators per lane; also the 16-byte q slices a lane holds); TK keys a stage. */
 template <int DV, int TK>
 static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda__attn_args a) {
@@ -376,6 +411,9 @@ static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda
     const bool early = k_begin + first <= n_keys - CUDA_ATTN_ROW_TILES_MAX;
     if (early) dec_issue<DV, TK>(kbuf, vbuf, kh, vh, blocks, a.d_model, hd, k_begin, first);
     cu_pdl_start();
+    /* folded RoPE + KV store: the chunk holding the newest key (tile.z) stores it before copying any stage (if its
+     * first stage is early, the key is in a later one) */
+    if (a.rope_cs && tile.z >= k_begin && tile.z < k_end) dec_store_new(a, tile, h, hd);
     if (!early) dec_issue<DV, TK>(kbuf, vbuf, kh, vh, blocks, a.d_model, hd, k_begin, first);
     dec_commit();
     DEC_MARK(2);
@@ -385,12 +423,18 @@ static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda
     {
         const float qs = a.scale * DEC_LOG2E;
         const int64_t q0 = (int64_t)tile.x * a.q.stride + (int64_t)h * hd;
+        const float2 *cs = (const float2 *)a.rope_cs + (int64_t)tile.z * (a.rotary_dim / 2);
 #pragma unroll
         for (int i = 0; i < DV; i++)
 #pragma unroll
-            for (int e = 0; e < 8; e++) {
+            for (int e = 0; e < 8; e += 2) { /* pairs: hd % 8 == 0, so d + 1 < hd with d */
                 const int d = (c + 8 * i) * 8 + e;
-                q[i][e] = d < hd ? cu_ld(a.q.data, a.q.dtype, q0 + d) * qs : 0.0f;
+                float x0 = 0.0f, x1 = 0.0f;
+                if (d < hd) {
+                    x0 = cu_ld(a.q.data, a.q.dtype, q0 + d), x1 = cu_ld(a.q.data, a.q.dtype, q0 + d + 1);
+                    if (a.rope_cs && d < a.rotary_dim) rope_pair(x0, x1, cs[d / 2], a.q.dtype);
+                }
+                q[i][e] = x0 * qs, q[i][e + 1] = x1 * qs;
             }
     }
     float m = -CUDART_INF_F, l = 0.0f;

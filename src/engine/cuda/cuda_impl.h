@@ -73,6 +73,7 @@ typedef struct cuda_backend {
     int ln_fold; /* matmul_ln on the GEMV (SUGGESTD_CUDA_LN_FOLD=0: off, LayerNorm kernel + GEMV) */
     size_t smem_optin; /* the device's opt-in shared memory a block (kernels whose stages need more fall back) */
     int rope_kv;       /* eng_rope_kv_store in one launch (SUGGESTD_CUDA_ROPE_KV=0: rope, then kv_store) */
+    int attn_fold;     /* eng_rope_kv_attention of decode batches in the decode kernel (SUGGESTD_CUDA_ATTN_FOLD=0: off) */
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     int attn_decode;     /* decode rows on f16 caches use cuda__attention_decode (SUGGESTD_CUDA_ATTN_DECODE=0: off) */
     int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS; 0: by batch) */

@@ -89,6 +89,14 @@ typedef struct cuda__attn_args {
     float *part; /* n_tiles * n_splits * n_head * rows * (head_dim + 2) floats when n_splits > 1 */
     int32_t *tickets; /* cuda__attention_decode with n_splits > 1: n_tiles * n_head counters, 0 before and after */
     float scale;
+    /* cuda__attention_decode only, where rope_cs is set: RoPE and the KV store folded in (eng_rope_kv_attention),
+     * for single-token sequences (a tile's row is its sequence's only one). q is then the q view of qkv rows (k and v
+     * at +d_model and +2 d_model elements of the same row), unrotated; q and the newest key are rotated as
+     * cuda__rope_kv_store rotates them (rope_cs: its (cos, sin) table, rotary_dim even), and the CTA whose chunk holds
+     * the newest key stores that row's k and v at slot[row] first. k and v (the cache) are written then. */
+    const float *rope_cs;
+    int32_t rotary_dim;
+    const int32_t *slot;
 } cuda__attn_args;
 /* The SIMT kernel (cuda_attn.cu): any kvdt, even head_dim <= 256. */
 cudaError_t cuda__attention(cudaStream_t st, const cuda__attn_args *a);

@@ -302,7 +302,7 @@ static void test_branched_layers_same(void **state) {
     eng_batch bt = {1, &s, 1, &t40, &p40};
     run_rows(ef, toks, 40, lr, 40, a);
     assert_int_equal(eng_model_forward(ef, &bt, &l0, 1, da, &eb), ERR_OK);
-    for (int layout = 1; layout <= 3; layout++) { /* 3: 70% of fc_out's inputs on the side (the default share) */
+    for (int layout = 1; layout <= 2; layout++) {
         eng_model *eb_ = NULL;
         mo.branches = layout;
         assert_int_equal(eng_model_create(w->be, w->m, &mo, &eb_, &eb), ERR_OK);
@@ -332,10 +332,60 @@ static void test_branched_layers_same(void **state) {
     xfree(a), xfree(b), xfree(da), xfree(db);
 }
 
+/* eng_rope_kv_attention: on a backend without the fold (cpu), the same output and cache as rope_kv_store then
+ * attention (checked through a second decode step that reads the stored keys); bad shapes and positions refused. */
+static void test_rope_kv_attention_op(void **state) {
+    world *w = *state;
+    const eng_attn_shape sh = {2, 8, 4}; /* 2 heads of 8, 4 rotary dims */
+    const int64_t D = 16;
+    eng_kv *kv[2];
+    eng_tensor qkv[2], out[2];
+    float in[2 * 48], got[2][2 * 16];
+    for (int i = 0; i < 2 * 48; i++) in[i] = (float)((i * 37) % 23) / 11.0f - 1.0f;
+    int32_t blocks[1] = {0}, toks[2] = {0, 0}, pos[2] = {0, 1};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(eng_kv_create(w->be, 1, (int32_t)D, 1, ENG_F32, &kv[k]), ERR_OK);
+        assert_int_equal(eng_tensor_alloc(w->be, ENG_F32, 2, 3 * D, &qkv[k]), ERR_OK);
+        assert_int_equal(eng_tensor_alloc(w->be, ENG_F32, 2, D, &out[k]), ERR_OK);
+    }
+    for (int step = 0; step < 2; step++) { /* a prefill of 2 rows, then one decode row at position 2 */
+        eng_seq s = {0, step ? 1 : 2, step ? 2 : 0, blocks, 1};
+        int32_t p2[1] = {2};
+        eng_batch b = {1, &s, step ? 1 : 2, toks, step ? p2 : pos};
+        for (int k = 0; k < 2; k++) {
+            eng_tensor x = eng_tensor_rows(qkv[k], 0, b.n_rows), o = eng_tensor_rows(out[k], 0, b.n_rows);
+            assert_int_equal(eng_tensor_write_f32(w->be, &x, in + step * 48), ERR_OK);
+            if (k == 0) {
+                assert_int_equal(eng_rope_kv_attention(w->be, &o, &x, kv[k], 0, &b, sh), ERR_OK);
+            } else {
+                eng_tensor q = eng_tensor_cols(x, 0, D);
+                assert_int_equal(eng_rope_kv_store(w->be, &x, kv[k], 0, &b, sh), ERR_OK);
+                assert_int_equal(eng_attention(w->be, &o, &q, kv[k], 0, &b, sh), ERR_OK);
+            }
+            assert_int_equal(eng_tensor_read_f32(w->be, &o, got[k]), ERR_OK);
+        }
+        assert_memory_equal(got[0], got[1], (size_t)b.n_rows * D * sizeof(float));
+    }
+    eng_seq s = {0, 2, 0, blocks, 1};
+    eng_batch b = {1, &s, 2, toks, pos};
+    eng_tensor narrow = eng_tensor_cols(qkv[0], 0, 3 * D - 8), half_out = eng_tensor_cols(out[0], 0, 8);
+    assert_int_equal(eng_rope_kv_attention(w->be, &out[0], &narrow, kv[0], 0, &b, sh), ERR_INVALID);
+    assert_int_equal(eng_rope_kv_attention(w->be, &half_out, &qkv[0], kv[0], 0, &b, sh), ERR_INVALID);
+    assert_int_equal(eng_rope_kv_attention(w->be, &out[0], &qkv[0], kv[0], 1, &b, sh), ERR_INVALID); /* layer */
+    int32_t bad[2] = {0, 5};
+    b.positions = bad; /* not the sequence's positions */
+    assert_int_equal(eng_rope_kv_attention(w->be, &out[0], &qkv[0], kv[0], 0, &b, sh), ERR_INVALID);
+    for (int k = 0; k < 2; k++) {
+        eng_tensor_free(w->be, &qkv[k]), eng_tensor_free(w->be, &out[k]);
+        eng_kv_destroy(w->be, kv[k]);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_equals_alone),
                                        cmocka_unit_test(test_int8_close_to_f32),
                                        cmocka_unit_test(test_fused_matmuls_same),
-                                       cmocka_unit_test(test_branched_layers_same)};
+                                       cmocka_unit_test(test_branched_layers_same),
+                                       cmocka_unit_test(test_rope_kv_attention_op)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
