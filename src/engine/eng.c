@@ -399,11 +399,8 @@ err eng_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng
     const int64_t D = (int64_t)shape.n_head * shape.head_dim;
     if (qkv->cols != 3 * D) return ERR_INVALID;
     eng_tensor q = eng_tensor_cols(*qkv, 0, D);
-    if (!OPS(be)->rope_kv_attention) {
-        err rc = eng_rope_kv_store(be, qkv, kv, layer, batch, shape);
-        return rc != ERR_OK ? rc : eng_attention(be, out, &q, kv, layer, batch, shape);
-    }
-    /* the checks of both ops (eng_rope_kv_store's and eng_attention's) */
+    /* the checks of both ops (eng_rope_kv_store's and eng_attention's), before either runs: a refused call leaves
+     * the cache and qkv as they were */
     const eng_kv_base *kb = (const eng_kv_base *)kv;
     const eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D);
     if (is_q8(qkv) || is_q8(out)) return ERR_UNSUPPORTED;
@@ -413,6 +410,10 @@ err eng_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng
         return ERR_INVALID;
     for (int64_t r = 0; r < qkv->rows; r++)
         if (batch->positions[r] < 0) return ERR_INVALID;
+    if (!OPS(be)->rope_kv_attention) {
+        err rc = eng_rope_kv_store(be, qkv, kv, layer, batch, shape);
+        return rc != ERR_OK ? rc : eng_attention(be, out, &q, kv, layer, batch, shape);
+    }
     return OPS(be)->rope_kv_attention(be, out, qkv, kv, layer, batch, shape);
 }
 

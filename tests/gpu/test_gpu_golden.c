@@ -299,6 +299,13 @@ static void graphs_case(const char *name, double tol) {
         GC_CHECK(gs_step(&st, sd, i % 3 == 2 ? n3 : n1, V, &eb) == 0, "%s: decode step %d: %s", name, i,
                  eb.msg);
     }
+    /* two sequences of one token, then one sequence of two: the same tiles (two of 1 row), but only the first may
+     * fold RoPE and the KV store into decode attention (the pair's second token reads the key its first stores), so the
+     * graph key tells them apart (cuda_graph.c); each shape is seen three times, so both are captured and replayed */
+    for (int i = 0; i < 6; i++) {
+        int32_t two[GS_SEQS] = {1, 1, 0}, pair[GS_SEQS] = {0, 2, 0};
+        GC_CHECK(gs_step(&st, sd, i % 2 ? pair : two, V, &eb) == 0, "%s: mixed step %d: %s", name, i, eb.msg);
+    }
     eng_graph_stats gs[2];
     eng_model_graph_stats(sd[0].em, &gs[0]);
     eng_model_graph_stats(sd[1].em, &gs[1]);

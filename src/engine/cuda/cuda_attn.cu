@@ -423,7 +423,7 @@ static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda
     {
         const float qs = a.scale * DEC_LOG2E;
         const int64_t q0 = (int64_t)tile.x * a.q.stride + (int64_t)h * hd;
-        const float2 *cs = (const float2 *)a.rope_cs + (int64_t)tile.z * (a.rotary_dim / 2);
+        const float2 *cs = a.rope_cs ? (const float2 *)a.rope_cs + (int64_t)tile.z * (a.rotary_dim / 2) : nullptr;
 #pragma unroll
         for (int i = 0; i < DV; i++)
 #pragma unroll

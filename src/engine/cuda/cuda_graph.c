@@ -10,6 +10,9 @@
  *   growing tables keep their offsets) and each tile kind's attention key budget (a power of two: the split plan
  *   is made for the budget, not the positions; chunks past a tile's keys exit early, reading its length from the
  *   tile list on the device). A 1-sequence decode is recaptured when its context crosses 256, 512, 1024, 2048.
+ *   And whether every sequence has at most one token: only then does eng_rope_kv_attention fold RoPE and the KV
+ *   store into the decode kernel (cuda.c), while 2-3 tokens of one sequence also make 1-row tiles, and replayed
+ *   folded they would read keys that another CTA of the launch stores.
  * - A key is captured the second time it is seen: the first step runs op by op and sizes every scratch buffer,
  *   so a capture never allocates. An op that cannot be captured (a buffer would have to grow, an array it cannot
  *   place, any CUDA or cuBLAS failure) marks the capture broken; the capture is dropped and the ops run again for
@@ -29,7 +32,7 @@
 #define GRAPH_MAX_FAILS 3
 
 typedef struct graph_key {
-    int32_t n_rows, n_logits, blocks_cap, n64, n1, keys64, keys1;
+    int32_t n_rows, n_logits, blocks_cap, n64, n1, keys64, keys1, single; /* single: no sequence of 2+ tokens */
 } graph_key;
 
 typedef struct graph_slot {
@@ -133,8 +136,10 @@ static err stage(cuda_backend *b, cuda_graphs *g, const eng_batch *batch, const 
     g->step = (cuda_step){.batch = batch, .tokens = batch->tokens, .positions = batch->positions,
                           .logit_rows = logit_rows, .n_rows = R, .n_logits = n_logits, .d_tokens = g->dev,
                           .d_positions = g->dev + R, .d_logit_rows = g->dev + 2 * R, .lo = lo};
+    int32_t single = 1;
+    for (int32_t i = 0; i < batch->n_seqs; i++) single &= batch->seqs[i].n_tokens <= 1;
     *key = (graph_key){R,     n_logits, lo.blocks_cap, lo.n64, lo.n1, lo.n64 ? cuda__keys_bucket(lo.max_keys64) : 0,
-                       lo.n1 ? cuda__keys_bucket(lo.max_keys1) : 0};
+                       lo.n1 ? cuda__keys_bucket(lo.max_keys1) : 0, single};
     b->step = &g->step;
     return ERR_OK;
 }

@@ -332,49 +332,59 @@ static void test_branched_layers_same(void **state) {
     xfree(a), xfree(b), xfree(da), xfree(db);
 }
 
-/* eng_rope_kv_attention: on a backend without the fold (cpu), the same output and cache as rope_kv_store then
- * attention (checked through a second decode step that reads the stored keys); bad shapes and positions refused. */
+/* One step of eng_rope_kv_attention on kv[0] and of rope_kv_store + attention on kv[1], same input: same output. */
+static void rka_step(eng_backend *be, eng_kv *kv[2], eng_tensor qkv[2], eng_tensor out[2], const eng_batch *b,
+                     const float *in, eng_attn_shape sh) {
+    const int64_t D = (int64_t)sh.n_head * sh.head_dim;
+    float got[2][4 * 16];
+    for (int k = 0; k < 2; k++) {
+        eng_tensor x = eng_tensor_rows(qkv[k], 0, b->n_rows), o = eng_tensor_rows(out[k], 0, b->n_rows);
+        assert_int_equal(eng_tensor_write_f32(be, &x, in), ERR_OK);
+        if (k == 0) {
+            assert_int_equal(eng_rope_kv_attention(be, &o, &x, kv[k], 0, b, sh), ERR_OK);
+        } else {
+            eng_tensor q = eng_tensor_cols(x, 0, D);
+            assert_int_equal(eng_rope_kv_store(be, &x, kv[k], 0, b, sh), ERR_OK);
+            assert_int_equal(eng_attention(be, &o, &q, kv[k], 0, b, sh), ERR_OK);
+        }
+        assert_int_equal(eng_tensor_read_f32(be, &o, got[k]), ERR_OK);
+    }
+    assert_memory_equal(got[0], got[1], (size_t)b->n_rows * D * sizeof(float));
+}
+
+/* eng_rope_kv_attention on a backend without the fold (cpu: the two ops behind its checks) gives rope_kv_store then
+ * attention's output and cache (later steps read the stored keys); bad shapes and positions are refused before
+ * anything is stored (a refused decode at position 3 leaves slot 3 unwritten for the step at 4 to read). The folded
+ * CUDA kernel is checked against ref in test_gpu_parity's rope_kv_attention. */
 static void test_rope_kv_attention_op(void **state) {
     world *w = *state;
     const eng_attn_shape sh = {2, 8, 4}; /* 2 heads of 8, 4 rotary dims */
     const int64_t D = 16;
     eng_kv *kv[2];
     eng_tensor qkv[2], out[2];
-    float in[2 * 48], got[2][2 * 16];
-    for (int i = 0; i < 2 * 48; i++) in[i] = (float)((i * 37) % 23) / 11.0f - 1.0f;
-    int32_t blocks[1] = {0}, toks[2] = {0, 0}, pos[2] = {0, 1};
+    float in[4 * 48];
+    for (int i = 0; i < 4 * 48; i++) in[i] = (float)((i * 37) % 23) / 11.0f - 1.0f;
+    int32_t blocks[1] = {0}, toks[2] = {0, 0}, pos[2] = {0, 1}, p2 = 2, p3 = 3, p4 = 4;
     for (int k = 0; k < 2; k++) {
         assert_int_equal(eng_kv_create(w->be, 1, (int32_t)D, 1, ENG_F32, &kv[k]), ERR_OK);
         assert_int_equal(eng_tensor_alloc(w->be, ENG_F32, 2, 3 * D, &qkv[k]), ERR_OK);
         assert_int_equal(eng_tensor_alloc(w->be, ENG_F32, 2, D, &out[k]), ERR_OK);
     }
-    for (int step = 0; step < 2; step++) { /* a prefill of 2 rows, then one decode row at position 2 */
-        eng_seq s = {0, step ? 1 : 2, step ? 2 : 0, blocks, 1};
-        int32_t p2[1] = {2};
-        eng_batch b = {1, &s, step ? 1 : 2, toks, step ? p2 : pos};
-        for (int k = 0; k < 2; k++) {
-            eng_tensor x = eng_tensor_rows(qkv[k], 0, b.n_rows), o = eng_tensor_rows(out[k], 0, b.n_rows);
-            assert_int_equal(eng_tensor_write_f32(w->be, &x, in + step * 48), ERR_OK);
-            if (k == 0) {
-                assert_int_equal(eng_rope_kv_attention(w->be, &o, &x, kv[k], 0, &b, sh), ERR_OK);
-            } else {
-                eng_tensor q = eng_tensor_cols(x, 0, D);
-                assert_int_equal(eng_rope_kv_store(w->be, &x, kv[k], 0, &b, sh), ERR_OK);
-                assert_int_equal(eng_attention(w->be, &o, &q, kv[k], 0, &b, sh), ERR_OK);
-            }
-            assert_int_equal(eng_tensor_read_f32(w->be, &o, got[k]), ERR_OK);
-        }
-        assert_memory_equal(got[0], got[1], (size_t)b.n_rows * D * sizeof(float));
-    }
-    eng_seq s = {0, 2, 0, blocks, 1};
-    eng_batch b = {1, &s, 2, toks, pos};
-    eng_tensor narrow = eng_tensor_cols(qkv[0], 0, 3 * D - 8), half_out = eng_tensor_cols(out[0], 0, 8);
+    eng_seq s = {0, 2, 0, blocks, 1}, s2 = {0, 1, 2, blocks, 1}, s3 = {0, 1, 3, blocks, 1}, s4 = {0, 1, 4, blocks, 1};
+    eng_batch b = {1, &s, 2, toks, pos}, b2 = {1, &s2, 1, toks, &p2}, b3 = {1, &s3, 1, toks, &p3},
+              b4 = {1, &s4, 1, toks, &p4};
+    rka_step(w->be, kv, qkv, out, &b, in, sh);       /* a prefill of 2 rows */
+    rka_step(w->be, kv, qkv, out, &b2, in + 96, sh); /* a decode reading them */
+    eng_tensor one = eng_tensor_rows(qkv[0], 0, 1), narrow = eng_tensor_cols(qkv[0], 0, 3 * D - 8);
+    eng_tensor out1 = eng_tensor_rows(out[0], 0, 1), half_out = eng_tensor_cols(out1, 0, 8);
+    assert_int_equal(eng_tensor_write_f32(w->be, &one, in + 144), ERR_OK);
+    assert_int_equal(eng_rope_kv_attention(w->be, &half_out, &one, kv[0], 0, &b3, sh), ERR_INVALID);
     assert_int_equal(eng_rope_kv_attention(w->be, &out[0], &narrow, kv[0], 0, &b, sh), ERR_INVALID);
-    assert_int_equal(eng_rope_kv_attention(w->be, &half_out, &qkv[0], kv[0], 0, &b, sh), ERR_INVALID);
-    assert_int_equal(eng_rope_kv_attention(w->be, &out[0], &qkv[0], kv[0], 1, &b, sh), ERR_INVALID); /* layer */
-    int32_t bad[2] = {0, 5};
-    b.positions = bad; /* not the sequence's positions */
-    assert_int_equal(eng_rope_kv_attention(w->be, &out[0], &qkv[0], kv[0], 0, &b, sh), ERR_INVALID);
+    assert_int_equal(eng_rope_kv_attention(w->be, &out1, &one, kv[0], 1, &b3, sh), ERR_INVALID); /* layer */
+    int32_t bad = 5;
+    b3.positions = &bad; /* not the sequence's position */
+    assert_int_equal(eng_rope_kv_attention(w->be, &out1, &one, kv[0], 0, &b3, sh), ERR_INVALID);
+    rka_step(w->be, kv, qkv, out, &b4, in + 48, sh); /* reads slot 3 as never written on both */
     for (int k = 0; k < 2; k++) {
         eng_tensor_free(w->be, &qkv[k]), eng_tensor_free(w->be, &out[k]);
         eng_kv_destroy(w->be, kv[k]);
