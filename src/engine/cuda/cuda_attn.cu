@@ -373,7 +373,8 @@ static __device__ __forceinline__ void dec_store_new(const cuda__attn_args &a, i
     const float2 *cs = (const float2 *)a.rope_cs + (int64_t)tile.z * half;
     for (int p = threadIdx.x; p < hd / 2; p += blockDim.x) {
         const int d = 2 * p;
-        float k0 = cu_ld(a.q.data, a.q.dtype, r0 + a.d_model + d), k1 = cu_ld(a.q.data, a.q.dtype, r0 + a.d_model + d + 1);
+        float k0 = cu_ld(a.q.data, a.q.dtype, r0 + a.d_model + d),
+              k1 = cu_ld(a.q.data, a.q.dtype, r0 + a.d_model + d + 1);
         if (d < a.rotary_dim) rope_pair(k0, k1, cs[d / 2], a.q.dtype);
         const float v0 = cu_ld(a.q.data, a.q.dtype, r0 + 2 * a.d_model + d),
                     v1 = cu_ld(a.q.data, a.q.dtype, r0 + 2 * a.d_model + d + 1);
