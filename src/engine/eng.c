@@ -362,59 +362,60 @@ err eng_kv_store(eng_backend *be, eng_kv *kv, int32_t layer, const eng_tensor *k
     return OPS(be)->kv_store(be, kv, layer, k, v, batch);
 }
 
-err eng_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t layer, const eng_batch *batch,
-                      eng_attn_shape shape) {
+/* eng_rope_kv_store's checks: those of eng_rope on qkv's q | k and of eng_kv_store on its k and v. */
+static err rope_kv_check(const eng_tensor *qkv, const eng_kv *kv, int32_t layer, const eng_batch *batch,
+                         eng_attn_shape shape) {
     const int64_t D = (int64_t)shape.n_head * shape.head_dim;
     if (qkv->cols != 3 * D) return ERR_INVALID;
-    eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D), k = eng_tensor_cols(*qkv, D, D);
-    eng_tensor v = eng_tensor_cols(*qkv, 2 * D, D);
-    const eng_attn_shape qk_shape = {2 * shape.n_head, shape.head_dim, shape.rotary_dim};
-    if (!OPS(be)->rope_kv_store) {
-        err rc = eng_rope(be, &qk, batch->positions, qk_shape);
-        return rc != ERR_OK ? rc : eng_kv_store(be, kv, layer, &k, &v, batch);
-    }
-    /* the checks of both ops */
     const eng_kv_base *kb = (const eng_kv_base *)kv;
+    const eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D);
     if (is_q8(qkv)) return ERR_UNSUPPORTED;
-    if (!shape_ok(&qk, qk_shape) || layer < 0 || layer >= kb->n_layer || D != kb->d_model ||
-        qkv->rows != batch->n_rows || batch_ok(kv, batch) != ERR_OK)
+    if (!shape_ok(&qk, (eng_attn_shape){2 * shape.n_head, shape.head_dim, shape.rotary_dim}) || layer < 0 ||
+        layer >= kb->n_layer || D != kb->d_model || qkv->rows != batch->n_rows || batch_ok(kv, batch) != ERR_OK)
         return ERR_INVALID;
     for (int64_t r = 0; r < qkv->rows; r++)
         if (batch->positions[r] < 0) return ERR_INVALID;
-    return OPS(be)->rope_kv_store(be, qkv, kv, layer, batch, shape);
+    return ERR_OK;
 }
 
-err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
-                  const eng_batch *batch, eng_attn_shape shape) {
+err eng_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv, int32_t layer, const eng_batch *batch,
+                      eng_attn_shape shape) {
+    err rc = rope_kv_check(qkv, kv, layer, batch, shape);
+    if (rc != ERR_OK) return rc;
+    if (OPS(be)->rope_kv_store) return OPS(be)->rope_kv_store(be, qkv, kv, layer, batch, shape);
+    const int64_t D = (int64_t)shape.n_head * shape.head_dim;
+    eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D), k = eng_tensor_cols(*qkv, D, D);
+    eng_tensor v = eng_tensor_cols(*qkv, 2 * D, D);
+    rc = eng_rope(be, &qk, batch->positions, (eng_attn_shape){2 * shape.n_head, shape.head_dim, shape.rotary_dim});
+    return rc != ERR_OK ? rc : eng_kv_store(be, kv, layer, &k, &v, batch);
+}
+
+static err attention_check(const eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
+                           const eng_batch *batch, eng_attn_shape shape) {
     const eng_kv_base *kb = (const eng_kv_base *)kv;
     if (is_q8(out) || is_q8(q)) return ERR_UNSUPPORTED;
     if (layer < 0 || layer >= kb->n_layer || q->cols != kb->d_model || !same_shape(out, q) ||
         q->rows != batch->n_rows || !shape_ok(q, shape) || batch_ok(kv, batch) != ERR_OK)
         return ERR_INVALID;
-    return OPS(be)->attention(be, out, q, kv, layer, batch, shape);
+    return ERR_OK;
 }
 
+err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const eng_kv *kv, int32_t layer,
+                  const eng_batch *batch, eng_attn_shape shape) {
+    err rc = attention_check(out, q, kv, layer, batch, shape);
+    return rc != ERR_OK ? rc : OPS(be)->attention(be, out, q, kv, layer, batch, shape);
+}
+
+/* Both ops' checks before either runs: a refused call leaves the cache and qkv as they were. */
 err eng_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng_kv *kv, int32_t layer,
                           const eng_batch *batch, eng_attn_shape shape) {
-    const int64_t D = (int64_t)shape.n_head * shape.head_dim;
-    if (qkv->cols != 3 * D) return ERR_INVALID;
-    eng_tensor q = eng_tensor_cols(*qkv, 0, D);
-    /* the checks of both ops (eng_rope_kv_store's and eng_attention's), before either runs: a refused call leaves
-     * the cache and qkv as they were */
-    const eng_kv_base *kb = (const eng_kv_base *)kv;
-    const eng_tensor qk = eng_tensor_cols(*qkv, 0, 2 * D);
-    if (is_q8(qkv) || is_q8(out)) return ERR_UNSUPPORTED;
-    if (!shape_ok(&qk, (eng_attn_shape){2 * shape.n_head, shape.head_dim, shape.rotary_dim}) || !shape_ok(&q, shape) ||
-        layer < 0 || layer >= kb->n_layer || D != kb->d_model || !same_shape(out, &q) ||
-        qkv->rows != batch->n_rows || batch_ok(kv, batch) != ERR_OK)
-        return ERR_INVALID;
-    for (int64_t r = 0; r < qkv->rows; r++)
-        if (batch->positions[r] < 0) return ERR_INVALID;
-    if (!OPS(be)->rope_kv_attention) {
-        err rc = eng_rope_kv_store(be, qkv, kv, layer, batch, shape);
-        return rc != ERR_OK ? rc : eng_attention(be, out, &q, kv, layer, batch, shape);
-    }
-    return OPS(be)->rope_kv_attention(be, out, qkv, kv, layer, batch, shape);
+    err rc = rope_kv_check(qkv, kv, layer, batch, shape);
+    if (rc != ERR_OK) return rc;
+    eng_tensor q = eng_tensor_cols(*qkv, 0, (int64_t)shape.n_head * shape.head_dim);
+    if ((rc = attention_check(out, &q, kv, layer, batch, shape)) != ERR_OK) return rc;
+    if (OPS(be)->rope_kv_attention) return OPS(be)->rope_kv_attention(be, out, qkv, kv, layer, batch, shape);
+    rc = eng_rope_kv_store(be, qkv, kv, layer, batch, shape);
+    return rc != ERR_OK ? rc : OPS(be)->attention(be, out, &q, kv, layer, batch, shape);
 }
 
 err eng_graphs_create(eng_backend *be, eng_graphs **out) {

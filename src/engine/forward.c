@@ -233,7 +233,7 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
                                               : eng_backend_copies_weights(be) && !q8;
     const int bo = opts ? opts->branches : 0;
     /* the branched layer slices w1 and w2 into views, which int8 weights (one block, rows of scales) do not have */
-    if (em->fused && !q8 && bo >= 1 && bo <= 2) {
+    if (em->fused && !q8 && (bo == 1 || bo == 2)) {
         em->branches = bo;
     } else if (em->fused && !q8 && bo == 0 && eng_backend_has_branches(be)) {
         /* which split (layer_branched), as measured on an H100 (NOTES.md v11, v13): out_proj beside fc_out (2) for

@@ -790,8 +790,9 @@ static err cuda_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *
     const cuda_kv *kv = (const cuda_kv *)kv_;
     const int64_t D = (int64_t)s.n_head * s.head_dim;
     eng_tensor q = eng_tensor_cols(*qkv, 0, D);
-    int fold = b->attn_fold && s.rotary_dim > 0 && s.rotary_dim % 2 == 0 && s.head_dim % 2 == 0 &&
-               qkv->rows > 0 && decode_kernel_ok(b, kv, kv_layer_off(kv, layer), s.head_dim);
+    /* (eng.c checked that rotary_dim is even; the decode kernel takes head_dim % 8 == 0 only) */
+    int fold = b->attn_fold && s.rotary_dim > 0 && qkv->rows > 0 &&
+               decode_kernel_ok(b, kv, kv_layer_off(kv, layer), s.head_dim);
     int32_t max_pos = 0;
     for (int32_t i = 0; fold && i < batch->n_seqs; i++) { /* a sequence without tokens this step has no tile */
         if (batch->seqs[i].n_tokens > 1) fold = 0;
