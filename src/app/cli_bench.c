@@ -14,6 +14,7 @@
 #include "fp16.h"
 #include "pool.h"
 #include "rng.h"
+#include "sample.h"
 
 typedef struct shape {
     const char *name;
@@ -186,10 +187,10 @@ int cli_bench(int argc, char **argv) {
         {"prompt-tokens", required_argument, 0, 'p'}, {"decode-tokens", required_argument, 0, 'n'},
         {"contexts", required_argument, 0, 'c'},      {"prefill-chunk", required_argument, 0, 'k'},
         {"batch", required_argument, 0, 'B'},         {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"host-logits", no_argument, 0, 'L'},         {0, 0, 0, 0}};
     const char *dir = NULL, *shape_name = NULL, *backend = "cpu", *dtype = NULL, *ctx_arg = NULL;
     long threads = 0, n_prompt = 512, n_decode = 32, chunk = 512, ctx[8], n_batch = 1;
-    int n_ctx_list = 0;
+    int n_ctx_list = 0, host_logits = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -214,12 +215,13 @@ int cli_bench(int argc, char **argv) {
         case 'B':
             if (cli_parse_int("bench", "batch", optarg, 1, 256, &n_batch)) return 2;
             break;
+        case 'L': host_logits = 1; break;
         case 'h':
             printf("usage: suggestd bench (--model DIR | --shape codegen-350M|codegen-2B|codegen-6B|codegen-16B)\n"
                    "                      [--dtype auto|int8|f16|bf16|f32] [--backend cpu|ref|cuda[:N]] [--threads N]\n"
                    "                      [--prompt-tokens N (512)] [--decode-tokens N (32)]\n"
                    "                      [--contexts C1,C2,.. (prompt-tokens + decode-tokens)] [--prefill-chunk N (512)]\n"
-                   "                      [--batch B (1)]\n\n"
+                   "                      [--batch B (1)] [--host-logits]\n\n"
                    "Prints prefill tokens/s and decode ms/token beside the memory floor measured in the same run:\n"
                    "the bytes one decode step must read divided by this machine's read bandwidth (same threads), or\n"
                    "on a GPU by the measured device-to-device copy bandwidth (bytes read + written).\n"
@@ -229,6 +231,9 @@ int cli_bench(int argc, char **argv) {
                    "--shape uses random weights at the real CodeGen shape, of --dtype f16 (default), bf16 or f32;\n"
                    "--dtype int8 quantizes its f16 weights at load. With --model: auto (default, the checkpoint's\n"
                    "dtype) or int8 (matmul weights quantized at load).\n"
+                   "A decode step is what the server's step is: the forward pass, then on a backend that summarizes\n"
+                   "logits on its device (CUDA) each row's top 64 and softmax sums at temperature 0.2 copied back\n"
+                   "(sample.h); elsewhere, or with --host-logits, the whole f32 logits rows copied back.\n"
                    "--device is the same as --backend.\n");
             return 0;
         default: return 2;
@@ -323,10 +328,13 @@ int cli_bench(int argc, char **argv) {
     int32_t *pos = xmalloc_array((size_t)n_pos, sizeof(int32_t));
     float *logits = xmalloc_array((size_t)B * (size_t)V, sizeof(float));
     double *ms = xmalloc_array((size_t)n_decode, sizeof(double));
+    double *issue = xmalloc_array((size_t)n_decode, sizeof(double));
     eng_seq *seqs = xmalloc_array((size_t)B, sizeof(eng_seq));
     int32_t *btoks = xmalloc_array((size_t)B, sizeof(int32_t)), *bpos = xmalloc_array((size_t)B, sizeof(int32_t));
     int32_t *lrows = xmalloc_array((size_t)B, sizeof(int32_t));
-    if (!blocks || !toks || !pos || !logits || !ms || !seqs || !btoks || !bpos || !lrows) {
+    samp_top *tops = xmalloc_array((size_t)B, sizeof(samp_top));
+    float *inv_t = xmalloc_array((size_t)B, sizeof(float));
+    if (!blocks || !toks || !pos || !logits || !ms || !issue || !seqs || !btoks || !bpos || !lrows || !tops || !inv_t) {
         fprintf(stderr, "suggestd bench: out of memory\n");
         goto out2;
     }
@@ -385,6 +393,11 @@ int cli_bench(int argc, char **argv) {
            n_prompt, prefill_s * 1e3);
     size_t kv_elt = eng_kv_bytes(eng_model_kv(rt.em)) /
                     ((size_t)cfg->n_layer * 2 * (size_t)B * (size_t)n_blocks * ENG_KV_BLOCK * (size_t)D);
+    /* decode steps sample as the server does (sched_step.c): summaries on the device where it makes them */
+    const int top = !host_logits && eng_model_logits_on_device(rt.em);
+    for (int32_t b = 0; b < B; b++) inv_t[b] = 1.0f / 0.2f;
+    printf("  decode logits      %s\n", top ? "top-64 summaries made on the device (as the server samples)"
+                                            : "whole f32 rows copied to the host");
     for (int ci = 0; ci < n_ctx_list; ci++) {
         const int32_t first = (int32_t)(ctx[ci] - n_decode);
         /* one step: every sequence's row at position p (with --batch 1 the plain batch-1 decode) */
@@ -395,19 +408,24 @@ int cli_bench(int argc, char **argv) {
             btoks[b_] = toks[(p)], bpos[b_] = (p), lrows[b_] = b_;                                                   \
         }                                                                                                            \
         eng_batch b_ = {B, seqs, B, btoks, bpos};                                                                    \
-        if (eng_model_forward(rt.em, &b_, lrows, B, logits, &eb) != ERR_OK) {                                        \
+        err rc_ = eng_model_forward(rt.em, &b_, lrows, B, top ? NULL : logits, &eb);                                 \
+        t_mid = clock_ns();                                                                                          \
+        if (rc_ != ERR_OK || (top && eng_model_logits_top(rt.em, (int32_t)V, inv_t, tops, &eb) != ERR_OK)) {         \
             fprintf(stderr, "suggestd bench: %s\n", eb.msg);                                                         \
             goto out2;                                                                                               \
         }                                                                                                            \
     } while (0)
+        uint64_t t_mid = 0;
         if (gpu) DECODE_STEP(first); /* warm-up of this step shape (its graph is recorded here) */
         for (int32_t i = 0; i < n_decode; i++) {
             uint64_t s0 = clock_ns();
             DECODE_STEP(first + i);
             ms[i] = (double)(clock_ns() - s0) / 1e6;
+            issue[i] = (double)(t_mid - s0) / 1e6;
         }
 #undef DECODE_STEP
         qsort(ms, (size_t)n_decode, sizeof(double), cmp_double);
+        qsort(issue, (size_t)n_decode, sizeof(double), cmp_double);
         double med = ms[n_decode / 2];
         double kv_read = (double)B * 2.0 * cfg->n_layer * (double)D * (double)kv_elt * ((double)first + n_decode / 2.0);
         double floor_ms = ((double)step_bytes + kv_read) / (bw * 1e6);
@@ -417,6 +435,9 @@ int cli_bench(int argc, char **argv) {
         else
             printf("  decode batch %-4d  %10.3f ms/step, %.0f tokens/s (context %ld: median of %ld steps at positions "
                    "%d..%ld; best %.3f)\n", B, med, B * 1e3 / med, ctx[ci], n_decode, first, ctx[ci] - 1, ms[0]);
+        if (top) /* the forward call only issues the step: the device idles through it unless it is still busy */
+            printf("  forward call       %10.3f ms (median host time issuing a step, which the device waits for)\n",
+                   issue[n_decode / 2]);
         printf("  memory floor       %10.3f ms/%s (weights + KV %.1f MB)\n", floor_ms, B == 1 ? "token" : "step",
                kv_read / 1e6);
         printf("  decode / floor     %10.2fx\n", med / floor_ms);
@@ -433,10 +454,13 @@ out2:
     xfree(pos);
     xfree(logits);
     xfree(ms);
+    xfree(issue);
     xfree(seqs);
     xfree(btoks);
     xfree(bpos);
     xfree(lrows);
+    xfree(tops);
+    xfree(inv_t);
 out:
     if (dir) cli_runtime_close(&rt);
     else {

@@ -1007,14 +1007,19 @@ static void test_branch(void) {
 
 /* eng_logits_top on the device against samp_top_compute on the same rows read back (the CPU path): the same
  * candidates in the same order (ties on a 1/16 grid, so many equal values straddle the K-th; -inf and NaN
- * entries; a padded vocabulary), sums within double rounding. Rows of f32 and half logits, 1 to 64 rows, a vocabulary
- * of 51,200 (CodeGen's), 50 and 3. Views are strided (gt), as the model's logits rows are not. */
+ * entries; a padded vocabulary), sums within double rounding. Rows of f32 and half logits, 1 to 65 rows (past 64
+ * inv_t is uploaded, not passed as an argument), a vocabulary of 51,200 (CodeGen's: split over blocks), 50, 3 and
+ * 8,191 (one block). Flat rows (every logit one of two values) have more candidates than the split path sorts, so
+ * its merging block summarizes the row alone; a coarse grid gives it ~1,600 to sort. Views are strided (gt), as the model's logits rows are not. */
 static void test_logits_top(void) {
     worst w = {.op = "logits top (sums)"};
     const struct {
         int64_t rows, V;
         int32_t n_valid;
-    } cases[] = {{1, 51200, 50295}, {7, 51200, 51200}, {64, 51200, 50295}, {5, 50, 50}, {3, 3, 2}, {2, 300, 200}};
+        int flat;
+    } cases[] = {{1, 51200, 50295, 0}, {7, 51200, 51200, 0}, {64, 51200, 50295, 0}, {65, 51200, 51200, 0},
+                 {5, 50, 50, 0},       {3, 3, 2, 0},         {2, 300, 200, 0},      {2, 8200, 8191, 0},
+                 {3, 51200, 51200, 1}, {1, 51200, 8192, 1},   {2, 51200, 51200, 2}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
         for (int d = 0; d < 2; d++) {
             const int64_t T = cases[c].rows, V = cases[c].V;
@@ -1025,6 +1030,8 @@ static void test_logits_top(void) {
                 if (i % 1013 == 7) x[i] = -INFINITY;
                 if (i % 4099 == 11) x[i] = NAN;
                 if (i % 2003 == 5) x[i] += 30.0f; /* peaks */
+                if (cases[c].flat == 1 && isfinite(x[i])) x[i] = i % 3 ? 0.5f : -0.0f;
+                if (cases[c].flat == 2) x[i] = floorf(x[i] * 2.0f) / 2.0f; /* ~1,600 ties at the threshold */
             }
             float *inv_t = rand_vec((size_t)T, 0.3f, 3.0f);
             inv_t[0] = 0; /* a row that asks for no sum_t */

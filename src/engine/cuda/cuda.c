@@ -216,7 +216,8 @@ static void cuda_destroy(eng_backend *be) {
         for (int i = 0; i < 3; i++)
             if (b->scratch[i]) (void)cudaFree(b->scratch[i]);
         if (b->rope_cs) (void)cudaFree(b->rope_cs);
-        if (b->attn_tickets) (void)cudaFree(b->attn_tickets);
+        if (b->attn_tickets.p) (void)cudaFree(b->attn_tickets.p);
+        if (b->top_counts.p) (void)cudaFree(b->top_counts.p);
         if (b->pinned) (void)cudaFreeHost(b->pinned);
         if (b->blas) (void)cublasDestroy(b->blas);
         if (b->blas_ws) (void)cudaFree(b->blas_ws);
@@ -694,21 +695,19 @@ static void plan_decode_splits(const cuda_backend *b, cuda__attn_args *a, int32_
     a->n_splits = (int32_t)((budget + chunk - 1) / chunk);
 }
 
-/* The decode kernel's split counters for n (tile, head) pairs: grown outside a capture, zeroed once; every launch
- * leaves the counters it used at 0 again. */
-static err attn_tickets(cuda_backend *b, size_t n, int32_t **out) {
-    if (n > b->attn_tickets_cap) {
+err cuda__counters(cuda_backend *b, cuda_counters *c, size_t n, int32_t **out) {
+    if (n > c->cap) {
         if (b->capturing) return cuda__capture_refuse(b);
         b->epoch++; /* graphs holding the old buffer are stale */
-        if (b->attn_tickets) CUDA_CHECK(b, cudaFree(b->attn_tickets)); /* waits for kernels using it */
-        b->attn_tickets = NULL;
-        b->attn_tickets_cap = 0;
+        if (c->p) CUDA_CHECK(b, cudaFree(c->p)); /* waits for kernels using it */
+        c->p = NULL;
+        c->cap = 0;
         size_t cap = n < 4096 ? 4096 : n + n / 4;
-        CUDA_CHECK(b, cudaMalloc((void **)&b->attn_tickets, cap * sizeof(int32_t)));
-        b->attn_tickets_cap = cap;
-        CUDA_CHECK(b, cudaMemsetAsync(b->attn_tickets, 0, cap * sizeof(int32_t), b->stream));
+        CUDA_CHECK(b, cudaMalloc((void **)&c->p, cap * sizeof(int32_t)));
+        c->cap = cap;
+        CUDA_CHECK(b, cudaMemsetAsync(c->p, 0, cap * sizeof(int32_t), b->stream));
     }
-    *out = b->attn_tickets;
+    *out = c->p;
     return ERR_OK;
 }
 
@@ -759,7 +758,7 @@ static err attention_run(cuda_backend *b, eng_tensor *out, const eng_tensor *q, 
             a.part = p;
         }
         if (use_dec && a.n_splits > 1) {
-            rc = attn_tickets(b, (size_t)a.n_tiles * (size_t)a.n_head, &a.tickets);
+            rc = cuda__counters(b, &b->attn_tickets, (size_t)a.n_tiles * (size_t)a.n_head, &a.tickets);
             if (rc != ERR_OK) return rc;
         }
         if (fold && use_dec)

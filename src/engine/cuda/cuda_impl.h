@@ -66,6 +66,13 @@ typedef struct cuda_branch {
     cudaEvent_t fork, join;
 } cuda_branch;
 
+/* Device counters that are zero between launches: kernels merging their blocks' work take tickets from them and
+ * leave them 0 again (cuda__counters). */
+typedef struct cuda_counters {
+    int32_t *p;
+    size_t cap;
+} cuda_counters;
+
 typedef struct cuda_backend {
     eng_backend_base base;
     int device, n_sms;
@@ -77,8 +84,8 @@ typedef struct cuda_backend {
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     int attn_decode;     /* decode rows on f16 caches use cuda__attention_decode (SUGGESTD_CUDA_ATTN_DECODE=0: off) */
     int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS; 0: by batch) */
-    int32_t *attn_tickets; /* the decode kernel's split counters: zeroed once, each launch leaves them 0 */
-    size_t attn_tickets_cap;
+    cuda_counters attn_tickets; /* the decode kernel's split counters */
+    cuda_counters top_counts;   /* logits_top's candidate counts and tickets */
     /* the stream and cuBLAS handle ops issue to: the main ones, or the side branch's between ENG_BRANCH_SIDE and
      * ENG_BRANCH_MAIN (cuda_branch.c) */
     cudaStream_t stream;
@@ -118,6 +125,8 @@ err cuda__fail_blas(cuda_backend *b, cublasStatus_t s, const char *what);
 err cuda__scratch(cuda_backend *b, int i, size_t bytes, void **out);
 /* Selects b's device on this thread; b->sticky when unhealthy. */
 err cuda__enter(cuda_backend *b);
+/* At least n counters of c, zero (grown outside a capture only, zeroed once: users leave them 0). */
+err cuda__counters(cuda_backend *b, cuda_counters *c, size_t n, int32_t **out);
 /* Asynchronous host -> device copy of n bytes through the pinned ring (src may change once this returns). */
 err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n);
 /* What an op returns when it cannot be captured (it would allocate, synchronize or upload): marks the capture

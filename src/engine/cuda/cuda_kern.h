@@ -123,9 +123,14 @@ size_t cuda__attention_part_floats(const cuda__attn_args *a);
  * 6B's and 16B's 256 need ~68 KiB, more than Turing's 64). */
 size_t cuda__attention_decode_smem(int head_dim);
 
-/* out[r] (device) = the samp_top summary of logits row r over ids < n_valid, sum_t with inv_t[r] (device; NULL or
- * 0: none) (cuda_sample.cu). */
-cudaError_t cuda__logits_top(cudaStream_t st, eng_tensor logits, int32_t n_valid, const float *inv_t, samp_top *out);
+/* out[r] (device) = the samp_top summary of logits row r over ids < n_valid, sum_t with inv_t[r] (0: none) from
+ * inv_t (device) or, when that is NULL, inv_t_host (up to CUDA_TOP_INV_ARGS rows, passed as an argument; NULL: none)
+ * (cuda_sample.cu). work: cuda__logits_top_work bytes of device memory (16-byte aligned); counters: 2 * rows ints,
+ * zero before the launch and left zero by it. */
+#define CUDA_TOP_INV_ARGS 64
+size_t cuda__logits_top_work(int64_t rows, int32_t n_valid);
+cudaError_t cuda__logits_top(cudaStream_t st, eng_tensor logits, int32_t n_valid, const float *inv_t,
+                             const float *inv_t_host, void *work, int32_t *counters, samp_top *out);
 
 #ifdef __cplusplus
 }
