@@ -22,7 +22,7 @@
 # VARIANTS="label:ENV=v,ENV=v label2:ENV=v ...": VARIANT_SHAPES (default: the first two shapes) benched again at
 # context 1024 with each label's environment (after a `ref` run with none), RESULT lines in variants.txt and a table
 # of ms/token in the summary: same-run comparisons of the backend's switches.
-# Per-kernel times: scripts/gpu-prof.sh after this script's build.
+# Per-kernel times: scripts/gpu-prof.sh after this script's build; one decode step's timeline: scripts/step-trace.sh.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -5,7 +5,8 @@
 #
 #   bash scripts/step-trace.sh SHAPE [ENV=VALUE...]       e.g. codegen-2B SUGGESTD_CUDA_ATTN_FOLD=0
 #
-# BENCH_ARGS: more gpu_bench arguments (--host-logits). TAG names the output ($OUT/trace-SHAPE-TAG.txt, the raw records; the printed timeline is also in .step).
+# BENCH_ARGS: more gpu_bench arguments (--host-logits). TAG names the output ($OUT/trace-SHAPE-TAG.txt, the raw
+# records; the printed timeline is also in .step).
 # The step printed is the one from the second-to-last cudaGraphLaunch to the last (a steady decode step at context
 # 1024, with what the host does between graphs); times in us from that launch call.
 set -u
@@ -15,13 +16,19 @@ shift
 B=build-gpu/build
 OUT=${OUT:-build-gpu/out}
 f="$OUT/trace-$SHAPE${TAG:+-$TAG}.txt"
+[ -f $B/tests/gpu/libstep_trace.so ] || cmake --build $B --target step_trace >/dev/null ||
+    { echo "step-trace: no step_trace target (CUPTI not found?)"; exit 1; }
 env "$@" LD_PRELOAD=$PWD/$B/tests/gpu/libstep_trace.so STEP_TRACE_OUT="$f.raw" $B/gpu_bench --shape "$SHAPE" \
-    --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 --decode-tokens 16 --contexts 1024 ${BENCH_ARGS:-} |
+    --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 --decode-tokens 16 --contexts 1024 \
+    ${BENCH_ARGS:-} |
     grep -E 'decode  |decode /' || { echo "step-trace: gpu_bench failed"; exit 1; }
 sort -k2,2n "$f.raw" >"$f" && rm -f "$f.raw"
 awk '
 function short(n,   m) { # _Z12gemv_kernelILi1EEv... -> gemv_kernel<...>
-    if (match(n, /^_Z[0-9]+/)) { m = substr(n, 3, RLENGTH - 2) + 0; return substr(n, RLENGTH + 1, m) substr(n, RLENGTH + 1 + m, 24) }
+    if (match(n, /^_Z[0-9]+/)) {
+        m = substr(n, 3, RLENGTH - 2) + 0
+        return substr(n, RLENGTH + 1, m) substr(n, RLENGTH + 1 + m, 24)
+    }
     return n
 }
 { line[NR] = $0; if ($1 == "A" && $4 ~ /^cudaGraphLaunch/) gl[++ng] = NR }

@@ -1010,7 +1010,8 @@ static void test_branch(void) {
  * entries; a padded vocabulary), sums within double rounding. Rows of f32 and half logits, 1 to 65 rows (past 64
  * inv_t is uploaded, not passed as an argument), a vocabulary of 51,200 (CodeGen's: split over blocks), 50, 3 and
  * 8,191 (one block). Flat rows (every logit one of two values) have more candidates than the split path sorts, so
- * its merging block summarizes the row alone; a coarse grid gives it ~1,600 to sort. Views are strided (gt), as the model's logits rows are not. */
+ * its merging block summarizes the row alone; a coarse grid gives it ~1,600 to sort. Views are strided (gt), as the
+ * model's logits rows are not. */
 static void test_logits_top(void) {
     worst w = {.op = "logits top (sums)"};
     const struct {

@@ -361,7 +361,10 @@ static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_split_kernel(eng
         if (tid < n) {
             int rank = 0;
             for (int j = 0; j < n; j++) rank += keys[j] > key;
-            if (rank < K) o->vals[rank] = key_value((uint32_t)(key >> 32)), o->ids[rank] = (int32_t)(0xffffffffu - (uint32_t)key);
+            if (rank < K) {
+                o->vals[rank] = key_value((uint32_t)(key >> 32));
+                o->ids[rank] = (int32_t)(0xffffffffu - (uint32_t)key);
+            }
         }
         return;
     }
