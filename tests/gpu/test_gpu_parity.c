@@ -1009,8 +1009,10 @@ static void test_branch(void) {
  * candidates in the same order (ties on a 1/16 grid, so many equal values straddle the K-th; -inf and NaN
  * entries; a padded vocabulary), sums within double rounding. Rows of f32 and half logits, 1 to 65 rows (past 64
  * inv_t is uploaded, not passed as an argument), a vocabulary of 51,200 (CodeGen's: split over blocks), 50, 3 and
- * 8,191 (one block). Flat rows (every logit one of two values) have more candidates than the split path sorts, so
- * its merging block summarizes the row alone; a coarse grid gives it ~1,600 to sort. Views are strided (gt), as the
+ * 8,191 (one block) and 8,193 (an empty last slice). Flat rows (every logit one of two values) have more candidates
+ * than the split path sorts, so its merging block summarizes the row alone; a coarse grid gives it ~1,600 to sort.
+ * Rows whose K-th value is a zero with -0s and +0s around it check that the two tie (by id, as the CPU's float
+ * compare has it) on both paths, and that the values come back with their sign. Views are strided (gt), as the
  * model's logits rows are not. */
 static void test_logits_top(void) {
     worst w = {.op = "logits top (sums)"};
@@ -1020,7 +1022,8 @@ static void test_logits_top(void) {
         int flat;
     } cases[] = {{1, 51200, 50295, 0}, {7, 51200, 51200, 0}, {64, 51200, 50295, 0}, {65, 51200, 51200, 0},
                  {5, 50, 50, 0},       {3, 3, 2, 0},         {2, 300, 200, 0},      {2, 8200, 8191, 0},
-                 {3, 51200, 51200, 1}, {1, 51200, 8192, 1},   {2, 51200, 51200, 2}};
+                 {3, 51200, 51200, 1}, {1, 51200, 8192, 1},   {2, 51200, 51200, 2},  {1, 8200, 8193, 0},
+                 {2, 51200, 51200, 3}, {2, 6000, 6000, 3}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
         for (int d = 0; d < 2; d++) {
             const int64_t T = cases[c].rows, V = cases[c].V;
@@ -1033,6 +1036,10 @@ static void test_logits_top(void) {
                 if (i % 2003 == 5) x[i] += 30.0f; /* peaks */
                 if (cases[c].flat == 1 && isfinite(x[i])) x[i] = i % 3 ? 0.5f : -0.0f;
                 if (cases[c].flat == 2) x[i] = floorf(x[i] * 2.0f) / 2.0f; /* ~1,600 ties at the threshold */
+                if (cases[c].flat == 3) { /* a few 1s, then -0s and +0s straddling the K-th: equal, so by id */
+                    const int64_t p1 = V >= 8192 ? 1000 : 200, p2 = V >= 8192 ? 397 : 97;
+                    x[i] = i % p1 == 3 ? 1.0f : i % p2 == p2 / 2 ? ((i / p2) % 2 ? 0.0f : -0.0f) : -1.0f;
+                }
             }
             float *inv_t = rand_vec((size_t)T, 0.3f, 3.0f);
             inv_t[0] = 0; /* a row that asks for no sum_t */
@@ -1049,7 +1056,8 @@ static void test_logits_top(void) {
                 GC_CHECK(o->n == want.n, "logits top [%lld x %lld] %s row %lld: %d candidates, want %d", (long long)T,
                          (long long)V, eng_dtype_name(dt), (long long)r, o->n, want.n);
                 for (int i = 0; i < want.n; i++)
-                    GC_CHECK(o->ids[i] == want.ids[i] && o->vals[i] == want.vals[i],
+                    GC_CHECK(o->ids[i] == want.ids[i] && o->vals[i] == want.vals[i] &&
+                                 signbit(o->vals[i]) == signbit(want.vals[i]),
                              "logits top row %lld candidate %d: id %d (%g), want %d (%g)", (long long)r, i, o->ids[i],
                              o->vals[i], want.ids[i], want.vals[i]);
                 const double e1 = fabs(o->sum - want.sum) / want.sum;

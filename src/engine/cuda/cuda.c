@@ -695,10 +695,10 @@ static void plan_decode_splits(const cuda_backend *b, cuda__attn_args *a, int32_
     a->n_splits = (int32_t)((budget + chunk - 1) / chunk);
 }
 
-err cuda__counters(cuda_backend *b, cuda_counters *c, size_t n, int32_t **out) {
+err cuda__counters(cuda_backend *b, cuda_counters *c, size_t n, int in_graphs, int32_t **out) {
     if (n > c->cap) {
         if (b->capturing) return cuda__capture_refuse(b);
-        b->epoch++; /* graphs holding the old buffer are stale */
+        if (in_graphs) b->epoch++; /* graphs holding the old buffer are stale */
         if (c->p) CUDA_CHECK(b, cudaFree(c->p)); /* waits for kernels using it */
         c->p = NULL;
         c->cap = 0;
@@ -758,7 +758,7 @@ static err attention_run(cuda_backend *b, eng_tensor *out, const eng_tensor *q, 
             a.part = p;
         }
         if (use_dec && a.n_splits > 1) {
-            rc = cuda__counters(b, &b->attn_tickets, (size_t)a.n_tiles * (size_t)a.n_head, &a.tickets);
+            rc = cuda__counters(b, &b->attn_tickets, (size_t)a.n_tiles * (size_t)a.n_head, 1, &a.tickets);
             if (rc != ERR_OK) return rc;
         }
         if (fold && use_dec)

@@ -125,8 +125,9 @@ err cuda__fail_blas(cuda_backend *b, cublasStatus_t s, const char *what);
 err cuda__scratch(cuda_backend *b, int i, size_t bytes, void **out);
 /* Selects b's device on this thread; b->sticky when unhealthy. */
 err cuda__enter(cuda_backend *b);
-/* At least n counters of c, zero (grown outside a capture only, zeroed once: users leave them 0). */
-err cuda__counters(cuda_backend *b, cuda_counters *c, size_t n, int32_t **out);
+/* At least n counters of c, zero (grown outside a capture only, zeroed once: users leave them 0). in_graphs: step
+ * graphs may hold c's buffer, so growing it makes them stale. */
+err cuda__counters(cuda_backend *b, cuda_counters *c, size_t n, int in_graphs, int32_t **out);
 /* Asynchronous host -> device copy of n bytes through the pinned ring (src may change once this returns). */
 err cuda__upload(cuda_backend *b, void *dev, const void *src, size_t n);
 /* What an op returns when it cannot be captured (it would allocate, synchronize or upload): marks the capture

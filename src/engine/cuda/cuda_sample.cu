@@ -51,6 +51,9 @@ static __device__ __forceinline__ uint32_t order_key(float v) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+/* order_key with -0 taken as +0: sample.c compares floats, where the two are equal and ties go by id */
+static __device__ __forceinline__ uint32_t rank_key(float v) { return order_key(v == 0.0f ? 0.0f : v); }
+
 static __device__ __forceinline__ bool counts(float v) { return v == v && v > -CUDART_INF_F; }
 
 static __device__ __forceinline__ double warp_sum_d(double v) {
@@ -156,7 +159,7 @@ static __device__ void top_exact(const eng_tensor &x, int r, int n_valid, float 
         for (int i = tid; i < n_valid; i += blockDim.x) {
             const float v = LOGIT(i);
             if (!counts(v)) continue;
-            const uint32_t k = order_key(v);
+            const uint32_t k = rank_key(v);
             if ((k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255u], 1u);
         }
         __syncthreads();
@@ -182,7 +185,7 @@ static __device__ void top_exact(const eng_tensor &x, int r, int n_valid, float 
     __syncthreads();
     for (int i = tid; i < n_valid; i += blockDim.x) {
         const float v = LOGIT(i);
-        if (counts(v) && order_key(v) > kth) {
+        if (counts(v) && rank_key(v) > kth) {
             const int at = atomicAdd(&s_slot, 1);
             cv[at] = v, ci[at] = i;
         }
@@ -192,13 +195,13 @@ static __device__ void top_exact(const eng_tensor &x, int r, int n_valid, float 
     int eq = 0;
     for (int i = lo; i < hi; i++) {
         const float v = LOGIT(i);
-        eq += counts(v) && order_key(v) == kth;
+        eq += counts(v) && rank_key(v) == kth;
     }
     int rank = block_exclusive_scan(eq, redi); /* also orders the atomics above before the reads below */
     const int above = K - ties;
     for (int i = lo; i < hi && rank < ties; i++) {
         const float v = LOGIT(i);
-        if (counts(v) && order_key(v) == kth) {
+        if (counts(v) && rank_key(v) == kth) {
             cv[above + rank] = v, ci[above + rank] = i;
             rank++;
         }
@@ -226,12 +229,6 @@ static __global__ void __launch_bounds__(TOP_THREADS) logits_top_kernel(eng_tens
 
 /* ---- the split path (a, b above) ---- */
 
-/* order_key with -0 taken as +0: sample.c compares floats, where the two are equal and ties go by id */
-static __device__ __forceinline__ uint32_t rank_key(float v) { return order_key(v == 0.0f ? 0.0f : v); }
-
-static __device__ __forceinline__ float key_value(uint32_t k) {
-    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
 
 /* slice s of a row: [s * len, min((s + 1) * len, n_valid)) */
 static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_max_kernel(eng_tensor x, int n_valid, int len,
@@ -362,8 +359,9 @@ static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_split_kernel(eng
             int rank = 0;
             for (int j = 0; j < n; j++) rank += keys[j] > key;
             if (rank < K) {
-                o->vals[rank] = key_value((uint32_t)(key >> 32));
-                o->ids[rank] = (int32_t)(0xffffffffu - (uint32_t)key);
+                const int32_t id = (int32_t)(0xffffffffu - (uint32_t)key);
+                o->vals[rank] = cu_ld(x.data, x.dtype, base + id); /* as stored: -0 stays -0 */
+                o->ids[rank] = id;
             }
         }
         return;
@@ -384,14 +382,17 @@ static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_split_kernel(eng
             __syncthreads();
         }
     if (tid < K) {
-        key = keys[tid];
-        o->vals[tid] = key_value((uint32_t)(key >> 32));
-        o->ids[tid] = (int32_t)(0xffffffffu - (uint32_t)key);
+        const int32_t id = (int32_t)(0xffffffffu - (uint32_t)keys[tid]);
+        o->vals[tid] = cu_ld(x.data, x.dtype, base + id);
+        o->ids[tid] = id;
     }
 }
 
+/* rows a launch of the split path takes (its grid's y) */
+#define TOP_SPLIT_ROWS_MAX 65535
+
 extern "C" size_t cuda__logits_top_work(int64_t rows, int32_t n_valid) {
-    if (n_valid < TOP_SPLIT_MIN) return 0;
+    if (n_valid < TOP_SPLIT_MIN || rows > TOP_SPLIT_ROWS_MAX) return 0;
     return (size_t)rows * (TOP_SLICES * (sizeof(float) + sizeof(int) + 2 * sizeof(double)) +
                            TOP_CAP * sizeof(unsigned long long));
 }
@@ -405,7 +406,7 @@ extern "C" cudaError_t cuda__logits_top(cudaStream_t st, eng_tensor logits, int3
         inv.has = 1;
         for (int64_t r = 0; r < logits.rows; r++) inv.v[r] = inv_t_host[r];
     }
-    if (n_valid < TOP_SPLIT_MIN)
+    if (n_valid < TOP_SPLIT_MIN || logits.rows > TOP_SPLIT_ROWS_MAX)
         return cu_launch(logits_top_kernel, dim3((unsigned)logits.rows), dim3(TOP_THREADS), 0, st, logits, n_valid,
                          inv, out);
     const int64_t R = logits.rows;

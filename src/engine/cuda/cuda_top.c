@@ -18,7 +18,7 @@ err cuda__logits_top_op(eng_backend *be, const eng_tensor *logits, int32_t n_val
     void *p;
     int32_t *counters = NULL;
     if ((rc = cuda__scratch(b, 1, o_inv + up, &p)) != ERR_OK) return rc;
-    if (work && (rc = cuda__counters(b, &b->top_counts, 2 * n, &counters)) != ERR_OK) return rc;
+    if (work && (rc = cuda__counters(b, &b->top_counts, 2 * n, 0, &counters)) != ERR_OK) return rc;
     samp_top *d_out = (samp_top *)((unsigned char *)p + o_out);
     float *d_inv = up ? (float *)((unsigned char *)p + o_inv) : NULL;
     if (up && (rc = cuda__upload(b, d_inv, inv_t, up)) != ERR_OK) return rc;
