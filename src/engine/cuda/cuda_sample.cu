@@ -18,7 +18,7 @@
  *      terms are then exactly step 2's) and a threshold: the K-th largest slice maximum, which at least K values
  *      reach, so no value below it can be among the K largest. It sums its slice's terms and appends the values at
  *      or above the threshold (~90 a row on random logits) to the row's candidates. The last block of the row (a
- *      ticket, as decode attention merges its splits) adds the slices' sums in slice order (deterministic), sorts
+ *      ticket, as decode attention merges its splits) adds the slices' sums in slice order (deterministic), ranks
  *      the candidates by (value desc, id asc) in shared memory and writes the first K. Past TOP_CAP candidates (a
  *      row of many equal values) it runs top_exact on the row instead.
  * NaN and -inf never count, as in sample.c. */
@@ -61,14 +61,28 @@ static __device__ __forceinline__ double warp_sum_d(double v) {
     return v;
 }
 
-/* Block-wide double sum (every thread gets it); red: 32 doubles of shared memory. */
-static __device__ double block_sum_d(double v, double *red) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum_d(v);
+/* Two block-wide double sums at once (every thread gets both); red: 64 doubles of shared memory. */
+static __device__ void block_sum2_d(double &a, double &b, double *red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    a = warp_sum_d(a), b = warp_sum_d(b);
     __syncthreads();
-    if (lane == 0) red[warp] = v;
+    if (lane == 0) red[warp] = a, red[32 + warp] = b;
     __syncthreads();
-    return warp_sum_d(lane < (int)(blockDim.x >> 5) ? red[lane] : 0.0);
+    a = warp_sum_d(lane < nw ? red[lane] : 0.0), b = warp_sum_d(lane < nw ? red[32 + lane] : 0.0);
+}
+
+/* Block-wide maximum of mx and sum of n (every thread gets both): the finite logits' maximum and count, which
+ * every path starts from. redf, redi: 32 floats and 32 ints of shared memory. */
+static __device__ void block_max_count(float &mx, int &n, float *redf, int *redi) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    mx = cu_warp_max(mx);
+    for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+    __syncthreads(); /* red may still be read by an earlier reduction */
+    if (lane == 0) redf[warp] = mx, redi[warp] = n;
+    __syncthreads();
+    mx = cu_warp_max(lane < nw ? redf[lane] : -CUDART_INF_F);
+    n = lane < nw ? redi[lane] : 0;
+    for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
 }
 
 /* Exclusive prefix sum of v over the block in thread order; red: 32 ints of shared memory. */
@@ -108,7 +122,7 @@ static __device__ __forceinline__ float inv_of(const top_inv &t, int r) {
 /* Row r summarized by one block (any multiple of 32 threads): steps 1-5 above. */
 static __device__ void top_exact(const eng_tensor &x, int r, int n_valid, float it, samp_top *o) {
     __shared__ unsigned hist[256];
-    __shared__ double redd[32];
+    __shared__ double redd[64];
     __shared__ int redi[32];
     __shared__ float redf[32];
     __shared__ uint32_t s_prefix;
@@ -126,12 +140,7 @@ static __device__ void top_exact(const eng_tensor &x, int r, int n_valid, float 
         const float v = LOGIT(i);
         if (counts(v)) mx = fmaxf(mx, v), fin++;
     }
-    mx = cu_warp_max(mx);
-    __syncthreads();
-    if ((tid & 31) == 0) redf[tid >> 5] = mx;
-    __syncthreads();
-    mx = cu_warp_max((tid & 31) < (int)(blockDim.x >> 5) ? redf[tid & 31] : -CUDART_INF_F);
-    fin = (int)block_sum_d((double)fin, redd);
+    block_max_count(mx, fin, redf, redi);
     const int K = fin < SAMP_TOP_K ? fin : SAMP_TOP_K;
     if (K == 0) {
         if (tid == 0) o->n = 0, o->sum = 0, o->sum_t = 0;
@@ -146,8 +155,7 @@ static __device__ void top_exact(const eng_tensor &x, int r, int n_valid, float 
         s1 += exp((double)(v - mx));
         if (it > 0.0f) st += exp((double)(v - mx) * (double)it);
     }
-    s1 = block_sum_d(s1, redd);
-    st = block_sum_d(st, redd);
+    block_sum2_d(s1, st, redd);
 
     /* 3. radix select of the K-th largest key */
     if (tid == 0) s_prefix = 0, s_need = K;
@@ -229,13 +237,12 @@ static __global__ void __launch_bounds__(TOP_THREADS) logits_top_kernel(eng_tens
 
 /* ---- the split path (a, b above) ---- */
 
-
 /* slice s of a row: [s * len, min((s + 1) * len, n_valid)) */
 static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_max_kernel(eng_tensor x, int n_valid, int len,
                                                                            float *smax, int *scnt) {
     cu_pdl_start();
     __shared__ float redf[32];
-    __shared__ double redd[32];
+    __shared__ int redi[32];
     const int r = blockIdx.y, s = blockIdx.x, tid = threadIdx.x;
     const int64_t base = (int64_t)r * x.stride;
     const int lo = s * len, hi = lo + len < n_valid ? lo + len : n_valid;
@@ -245,22 +252,8 @@ static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_max_kernel(eng_t
         const float v = cu_ld(x.data, x.dtype, base + i);
         if (counts(v)) mx = fmaxf(mx, v), fin++;
     }
-    mx = cu_warp_max(mx);
-    if ((tid & 31) == 0) redf[tid >> 5] = mx;
-    __syncthreads();
-    mx = cu_warp_max((tid & 31) < (int)(blockDim.x >> 5) ? redf[tid & 31] : -CUDART_INF_F);
-    fin = (int)block_sum_d((double)fin, redd);
+    block_max_count(mx, fin, redf, redi);
     if (tid == 0) smax[r * gridDim.x + s] = mx, scnt[r * gridDim.x + s] = fin;
-}
-
-/* Two block-wide double sums at once (every thread gets both); red: 64 doubles of shared memory. */
-static __device__ void block_sum2_d(double &a, double &b, double *red) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    a = warp_sum_d(a), b = warp_sum_d(b);
-    __syncthreads();
-    if (lane == 0) red[warp] = a, red[32 + warp] = b;
-    __syncthreads();
-    a = warp_sum_d(lane < nw ? red[lane] : 0.0), b = warp_sum_d(lane < nw ? red[32 + lane] : 0.0);
 }
 
 static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_split_kernel(eng_tensor x, int n_valid, int len,
@@ -269,11 +262,11 @@ static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_split_kernel(eng
     __shared__ __align__(16) float sm[TOP_SLICES];
     __shared__ __align__(16) unsigned long long keys[TOP_CAP];
     __shared__ double redd[64];
-    __shared__ float wmax[TOP_SPLIT_THREADS / 32];
-    __shared__ int wcnt[TOP_SPLIT_THREADS / 32];
+    __shared__ float redf[32];
+    __shared__ int redi[32];
     __shared__ float s_thr;
     __shared__ int s_last, s_n;
-    const int r = blockIdx.y, s = blockIdx.x, tid = threadIdx.x, lane = tid & 31, nw = blockDim.x >> 5;
+    const int r = blockIdx.y, s = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
     const int64_t base = (int64_t)r * x.stride;
     const float it = inv_of(inv, r);
     const int lo = s * len, hi = lo + len < n_valid ? lo + len : n_valid;
@@ -282,16 +275,11 @@ static __global__ void __launch_bounds__(TOP_SPLIT_THREADS) top_split_kernel(eng
                                                         : -CUDART_INF_F)
     const float v0 = LOGIT(0), v1 = LOGIT(1); /* the first loads issued before the threshold is known */
     /* the row's maximum, finite count and threshold, from every slice's (TOP_SLICES <= blockDim.x) */
-    float m = -CUDART_INF_F;
-    int c = 0;
-    if (tid < TOP_SLICES) m = sm[tid] = w.smax[r * TOP_SLICES + tid], c = w.scnt[r * TOP_SLICES + tid];
-    const float wm = cu_warp_max(m);
-    for (int o = 16; o > 0; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
-    if (lane == 0) wmax[tid >> 5] = wm, wcnt[tid >> 5] = c;
-    __syncthreads();
-    float mx = -CUDART_INF_F;
+    float m = -CUDART_INF_F, mx;
     int fin = 0;
-    for (int k = 0; k < nw; k++) mx = fmaxf(mx, wmax[k]), fin += wcnt[k];
+    if (tid < TOP_SLICES) m = sm[tid] = w.smax[r * TOP_SLICES + tid], fin = w.scnt[r * TOP_SLICES + tid];
+    mx = m;
+    block_max_count(mx, fin, redf, redi); /* its barriers also publish sm */
     const int K = fin < SAMP_TOP_K ? fin : SAMP_TOP_K;
     if (tid < TOP_SLICES && K > 0) { /* the slice maximum that is K-th largest (ties: every holder writes the same) */
         int gt = 0, ge = 0;
