@@ -101,6 +101,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     # the other branch layout (the tiny checkpoints take 2, with RoPE folded into decode attention), and 2 unfolded
     step "golden: cuda vs HF, SUGGESTD_BRANCHES=1" 240 env SUGGESTD_BRANCHES=1 $B/test_gpu_golden
     step "golden: cuda vs HF, SUGGESTD_CUDA_ATTN_FOLD=0" 240 env SUGGESTD_CUDA_ATTN_FOLD=0 $B/test_gpu_golden
+    # the 2B-sized layout (no branches at one row, w2's GEMV beside attention: cuda_gemv_late.cu) on the tiny models
+    step "golden: cuda vs HF, SUGGESTD_LATE=1" 240 env SUGGESTD_LATE=1 $B/test_gpu_golden
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------
@@ -183,9 +185,9 @@ if [ "${SKIP_MEMCHECK:-0}" != 1 ]; then
     step "memcheck: golden" 300 "$CS" --tool memcheck --error-exitcode 99 --print-limit 20 $B/test_gpu_golden
     step "memcheck: parity (every op)" 400 "$CS" --tool memcheck --error-exitcode 99 \
         --print-limit 20 $B/test_gpu_parity cuda embed layernorm gelu rope add attention attention_prefill matmul \
-        rope_kv_attention
-    step "racecheck: prefill attention" 300 "$CS" --tool racecheck --error-exitcode 99 --print-limit 20 \
-        $B/test_gpu_parity cuda attention_prefill
+        matmul_late rope_kv_attention
+    step "racecheck: attention, matmul_late" 300 "$CS" --tool racecheck --error-exitcode 99 --print-limit 20 \
+        $B/test_gpu_parity cuda attention_prefill attention matmul_late
 fi
 
 # --- summary ---------------------------------------------------------------------------------------------------

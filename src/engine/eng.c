@@ -297,6 +297,22 @@ err eng_matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng
     return rc != ERR_OK ? rc : eng_matmul_gelu(be, y, h, w, bias, gelu_cols);
 }
 
+err eng_matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                    int accumulate, int64_t k_late) {
+    if (k_late <= 0 || k_late >= x->cols) return ERR_INVALID;
+    if (OPS(be)->matmul_late && !is_q8(w)) {
+        err rc = matmul_args(y, x, w, bias);
+        if (rc != ERR_OK || x->rows == 0) return rc;
+        rc = OPS(be)->matmul_late(be, y, x, w, bias, accumulate, k_late);
+        if (rc != ERR_UNSUPPORTED) return rc;
+    }
+    return eng_matmul(be, y, x, w, bias, accumulate);
+}
+
+int eng_backend_has_late(const eng_backend *be) {
+    return OPS(be)->matmul_late && OPS(be)->has_late && OPS(be)->has_late(be);
+}
+
 err eng_gelu(eng_backend *be, eng_tensor *x) {
     if (is_q8(x)) return ERR_UNSUPPORTED;
     return OPS(be)->gelu(be, x);

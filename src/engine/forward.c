@@ -37,6 +37,7 @@ struct eng_model {
     int fused;          /* a layer's four matmuls as two over concatenated weights (eng_model_opts.fuse_matmuls) */
     int branches;       /* fused, on a backend with branches: the MLP's matmuls beside attention (layer_branched) */
     int fold_rope;      /* layer_branched: RoPE + KV store + attention as one op (eng_rope_kv_attention) */
+    int late;           /* fused, one-row steps: no branches; w2's matmul overlaps attention (eng_matmul_late) */
     pool *load_pool;    /* q8, during eng_model_create only: threads that quantize (NULL: the calling thread) */
     eng_tensor wte, ln_f_w, ln_f_b, lm_head_w, lm_head_b;
     layer_w *layers;
@@ -246,6 +247,13 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     /* the folded op where it measured faster (H100, ctx 1024, NOTES.md v13): in layout 2 at 350M (0.617 -> 0.600 ms)
      * and 6B (5.61 -> 5.49); not at 16B (12.24 -> 13.26) nor in layout 1 (2B: 2.37 -> 2.46-2.50) */
     em->fold_rope = em->branches == 2 && m->cfg.n_embd < 6144;
+    /* one-row steps (batch-1 decode) without branches, w2's matmul streaming fc_out beside attention in one kernel
+     * (eng_matmul_late) where the backend overlaps it: measured faster than the branches at 2B on an H100, slower at
+     * 350M (NOTES.md v15); SUGGESTD_LATE=0|1 overrides. Steps of more rows keep the layout above. */
+    const char *le = getenv("SUGGESTD_LATE");
+    em->late = em->fused && !q8 && eng_backend_has_late(be) &&
+               (le && (le[0] == '0' || le[0] == '1') ? le[0] == '1'
+                                                       : m->cfg.n_embd >= 2048 && m->cfg.n_embd < 4096);
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
@@ -455,7 +463,7 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
     TRY(eng_embed(be, &x, &em->wte, batch->tokens, (int32_t)R));
     for (int32_t l = 0; l < c->n_layer; l++) {
         const layer_w *L = &em->layers[l];
-        if (em->branches) {
+        if (em->branches && !(em->late && R == 1)) {
             err rc = layer_branched(em, L, l, batch, &x, &h, &u, eb);
             if (rc != ERR_OK) return rc;
             continue;
@@ -463,9 +471,11 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
         if (em->fused) { /* two matmuls: [mlp | qkv] from LN(x) (GELU on the mlp part), then x += [att | mlp] . w2^T;
                           * the LayerNorm goes into the first (h: its output where the backend cannot fold it) */
             TRY(eng_matmul_ln(be, &mlp_qkv, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, &h, &L->w1, &L->b1, F));
+            /* (RoPE + KV store not folded into attention: the folded kernel, launched early, holds SMs while w1
+             * streams; at 2B that measured 0.15 ms a token slower, NOTES.md v15) */
             TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape));
             TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
-            TRY(eng_matmul(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1));
+            TRY(eng_matmul_late(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1, D));
             continue;
         }
         /* attention branch (h feeds two matmuls here, so the LayerNorm stays an op of its own) */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "eng.h"
+#include "eng_impl.h" /* test_matmul_late calls the backend's op itself */
 #include "fp16.h"
 #include "gpu_check.h"
 #include "rng.h"
@@ -540,6 +541,89 @@ static void test_matmul_ln(void) {
     for (int d = 0; d < 4; d++) print_worst(&w[d]);
     printf("  matmul_ln: %d cases folded into the GEMV\n", folded);
     GC_CHECK(!ln_fold_default() || folded > 0, "no matmul_ln case was folded");
+}
+
+#define OPS(be) (((const eng_backend_base *)(be))->ops)
+
+/* ---- matmul_late: the decode GEMV whose first columns the op before writes --------------------------------------- */
+
+/* eng_matmul_late on cuda against ref's matmul. Right before it an add writes x's late columns [0, kl) (x += d
+ * there), so where PDL lets the kernel start early its wait is what orders the two. The backend's op is called
+ * itself: where the kernel should take the call (one aligned row, half x and w, PDL on) it must answer ERR_OK, else
+ * ERR_UNSUPPORTED, and then eng_matmul runs, as eng.c would. Tolerance: matmul_case's (another summation order);
+ * the add rounds x to its dtype the same way on both. */
+static void matmul_late_case(worst *w, int *took, eng_dtype xd, eng_dtype yd, int64_t T, int64_t K, int64_t kl,
+                             int64_t N, int use_bias, int accumulate, int aligned) {
+    float *x = rand_vec((size_t)(T * K), -1, 1), *d = rand_vec((size_t)(T * kl), -1, 1),
+          *wv = rand_vec((size_t)(N * K), -1, 1), *bv = rand_vec((size_t)N, -1, 1),
+          *y0 = rand_vec((size_t)(T * N), -1, 1);
+    const eng_dtype wd = xd == ENG_F32 ? ENG_F16 : xd;
+    void *hw = host_weights(wv, (size_t)(N * K), wd), *hb = host_weights(bv, (size_t)N, wd);
+    float *out[2];
+    eng_backend *bes[2] = {be_gpu, be_ref};
+    const int want = eng_backend_has_late(be_gpu) && T == 1 && aligned && xd != ENG_F32 && K % 8 == 0 &&
+                     kl % 8 == 0;
+    for (int k = 0; k < 2; k++) {
+        eng_tensor tw, tb;
+        gt gx, gy, gd;
+        GC_OK(eng_weight_from_host(bes[k], hw, wd, N, K, &tw));
+        GC_OK(eng_weight_from_host(bes[k], hb, wd, 1, N, &tb));
+        GC_CHECK(!gt_init_at(&gx, bes[k], xd, T, K, x, aligned) && !gt_init(&gy, bes[k], yd, T, N, y0) &&
+                     !gt_init(&gd, bes[k], xd, T, kl, d),
+                 "gt_init");
+        eng_tensor xl = eng_tensor_cols(gx.view, 0, kl);
+        GC_OK(eng_add(bes[k], &xl, &gd.view));
+        const eng_tensor *b = use_bias ? &tb : NULL;
+        if (k == 0) {
+            const err rc = OPS(be_gpu)->matmul_late(be_gpu, &gy.view, &gx.view, &tw, b, accumulate, kl);
+            GC_CHECK(rc == (want ? ERR_OK : ERR_UNSUPPORTED), "matmul_late T=%lld K=%lld kl=%lld: %s, expected %s",
+                     (long long)T, (long long)K, (long long)kl, err_name(rc), want ? "OK" : "UNSUPPORTED");
+            *took += rc == ERR_OK;
+            if (rc == ERR_UNSUPPORTED) GC_OK(eng_matmul(be_gpu, &gy.view, &gx.view, &tw, b, accumulate));
+        } else {
+            GC_OK(eng_matmul(be_ref, &gy.view, &gx.view, &tw, b, accumulate));
+        }
+        out[k] = gt_read(&gy);
+        GC_CHECK(out[k] && gt_guard_ok(&gy, "matmul_late y") && gt_guard_ok(&gx, "matmul_late x"),
+                 "matmul_late guard");
+        gt_fini(&gx), gt_fini(&gy), gt_fini(&gd);
+        eng_weight_free(bes[k], &tw), eng_weight_free(bes[k], &tb);
+    }
+    char what[200];
+    snprintf(what, sizeof(what), "matmul_late x=%s w=%s y=%s T=%lld K=%lld kl=%lld N=%lld bias=%d acc=%d%s",
+             eng_dtype_name(xd), eng_dtype_name(wd), eng_dtype_name(yd), (long long)T, (long long)K, (long long)kl,
+             (long long)N, use_bias, accumulate, aligned ? "" : " unaligned");
+    const double rt = round_tol(yd) * (use_bias && accumulate ? 2 : 1), sum_nmse = 1e-11 * (1.0 + (double)K / 1024.0);
+    GC_CHECK(close_ok(w, what, out[0], out[1], (size_t)(T * N), 1.0, 1e-5 + rt, sum_nmse + rt * rt), "%s", what);
+    free(out[0]), free(out[1]), free(x), free(d), free(wv), free(bv), free(y0), free(hw), free(hb);
+}
+
+static void test_matmul_late(void) {
+    if (!OPS(be_gpu)->matmul_late) {
+        printf("  matmul_late                skipped: the backend has no such op\n");
+        return;
+    }
+    worst w[2] = {{.op = "matmul_late half y"}, {.op = "matmul_late f32 y"}};
+    int took = 0;
+    /* {K, kl, N}: 350M's and 2B's layer ([att | mlp] . [out_proj | fc_out]^T), rows that leave the last CTA short,
+     * an early part that ends inside a segment (64 chunks), a late part of one chunk, tiny shapes */
+    const int64_t S[][3] = {{5120, 1024, 1024}, {12800, 2560, 2560}, {1032, 520, 1001}, {8200, 8, 133},
+                            {264, 256, 37}, {16, 8, 1}, {2056, 1024, 4099}};
+    for (size_t s = 0; s < sizeof(S) / sizeof(S[0]); s++)
+        for (int d = 1; d < 3; d++) {
+            const int mode = (int)((s + (size_t)d) & 3);
+            matmul_late_case(&w[0], &took, dts[d], dts[d], 1, S[s][0], S[s][1], S[s][2], mode & 1, mode >> 1, 1);
+            matmul_late_case(&w[1], &took, dts[d], ENG_F32, 1, S[s][0], S[s][1], S[s][2], 1, 1, 1);
+        }
+    /* what it refuses: two rows, unaligned x, f32 x, a late part not a multiple of 8 */
+    matmul_late_case(&w[0], &took, ENG_F16, ENG_F16, 2, 5120, 1024, 1024, 1, 1, 1);
+    matmul_late_case(&w[0], &took, ENG_F16, ENG_F16, 1, 1032, 520, 101, 1, 1, 0);
+    matmul_late_case(&w[1], &took, ENG_F32, ENG_F32, 1, 1032, 520, 101, 1, 0, 1);
+    matmul_late_case(&w[0], &took, ENG_BF16, ENG_BF16, 1, 1032, 522, 101, 0, 1, 1);
+    for (int i = 0; i < 2; i++) print_worst(&w[i]);
+    printf("  matmul_late: %d cases took the kernel%s\n", took,
+           eng_backend_has_late(be_gpu) ? "" : " (no PDL here: every case falls back)");
+    GC_CHECK(!eng_backend_has_late(be_gpu) || took == 28, "matmul_late: %d cases took the kernel, expected 28", took);
 }
 
 /* ---- gelu, rope, add --------------------------------------------------------------------------------------------- */
@@ -1075,7 +1159,7 @@ static void test_logits_top(void) {
 }
 
 /* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
- * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, gelu, rope, add, attention, attention_prefill,
+ * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, matmul_late, gelu, rope, add, attention, attention_prefill,
  * logits_top, rope_kv, rope_kv_attention; backend and branch on cuda) pick a subset, e.g. for a compute-sanitizer run. */
 static int wanted(int argc, char **argv, const char *name) {
     if (argc <= 2) return 1;
@@ -1112,6 +1196,7 @@ int main(int argc, char **argv) {
     RUN_IF(layernorm);
     RUN_IF(matmul);
     RUN_IF(matmul_ln);
+    RUN_IF(matmul_late);
     RUN_IF(gelu);
     RUN_IF(rope);
     RUN_IF(add);

@@ -552,7 +552,10 @@ static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda
      * version walked the chunks one dependent load after another (as attn_combine_kernel does), ~5 us of the launch
      * at 16 chunks on an H100. The first 16 chunks' values are loaded before the max is known, in the same round
      * trip as the maxima. */
-    __shared__ float wsm[DEC_WARPS * 32], red[DEC_WARPS];
+    /* 16-byte aligned: the compiler reads red[] as one 16-byte load, and at a 4-byte offset that load took in the
+     * word before it, wsm's last, which thread 127 writes meanwhile (a race racecheck reports, value unused) */
+    __shared__ __align__(16) float wsm[DEC_WARPS * 32];
+    __shared__ __align__(16) float red[DEC_WARPS];
     const int64_t step = (int64_t)a.n_head * (hd + 2);
     const float *p0 = a.part + ((int64_t)ti * a.n_splits * a.n_head + h) * (hd + 2);
     float M = -CUDART_INF_F, L = 0.0f, A[2] = {0.0f, 0.0f}; /* head dims threadIdx.x and threadIdx.x + 128 */

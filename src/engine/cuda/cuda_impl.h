@@ -161,6 +161,10 @@ err cuda__matmul_gelu(eng_backend *be, eng_tensor *y, const eng_tensor *x, const
  * not take this matmul, or with SUGGESTD_CUDA_LN_FOLD=0. */
 err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *ln_w, const eng_tensor *ln_b,
                     float eps, const eng_tensor *w, const eng_tensor *bias, int64_t gelu_cols);
+/* The matmul_late op (cuda_gemv_late.cu) where PDL is on and the kernel fits; ERR_UNSUPPORTED otherwise. */
+err cuda__matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
+                      int accumulate, int64_t k_late);
+int cuda__has_late(const eng_backend *be);
 
 #define CUDA_CHECK(b, call)                                                                                          \
     do {                                                                                                             \

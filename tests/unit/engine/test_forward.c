@@ -391,8 +391,43 @@ static void test_rope_kv_attention_op(void **state) {
     }
 }
 
+/* eng_matmul_late: the split point must leave both parts non-empty; without the backend op (the CPU) it is
+ * eng_matmul, accumulate and bias included, bit for bit. */
+static void test_matmul_late_op(void **state) {
+    world *w = *state;
+    eng_tensor x, wt, b, y[2];
+    float xv[2 * 24], wv[5 * 24], bv[5], y0[2 * 5];
+    for (int i = 0; i < 2 * 24; i++) xv[i] = (float)((i * 29) % 17) / 8.0f - 1.0f;
+    for (int i = 0; i < 5 * 24; i++) wv[i] = (float)((i * 13) % 11) / 5.0f - 1.0f;
+    for (int i = 0; i < 5; i++) bv[i] = (float)i / 4.0f;
+    for (int i = 0; i < 10; i++) y0[i] = (float)i - 3.0f;
+    assert_int_equal(eng_tensor_alloc(w->be, ENG_F32, 2, 24, &x), ERR_OK);
+    assert_int_equal(eng_tensor_alloc(w->be, ENG_F32, 5, 24, &wt), ERR_OK);
+    assert_int_equal(eng_tensor_alloc(w->be, ENG_F32, 1, 5, &b), ERR_OK);
+    assert_int_equal(eng_tensor_write_f32(w->be, &x, xv), ERR_OK);
+    assert_int_equal(eng_tensor_write_f32(w->be, &wt, wv), ERR_OK);
+    assert_int_equal(eng_tensor_write_f32(w->be, &b, bv), ERR_OK);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(eng_tensor_alloc(w->be, ENG_F32, 2, 5, &y[k]), ERR_OK);
+        assert_int_equal(eng_tensor_write_f32(w->be, &y[k], y0), ERR_OK);
+    }
+    assert_int_equal(eng_matmul_late(w->be, &y[0], &x, &wt, &b, 1, 0), ERR_INVALID);
+    assert_int_equal(eng_matmul_late(w->be, &y[0], &x, &wt, &b, 1, 24), ERR_INVALID);
+    eng_tensor narrow = eng_tensor_cols(x, 0, 16);
+    assert_int_equal(eng_matmul_late(w->be, &y[0], &narrow, &wt, &b, 1, 8), ERR_INVALID); /* K differs from w's */
+    assert_int_equal(eng_matmul_late(w->be, &y[0], &x, &wt, &b, 1, 8), ERR_OK);
+    assert_int_equal(eng_matmul(w->be, &y[1], &x, &wt, &b, 1), ERR_OK);
+    float got[2][10];
+    for (int k = 0; k < 2; k++) assert_int_equal(eng_tensor_read_f32(w->be, &y[k], got[k]), ERR_OK);
+    assert_memory_equal(got[0], got[1], sizeof(got[0]));
+    assert_true(got[0][0] != y0[0]); /* it did accumulate something */
+    for (int k = 0; k < 2; k++) eng_tensor_free(w->be, &y[k]);
+    eng_tensor_free(w->be, &x), eng_tensor_free(w->be, &wt), eng_tensor_free(w->be, &b);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_equals_alone),
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_matmul_late_op),
+                                       cmocka_unit_test(test_batch_equals_alone),
                                        cmocka_unit_test(test_int8_close_to_f32),
                                        cmocka_unit_test(test_fused_matmuls_same),
                                        cmocka_unit_test(test_branched_layers_same),
