@@ -6,6 +6,7 @@
  * (guard cells). Tolerances per op say what the kernels promise: bit-identical where they do ref's f32 operations
  * (conversions, embed, add, RoPE), f32-accumulation error against ref's double sums elsewhere, plus one rounding of
  * the output where it is half. Worst errors are printed per op. Plain C (no cmocka): it runs on the GPU machine. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -789,10 +790,11 @@ static void attention_step(worst *w, eng_backend *gpu, eng_kv *kv[2], const eng_
      * backend, f16 cache, head_dim % 16 == 0, prefill tiles) rounds the unnormalized probabilities (<= 1) to f16
      * too, independently of ref's rounding, so the difference is up to two such roundings; with an f32 q it also
      * rounds q to f16 for the MMA, a score error of ~2^-12 |q||k| / sqrt(head_dim), as large as P's here (scores
-     * of std ~1.3): 7e-3 for that mix (seen on an H100: 4.5e-3, nmse 1.4e-7; f16 q 2.5e-3; the SIMT kernel
-     * 1.7e-3 on the same cases). Half q/out add one rounding. */
+     * of std ~1.3): 8e-3 for that mix (seen on an H100: 4.5e-3, nmse 1.4e-7, and 7.08e-3 on another draw of the
+     * same shapes, at head_dim 256; f16 q 2.5e-3; the SIMT kernel 1.7e-3 on the same cases). Half q/out add one
+     * rounding. */
     const int mma = gpu != be_simt && kvdt == ENG_F16 && sh.head_dim % 16 == 0;
-    double tol = (kvdt == ENG_F32 ? 2e-5 : mma && qd == ENG_F32 ? 7e-3 : 4e-3) + round_tol(qd);
+    double tol = (kvdt == ENG_F32 ? 2e-5 : mma && qd == ENG_F32 ? 8e-3 : 4e-3) + round_tol(qd);
     GC_CHECK(close_ok(w, what, out[0], out[1], n, 1.0, tol, tol * tol / 4), "%s", what);
     if (rope_kv_rd >= 0 && !rope_kv_fold)
         GC_CHECK(!memcmp(roped[0], roped[1], (size_t)n_rows * 3 * (size_t)dm * sizeof(float)),
@@ -1091,7 +1093,7 @@ static void test_branch(void) {
 
 /* eng_logits_top on the device against samp_top_compute on the same rows read back (the CPU path): the same
  * candidates in the same order (ties on a 1/16 grid, so many equal values straddle the K-th; -inf and NaN
- * entries; a padded vocabulary), sums within double rounding. Rows of f32 and half logits, 1 to 65 rows (past 64
+ * entries; a padded vocabulary), sums within n_valid ulps. Rows of f32 and half logits, 1 to 65 rows (past 64
  * inv_t is uploaded, not passed as an argument), a vocabulary of 51,200 (CodeGen's: split over blocks), 50, 3 and
  * 8,191 (one block) and 8,193 (an empty last slice). Flat rows (every logit one of two values) have more candidates
  * than the split path sorts, so its merging block summarizes the row alone; a coarse grid gives it ~1,600 to sort.
@@ -1148,7 +1150,10 @@ static void test_logits_top(void) {
                 const double e2 = want.sum_t > 0 ? fabs(o->sum_t - want.sum_t) / want.sum_t : fabs(o->sum_t);
                 if (e1 > w.rel) w.rel = e1;
                 if (e2 > w.rel) w.rel = e2;
-                GC_CHECK(e1 < 1e-12 && e2 < 1e-12, "logits top row %lld sums %.17g %.17g, want %.17g %.17g",
+                /* the same terms summed in another order (slices, then the slices' sums): the CPU's running sum
+                 * of n positive terms is within n ulps of the exact one (seen up to 1.1e-12 at 51,200 ids) */
+                const double lim = (double)cases[c].n_valid * DBL_EPSILON;
+                GC_CHECK(e1 < lim && e2 < lim, "logits top row %lld sums %.17g %.17g, want %.17g %.17g",
                          (long long)r, o->sum, o->sum_t, want.sum, want.sum_t);
             }
             w.cases++;
