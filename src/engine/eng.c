@@ -309,8 +309,8 @@ err eng_matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const e
     return eng_matmul(be, y, x, w, bias, accumulate);
 }
 
-int eng_backend_has_late(const eng_backend *be) {
-    return OPS(be)->matmul_late && OPS(be)->has_late && OPS(be)->has_late(be);
+int eng_backend_has_late(const eng_backend *be, int64_t n, int64_t k, int64_t k_late) {
+    return OPS(be)->matmul_late && OPS(be)->has_late && OPS(be)->has_late(be, n, k, k_late);
 }
 
 err eng_gelu(eng_backend *be, eng_tensor *x) {

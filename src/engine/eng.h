@@ -183,10 +183,11 @@ err eng_matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng
 /* eng_matmul, where the op issued just before writes only x's columns [0, k_late) (0 < k_late < x's cols) and older
  * ops the rest: a backend may start on the other columns while that op still runs (CUDA at decode with PDL: the
  * layer's [att | mlp] . w2^T during attention, cuda_gemv_late.cu). Same result as eng_matmul but for the summation
- * order. eng_backend_has_late says whether the backend overlaps it at all. */
+ * order. eng_backend_has_late says whether the backend overlaps a one-row call of w [n, k] split at k_late (else
+ * eng_matmul_late is just eng_matmul there). */
 err eng_matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                     int accumulate, int64_t k_late);
-int eng_backend_has_late(const eng_backend *be);
+int eng_backend_has_late(const eng_backend *be, int64_t n, int64_t k, int64_t k_late);
 /* x = gelu_new(x), in place. */
 err eng_gelu(eng_backend *be, eng_tensor *x);
 /* GPT-J interleaved RoPE, in place, on the first rotary_dim dims of every head of x [T, n_head*head_dim];

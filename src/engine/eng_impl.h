@@ -48,10 +48,11 @@ typedef struct eng_backend_ops {
     err (*matmul_ln)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *ln_w,
                      const eng_tensor *ln_b, float eps, const eng_tensor *w, const eng_tensor *bias, int64_t gelu_cols);
     /* Optional: eng_matmul_late, answering ERR_UNSUPPORTED (nothing done) where it does not fit (eng.c then runs
-     * matmul); has_late: whether it overlaps the op before at all (NULL: no). */
+     * matmul); has_late: whether it overlaps the op before for a one-row call of w [n, k] of a half dtype (NULL:
+     * no). */
     err (*matmul_late)(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w,
                        const eng_tensor *bias, int accumulate, int64_t k_late);
-    int (*has_late)(const eng_backend *be);
+    int (*has_late)(const eng_backend *be, int64_t n, int64_t k, int64_t k_late);
     err (*gelu)(eng_backend *be, eng_tensor *x);
     err (*rope)(eng_backend *be, eng_tensor *x, const int32_t *positions, eng_attn_shape shape);
     err (*add)(eng_backend *be, eng_tensor *y, const eng_tensor *x);

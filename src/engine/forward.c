@@ -249,11 +249,12 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     em->fold_rope = em->branches == 2 && m->cfg.n_embd < 6144;
     /* one-row steps (batch-1 decode) without branches, w2's matmul streaming fc_out beside attention in one kernel
      * (eng_matmul_late) where the backend overlaps it: measured faster than the branches at 2B on an H100, slower at
-     * 350M (NOTES.md v15); SUGGESTD_LATE=0|1 overrides. Steps of more rows keep the layout above. */
+     * 350M (NOTES.md v15); SUGGESTD_LATE=0|1 overrides (an explicit opts->branches turns the default off). Steps
+     * of more rows keep the layout above. */
     const char *le = getenv("SUGGESTD_LATE");
-    em->late = em->fused && !q8 && eng_backend_has_late(be) &&
-               (le && (le[0] == '0' || le[0] == '1') ? le[0] == '1'
-                                                       : m->cfg.n_embd >= 2048 && m->cfg.n_embd < 4096);
+    const int64_t ld = m->cfg.n_embd;
+    em->late = em->fused && !q8 && eng_backend_has_late(be, ld, ld + m->cfg.n_inner, ld) &&
+               (le && (le[0] == '0' || le[0] == '1') ? le[0] == '1' : bo == 0 && ld >= 2048 && ld < 4096);
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
@@ -475,7 +476,8 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
              * streams; at 2B that measured 0.15 ms a token slower, NOTES.md v15) */
             TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape));
             TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
-            TRY(eng_matmul_late(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1, D));
+            if (em->late) TRY(eng_matmul_late(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1, D));
+            else TRY(eng_matmul(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1));
             continue;
         }
         /* attention branch (h feeds two matmuls here, so the LayerNorm stays an op of its own) */

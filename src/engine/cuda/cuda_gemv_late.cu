@@ -16,12 +16,12 @@
  * faster and left a ~14 us tail of L2 misses: NOTES.md v15.)
  *
  * Reading mlp before the wait is allowed because every kernel of ours calls cu_pdl_start (wait, then let the next
- * launch) before it lets a dependent launch: when this kernel starts, everything two launches back - the GEMV that
- * wrote mlp - has finished. Without PDL the kernel is a plain GEMV that runs after attention.
+ * launch) before it lets a dependent launch: when this kernel starts, everything two or more launches back - the
+ * GEMV that wrote mlp - has finished. Without PDL the kernel is a plain GEMV that runs after attention.
  *
- * One CTA of LATE_WARPS warps per R = ceil(N / SMs) rows, so one wave; cudaErrorNotSupported where
- * the shared memory (R kl late weights, the K columns of x, the partials) exceeds the device's limit or the shape
- * does not fit (the caller then takes the plain GEMV). Deterministic: each sum's order is fixed by the grid. */
+ * One CTA of LATE_WARPS warps per R = ceil(N / SMs) rows, so one wave; where the shared memory (R kl late
+ * weights, the K columns of x, the partials) exceeds the device's limit, cuda__gemv_late_fits says no and the
+ * caller takes the plain GEMV. Deterministic: each sum's order is fixed by the grid. */
 #include "cuda_common.cuh"
 
 #define LATE_WARPS 12 /* warps a CTA: 8 and 16 measured slower at 2B (NOTES.md v15) */
@@ -186,24 +186,33 @@ template <typename WT> static __global__ void __launch_bounds__(LATE_WARPS * 32,
     }
 }
 
-template <typename WT> static cudaError_t launch_late(cudaStream_t st, size_t smem, const late_args &a) {
-    cudaError_t e = cudaFuncSetAttribute(gemv_late_kernel<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+template <typename WT>
+static cudaError_t launch_late(cudaStream_t st, size_t smem_max, size_t smem, const late_args &a) {
+    /* the opt-in limit, the same value whatever the shape, so that two backends' launches cannot interleave a
+     * smaller limit between another's attribute and its launch */
+    cudaError_t e =
+        cudaFuncSetAttribute(gemv_late_kernel<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max);
     if (e != cudaSuccess) return e;
     return cu_launch(gemv_late_kernel<WT>, dim3((unsigned)((a.N + a.R - 1) / a.R)), dim3(LATE_WARPS * 32), smem, st,
                      a);
 }
 
+extern "C" int cuda__gemv_late_fits(int n_sms, size_t smem_max, int64_t n, int64_t k, int64_t kl) {
+    if (n <= 0 || n > INT32_MAX || k > INT32_MAX || kl <= 0 || kl >= k || kl % 8 || k % 8 || n_sms <= 0) return 0;
+    return late_smem((int)((n + n_sms - 1) / n_sms), (int)k, (int)kl) + 1024 <= smem_max;
+}
+
 extern "C" cudaError_t cuda__gemv_late(cudaStream_t st, int n_sms, size_t smem_max, eng_tensor y, eng_tensor x,
                                        eng_tensor w, const eng_tensor *bias, int accumulate, int kl) {
     const int64_t N = w.rows, K = w.cols;
-    if (x.rows != 1 || N <= 0 || N > INT32_MAX || K > INT32_MAX || kl <= 0 || kl >= K || kl % 8 || K % 8 ||
-        w.stride % 8 || ((uintptr_t)w.data & 15) || ((uintptr_t)x.data & 15) ||
-        (x.dtype != ENG_F16 && x.dtype != ENG_BF16) || (w.dtype != ENG_F16 && w.dtype != ENG_BF16))
-        return cudaErrorNotSupported;
+    if (!cuda__gemv_late_fits(n_sms, smem_max, N, K, kl) || x.rows != 1 || x.cols != K || w.stride % 8 ||
+        ((uintptr_t)w.data & 15) || ((uintptr_t)x.data & 15) || (x.dtype != ENG_F16 && x.dtype != ENG_BF16) ||
+        (w.dtype != ENG_F16 && w.dtype != ENG_BF16))
+        return cudaErrorInvalidValue;
     const int R = (int)((N + n_sms - 1) / n_sms); /* one CTA an SM */
-    const size_t smem = late_smem(R, (int)K, kl);
-    if (smem + 1024 > smem_max) return cudaErrorNotSupported;
     const late_args a = {y, x, w.data, w.stride, (int)N, (int)K, kl, R, bias ? bias->data : NULL,
                          bias ? (int)bias->dtype : 0, accumulate};
-    return w.dtype == ENG_F16 ? launch_late<__half>(st, smem, a) : launch_late<__nv_bfloat16>(st, smem, a);
+    const size_t smem = late_smem(R, (int)K, kl);
+    return w.dtype == ENG_F16 ? launch_late<__half>(st, smem_max, smem, a)
+                              : launch_late<__nv_bfloat16>(st, smem_max, smem, a);
 }

@@ -164,7 +164,7 @@ err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const e
 /* The matmul_late op (cuda_gemv_late.cu) where PDL is on and the kernel fits; ERR_UNSUPPORTED otherwise. */
 err cuda__matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                       int accumulate, int64_t k_late);
-int cuda__has_late(const eng_backend *be);
+int cuda__has_late(const eng_backend *be, int64_t n, int64_t k, int64_t k_late);
 
 #define CUDA_CHECK(b, call)                                                                                          \
     do {                                                                                                             \

@@ -66,11 +66,13 @@ cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int warps_cap, eng_tensor y, 
                        const eng_tensor *bias, int accumulate, int gelu, const cuda__gemv_ln *ln);
 /* The decode GEMV of one row whose columns [0, kl) the kernel launched just before writes (cuda_gemv_late.cu): with
  * PDL it streams the other columns' weights while that kernel still runs. y (+)= x . w^T + bias, x and w f16/bf16
- * (K, kl, w's stride multiples of 8, x and w 16-byte aligned), y and bias of any dtype; a CTA an SM. Returns
- * cudaErrorNotSupported (nothing launched) where the shape does not fit or its shared memory (the late weights of
- * an SM's rows, x, partial sums) is over smem_max less 1 KiB. */
+ * (K, kl, w's stride multiples of 8, x and w 16-byte aligned), y and bias of any dtype; a CTA an SM. Only where
+ * cuda__gemv_late_fits says so (cudaErrorInvalidValue otherwise). */
 cudaError_t cuda__gemv_late(cudaStream_t st, int n_sms, size_t smem_max, eng_tensor y, eng_tensor x, eng_tensor w,
                             const eng_tensor *bias, int accumulate, int kl);
+/* Whether the kernel takes w [n, k] split at kl on a device of n_sms SMs and smem_max bytes of opt-in shared memory
+ * a block: its shared memory (the late weights of an SM's rows, x, partial sums) must fit, 1 KiB left. */
+int cuda__gemv_late_fits(int n_sms, size_t smem_max, int64_t n, int64_t k, int64_t kl);
 /* out [w.rows, w.cols] of dtype out_dt (f16 or bf16), contiguous = the int8 rows of w (contiguous, w.cols % 16 == 0)
  * times their scales[] (one per row): the prefill path's operand for cuBLAS, a panel of rows at a time. */
 cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w, const float *scales);

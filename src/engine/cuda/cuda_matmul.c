@@ -150,21 +150,22 @@ err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const e
 /* The layer's second matmul at decode, x += [att | mlp] . [out_proj | fc_out]^T + b, as attention's PDL dependent
  * (cuda_gemv_late.cu): fc_out's columns stream while attention runs. Only with PDL (without it the kernel would wait
  * for attention like any GEMV, and the branched layout is faster) and where the kernel fits. */
+static int late_ok(const cuda_backend *b, int64_t n, int64_t k, int64_t k_late) {
+    return cuda__pdl_on() && b->gemv >= 1 && cuda__gemv_late_fits(b->n_sms, b->smem_optin, n, k, k_late);
+}
+
 err cuda__matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                       int accumulate, int64_t k_late) {
     cuda_backend *b = (cuda_backend *)be;
     err rc = cuda__enter(b);
     if (rc != ERR_OK) return rc;
-    if (!cuda__pdl_on() || x->rows != 1 || k_late > INT32_MAX || !gemv_fits(b, x, w) || x->dtype == ENG_F32)
+    if (x->rows != 1 || !late_ok(b, w->rows, w->cols, k_late) || !gemv_fits(b, x, w) || x->dtype == ENG_F32)
         return ERR_UNSUPPORTED;
-    const cudaError_t e =
-        cuda__gemv_late(b->stream, b->n_sms, b->smem_optin, *y, *x, *w, bias, accumulate, (int)k_late);
-    if (e == cudaErrorNotSupported) return ERR_UNSUPPORTED;
-    CUDA_CHECK(b, e);
+    CUDA_CHECK(b, cuda__gemv_late(b->stream, b->n_sms, b->smem_optin, *y, *x, *w, bias, accumulate, (int)k_late));
     return ERR_OK;
 }
 
-int cuda__has_late(const eng_backend *be) {
+int cuda__has_late(const eng_backend *be, int64_t n, int64_t k, int64_t k_late) {
     cuda_backend *b = (cuda_backend *)be; /* cuda__enter: the PDL answer is per device */
-    return cuda__enter(b) == ERR_OK && cuda__pdl_on();
+    return cuda__enter(b) == ERR_OK && late_ok(b, n, k, k_late);
 }
