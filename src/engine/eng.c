@@ -300,13 +300,13 @@ err eng_matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng
 err eng_matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const eng_tensor *w, const eng_tensor *bias,
                     int accumulate, int64_t k_late) {
     if (k_late <= 0 || k_late >= x->cols) return ERR_INVALID;
+    err rc = matmul_args(y, x, w, bias);
+    if (rc != ERR_OK || x->rows == 0) return rc;
     if (OPS(be)->matmul_late && !is_q8(w)) {
-        err rc = matmul_args(y, x, w, bias);
-        if (rc != ERR_OK || x->rows == 0) return rc;
         rc = OPS(be)->matmul_late(be, y, x, w, bias, accumulate, k_late);
         if (rc != ERR_UNSUPPORTED) return rc;
     }
-    return eng_matmul(be, y, x, w, bias, accumulate);
+    return OPS(be)->matmul(be, y, x, w, bias, accumulate);
 }
 
 int eng_backend_has_late(const eng_backend *be, int64_t n, int64_t k, int64_t k_late) {

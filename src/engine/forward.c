@@ -473,7 +473,7 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
                           * the LayerNorm goes into the first (h: its output where the backend cannot fold it) */
             TRY(eng_matmul_ln(be, &mlp_qkv, &x, &L->ln_1_w, &L->ln_1_b, c->layer_norm_eps, &h, &L->w1, &L->b1, F));
             /* (RoPE + KV store not folded into attention: the folded kernel, launched early, holds SMs while w1
-             * streams; at 2B that measured 0.15 ms a token slower, NOTES.md v15) */
+             * streams; at 2B that measured 0.35 ms a token slower, NOTES.md v15) */
             TRY(eng_rope_kv_store(be, &qkv, em->kv, l, batch, shape));
             TRY(eng_attention(be, &att, &q, em->kv, l, batch, shape));
             if (em->late) TRY(eng_matmul_late(be, &x, &att_mlp, &L->w2, &L->fc_out_b, 1, D));

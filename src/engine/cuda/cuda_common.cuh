@@ -47,6 +47,29 @@ static __device__ __forceinline__ float cu_block_sum(float v, float *red) {
     return cu_warp_sum(v);
 }
 
+/* ---- cp.async (global -> shared, no register held while in flight) ----------------------------------------------
+ * cu_cp_async16 copies 16 bytes (.cg: cached in L2 only, for data read once; bytes = 0 zero-fills, e.g. a chunk
+ * past a row's end), cu_cp_commit closes a group, cu_cp_wait<N> waits until at most N of this thread's groups are
+ * in flight. Turing (sm_75) has no cp.async: a plain copy through registers keeps the same code correct there, if
+ * slower. */
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+static __device__ __forceinline__ void cu_cp_async16(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+static __device__ __forceinline__ void cu_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> static __device__ __forceinline__ void cu_cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+#else
+static __device__ __forceinline__ void cu_cp_async16(uint32_t dst, const void *src, int bytes) {
+    const uint4 v = bytes ? *reinterpret_cast<const uint4 *>(src) : make_uint4(0, 0, 0, 0);
+    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+                 : "memory");
+}
+static __device__ __forceinline__ void cu_cp_commit() {}
+template <int N> static __device__ __forceinline__ void cu_cp_wait() {}
+#endif
+
 /* ---- programmatic dependent launch (sm_90+; NOTES.md v12) ----------------------------------------------------
  * A kernel launched through cu_launch may start while the kernel before it in the stream is still running. Until
  * it calls cu_pdl_start() it may only read what no kernel of this step writes (weights; K/V of earlier steps), and

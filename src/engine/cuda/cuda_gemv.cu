@@ -85,25 +85,6 @@ static __device__ __forceinline__ void ld_x8(const void *x, int dt, int64_t i, f
     }
 }
 
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-    /* .cg: cached in L2 only (each weight is read once); bytes = 0 zero-fills (a chunk past K) */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-static __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-static __device__ __forceinline__ void cp_wait_stages() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(GEMV_STAGES - 1) : "memory");
-}
-#else
-/* Turing (sm_75) has no cp.async: a plain copy through registers keeps the same code correct there, if slower */
-static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-    const uint4 v = bytes ? *reinterpret_cast<const uint4 *>(src) : make_uint4(0, 0, 0, 0);
-    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
-                 : "memory");
-}
-static __device__ __forceinline__ void cp_commit() {}
-static __device__ __forceinline__ void cp_wait_stages() {}
-#endif
 
 struct gemv_args {
     eng_tensor y, x;
@@ -261,13 +242,13 @@ template <typename WT, int TMAX, bool LN, int W> static __device__ __forceinline
     auto issue = [&](int slot) {
         const int k = pk * STEP + lane * E;
         const bool ok = k < a.K;
-        cp_async16(ring_base + slot * 32 * 16, ok ? (const void *)(w + (int64_t)pr * a.ws + k) : a.w, ok ? 16 : 0);
+        cu_cp_async16(ring_base + slot * 32 * 16, ok ? (const void *)(w + (int64_t)pr * a.ws + k) : a.w, ok ? 16 : 0);
         if (++pk == steps_per_row) pk = 0, pr++;
     };
 #pragma unroll 1
     for (int s = 0; s < GEMV_STAGES; s++) {
         if (s < total) issue(s);
-        cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
+        cu_cp_commit(); /* one group per step, empty ones too, so wait_group counts steps */
     }
     /* PDL: the first GEMV_STAGES steps of weights are on their way while the kernel before this one finishes;
      * x (and y, with accumulate) only from here on */
@@ -300,7 +281,7 @@ template <typename WT, int TMAX, bool LN, int W> static __device__ __forceinline
     }
 #pragma unroll 1
     for (int s = 0; s < total; s++) {
-        cp_wait_stages(); /* this lane's copy of step s has landed */
+        cu_cp_wait<GEMV_STAGES - 1>(); /* this lane's copy of step s has landed */
         const uint4 v = mine[slot * 32];
         const int k = ck * STEP + lane * E;
         if (xpf) {
@@ -331,7 +312,7 @@ template <typename WT, int TMAX, bool LN, int W> static __device__ __forceinline
         }
         /* v has been used, so the slot is free again: refill it with the step GEMV_STAGES ahead */
         if (s + GEMV_STAGES < total) issue(slot);
-        cp_commit();
+        cu_cp_commit();
         if (++slot == GEMV_STAGES) slot = 0;
         if (++ck == steps_per_row) { /* row r0 + cr is complete */
             row_end<TMAX>(a, r0 + cr, T, lane, acc);

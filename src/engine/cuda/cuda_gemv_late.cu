@@ -36,26 +36,6 @@ struct late_args {
     int bdt, accumulate;
 };
 
-static __device__ __forceinline__ void late_cp16(uint32_t dst, const void *src) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-#else
-    const uint4 v = *reinterpret_cast<const uint4 *>(src);
-    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
-                 : "memory");
-#endif
-}
-static __device__ __forceinline__ void late_commit() {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-template <int N> static __device__ __forceinline__ void late_wait() {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-#endif
-}
-
 /* Weights are read once: no L1 allocation, and L2 may fetch the 256-byte sector pair */
 static __device__ __forceinline__ uint4 late_ldw(const void *p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -69,26 +49,21 @@ static __device__ __forceinline__ uint4 late_ldw(const void *p) {
 #endif
 }
 
-/* Eight products of 16-bit w and x chunks, summed into s (f32). */
-template <typename WT> static __device__ __forceinline__ float late_dot8(uint4 w, uint4 x, bool xbf, float s);
-template <> __device__ __forceinline__ float late_dot8<__half>(uint4 w, uint4 x, bool xbf, float s) {
-    const uint32_t wu[4] = {w.x, w.y, w.z, w.w}, xu[4] = {x.x, x.y, x.z, x.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&wu[i]));
-        const float2 b = xbf ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&xu[i]))
-                             : __half22float2(*reinterpret_cast<const __half2 *>(&xu[i]));
-        s = fmaf(a.x, b.x, s), s = fmaf(a.y, b.y, s);
-    }
-    return s;
+/* A 32-bit pair of 16-bit values as f32 (bf16: a shift, exact). */
+template <typename T> static __device__ __forceinline__ float2 late_f2(uint32_t u);
+template <> __device__ __forceinline__ float2 late_f2<__half>(uint32_t u) {
+    return __half22float2(*reinterpret_cast<const __half2 *>(&u));
 }
-template <> __device__ __forceinline__ float late_dot8<__nv_bfloat16>(uint4 w, uint4 x, bool xbf, float s) {
+template <> __device__ __forceinline__ float2 late_f2<__nv_bfloat16>(uint32_t u) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u));
+}
+
+/* Eight products of 16-bit w (WT) and x (bf16 or f16 by xbf) chunks, summed into s (f32). */
+template <typename WT> static __device__ __forceinline__ float late_dot8(uint4 w, uint4 x, bool xbf, float s) {
     const uint32_t wu[4] = {w.x, w.y, w.z, w.w}, xu[4] = {x.x, x.y, x.z, x.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&wu[i]));
-        const float2 b = xbf ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&xu[i]))
-                             : __half22float2(*reinterpret_cast<const __half2 *>(&xu[i]));
+        const float2 a = late_f2<WT>(wu[i]), b = xbf ? late_f2<__nv_bfloat16>(xu[i]) : late_f2<__half>(xu[i]);
         s = fmaf(a.x, b.x, s), s = fmaf(a.y, b.y, s);
     }
     return s;
@@ -127,15 +102,16 @@ template <typename WT> static __global__ void __launch_bounds__(LATE_WARPS * 32,
 
     /* x's early columns (group 0), then the late weights (group 1), into shared memory; the partials zeroed */
     for (int c = threadIdx.x; c < ce; c += blockDim.x)
-        late_cp16((uint32_t)__cvta_generic_to_shared(xs + a.kl + 8 * c), x + a.kl + 8 * c);
-    late_commit();
+        cu_cp_async16((uint32_t)__cvta_generic_to_shared(xs + a.kl + 8 * c), x + a.kl + 8 * c, 16);
+    cu_cp_commit();
     for (int i = threadIdx.x; i < nr * cl; i += blockDim.x) {
         const int r = i / cl, c = i - r * cl;
-        late_cp16((uint32_t)__cvta_generic_to_shared(wl + (size_t)r * a.kl + 8 * c), w + (int64_t)r * a.ws + 8 * c);
+        cu_cp_async16((uint32_t)__cvta_generic_to_shared(wl + (size_t)r * a.kl + 8 * c), w + (int64_t)r * a.ws + 8 * c,
+                      16);
     }
-    late_commit();
+    cu_cp_commit();
     for (int i = threadIdx.x; i < a.R * W; i += blockDim.x) part[i] = 0.0f;
-    late_wait<1>();
+    cu_cp_wait<1>();
     __syncthreads();
 
     int cr = s0 / spr, ck = s0 - cr * spr; /* the step consumed next */
@@ -163,9 +139,9 @@ template <typename WT> static __global__ void __launch_bounds__(LATE_WARPS * 32,
     /* attention (the kernel before) is done from here: its columns of x, then the late weights' products */
     cu_pdl_start();
     for (int c = threadIdx.x; c < cl; c += blockDim.x)
-        late_cp16((uint32_t)__cvta_generic_to_shared(xs + 8 * c), x + 8 * c);
-    late_commit();
-    late_wait<0>();
+        cu_cp_async16((uint32_t)__cvta_generic_to_shared(xs + 8 * c), x + 8 * c, 16);
+    cu_cp_commit();
+    cu_cp_wait<0>();
     __syncthreads();
     for (int r = warp; r < nr; r += W) {
         float sum = 0.0f;
