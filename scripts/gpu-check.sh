@@ -98,11 +98,13 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step "golden: cuda vs HF" 240 $B/test_gpu_golden
     # the same with every launch waiting for the one before: PDL (NOTES.md v12) must not change a result
     step "golden: cuda vs HF, SUGGESTD_CUDA_PDL=0" 240 env SUGGESTD_CUDA_PDL=0 $B/test_gpu_golden
-    # the other branch layout (the tiny checkpoints take 2, with RoPE folded into decode attention), and 2 unfolded
-    step "golden: cuda vs HF, SUGGESTD_BRANCHES=1" 240 env SUGGESTD_BRANCHES=1 $B/test_gpu_golden
-    step "golden: cuda vs HF, SUGGESTD_CUDA_ATTN_FOLD=0" 240 env SUGGESTD_CUDA_ATTN_FOLD=0 $B/test_gpu_golden
-    # the 2B-sized layout (no branches at one row, w2's GEMV beside attention: cuda_gemv_late.cu) on the tiny models
-    step "golden: cuda vs HF, SUGGESTD_LATE=1" 240 env SUGGESTD_LATE=1 $B/test_gpu_golden
+    # one-row steps take the late layout (w2's GEMV beside attention: cuda_gemv_late.cu) on the tiny checkpoints, as
+    # 350M and 2B do; the branch layouts of 6B and 16B (2, with RoPE folded into decode attention), 1, and 2 unfolded
+    step "golden: cuda vs HF, SUGGESTD_LATE=0" 240 env SUGGESTD_LATE=0 $B/test_gpu_golden
+    step "golden: cuda vs HF, SUGGESTD_LATE=0 SUGGESTD_BRANCHES=1" 240 env SUGGESTD_LATE=0 SUGGESTD_BRANCHES=1 \
+        $B/test_gpu_golden
+    step "golden: cuda vs HF, SUGGESTD_LATE=0 SUGGESTD_CUDA_ATTN_FOLD=0" 240 env SUGGESTD_LATE=0 \
+        SUGGESTD_CUDA_ATTN_FOLD=0 $B/test_gpu_golden
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------

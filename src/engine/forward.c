@@ -248,13 +248,13 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
      * and 6B (5.61 -> 5.49); not at 16B (12.24 -> 13.26) nor in layout 1 (2B: 2.37 -> 2.46-2.50) */
     em->fold_rope = em->branches == 2 && m->cfg.n_embd < 6144;
     /* one-row steps (batch-1 decode) without branches, w2's matmul streaming fc_out beside attention in one kernel
-     * (eng_matmul_late) where the backend overlaps it: measured faster than the branches at 2B on an H100, slower at
-     * 350M (NOTES.md v15); SUGGESTD_LATE=0|1 overrides (an explicit opts->branches turns the default off). Steps
-     * of more rows keep the layout above. */
+     * (eng_matmul_late) where the backend overlaps it: measured faster than the branches at 2B and (with its early
+     * launches, NOTES.md v16) 350M on an H100, slower at 6B (v15); SUGGESTD_LATE=0|1 overrides (an explicit
+     * opts->branches turns the default off). Steps of more rows keep the layout above. */
     const char *le = getenv("SUGGESTD_LATE");
     const int64_t ld = m->cfg.n_embd;
     em->late = em->fused && !q8 && eng_backend_has_late(be, ld, ld + m->cfg.n_inner, ld) &&
-               (le && (le[0] == '0' || le[0] == '1') ? le[0] == '1' : bo == 0 && ld >= 2048 && ld < 4096);
+               (le && (le[0] == '0' || le[0] == '1') ? le[0] == '1' : bo == 0 && ld < 4096);
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;

@@ -651,8 +651,13 @@ static err cuda_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv_, int
     if (rc == ERR_OK) rc = batch_layout(b, batch, &lo);
     if (rc != ERR_OK) return rc;
     size_t layer_off = kv_layer_off(kv, layer);
+    /* decode attention, which comes next, may launch at once and copy its old keys beside the GEMV before, where
+     * that GEMV has issued all its weights already (its CTAs need no more room): 350M 0.59 -> 0.55 ms a token in the
+     * late layout; at 2B (GEMV rings refilled) the early CTAs cost 0.2 ms (NOTES.md v16) */
+    const int early = b->gemv_one_ring && cuda__pdl_on();
     CUDA_CHECK(b, cuda__rope_kv_store(b->stream, *qkv, d_pos, b->rope_cs, s, (char *)kv->k + layer_off,
-                                      (char *)kv->v + layer_off, kv->base.dtype, lo.dev + 4));
+                                      (char *)kv->v + layer_off, kv->base.dtype, lo.dev + 4, early));
+    b->pdl_early = early, b->gemv_one_ring = 0;
     return ERR_OK;
 }
 
@@ -736,6 +741,7 @@ static err attention_run(cuda_backend *b, eng_tensor *out, const eng_tensor *q, 
                     (uintptr_t)((const char *)kv->v + layer_off) % 16 == 0;
     /* decode rows on an f16 cache: the decode kernel (cuda_attn.cu), split merge included; same alignment needs */
     const int dec = decode_kernel_ok(b, kv, layer_off, shape.head_dim);
+    int launched = 0;
     for (int pass = 0; pass < 2; pass++) {
         cuda__attn_args a = {
             .out = *out, .q = *q, .k = (const char *)kv->k + layer_off, .v = (const char *)kv->v + layer_off,
@@ -766,7 +772,10 @@ static err attention_run(cuda_backend *b, eng_tensor *out, const eng_tensor *q, 
         if (use_mma) CUDA_CHECK(b, cuda__attention_mma(b->stream, &a));
         else if (use_dec) CUDA_CHECK(b, cuda__attention_decode(b->stream, &a));
         else CUDA_CHECK(b, cuda__attention(b->stream, &a));
+        launched = 1;
     }
+    /* these kernels (and the tensor-core one, launched without PDL) let the next launch only after their wait */
+    if (launched) b->pdl_early = 0, b->gemv_one_ring = 0;
     return ERR_OK;
 }
 

@@ -349,13 +349,6 @@ __device__ unsigned long long dec_trace[16384][2][8]; /* [CTA][globaltimer ns, c
 #define DEC_MARK(i)
 #endif
 
-/* v rounded to dtype dt, as a store and a reload through cu_st / cu_ld leave it */
-static __device__ __forceinline__ float cu_round(float v, int dt) {
-    if (dt == ENG_F16) return __half2float(__float2half_rn(v));
-    if (dt == ENG_BF16) return __bfloat162float(__float2bfloat16_rn(v));
-    return v;
-}
-
 /* rope_kv_kernel's rotation of the pair (x0, x1) by t = (cos, sin), rounded to dt as its store into qkv rounds it:
  * the same f32 operations without contraction (cuda_rope.cu is compiled with --fmad=false), so bit-identical. */
 static __device__ __forceinline__ void rope_pair(float &x0, float &x1, float2 t, int dt) {

@@ -25,6 +25,13 @@ static __device__ __forceinline__ void cu_st(void *p, int dt, int64_t i, float v
         ((float *)p)[i] = v;
 }
 
+/* v rounded to dtype dt, as a store and a reload through cu_st / cu_ld leave it */
+static __device__ __forceinline__ float cu_round(float v, int dt) {
+    if (dt == ENG_F16) return __half2float(__float2half_rn(v));
+    if (dt == ENG_BF16) return __bfloat162float(__float2bfloat16_rn(v));
+    return v;
+}
+
 static __device__ __forceinline__ float cu_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -82,20 +89,37 @@ static __device__ __forceinline__ void cu_pdl_start() {
 #endif
 }
 
+/* Lets the next kernel launch now, before this kernel's wait: only where that kernel's prologue needs nothing the
+ * kernel before this one writes (a GEMV's reads weights, decode attention's old keys), since its prologue may then
+ * run while that kernel still runs. A kernel that triggers early also breaks the rule above for the kernel after
+ * next, whose prologue may then run before the kernel two launches back has finished: cuda__gemv_late, the one
+ * prologue that reads activations, launches without PDL after such a kernel (cuda_backend.pdl_early). */
+static __device__ __forceinline__ void cu_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 /* Launches kernel<<<grid, block, smem, st>>>(args...), with the PDL attribute where cuda__pdl_on() says so: only
  * for kernels that call cu_pdl_start() before touching activations. Returns the launch's error. */
 template <typename... P, typename... A>
-static cudaError_t cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                             A &&...args) {
+static cudaError_t cu_launch_pdl(int pdl, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                 A &&...args) {
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
-    cfg.attrs = at, cfg.numAttrs = cuda__pdl_on() ? 1 : 0;
+    cfg.attrs = at, cfg.numAttrs = pdl && cuda__pdl_on() ? 1 : 0;
     const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(args)...);
     if (e != cudaSuccess) (void)cudaGetLastError(); /* as <<<>>> + cudaGetLastError: not left for a later op */
     return e;
+}
+
+template <typename... P, typename... A>
+static cudaError_t cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                             A &&...args) {
+    return cu_launch_pdl(1, kernel, grid, block, smem, st, static_cast<A &&>(args)...);
 }
 
 static inline int cu_blocks(int64_t n, int per) {

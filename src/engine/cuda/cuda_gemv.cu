@@ -98,6 +98,7 @@ struct gemv_args {
     int ln_dt;
     float eps;
     int warps_cap; /* host only: at most this many of its warps an SM (0: as many as fit), see cuda__gemv */
+    int *one_ring; /* host only: cuda__gemv's */
 };
 
 /* acc[t] += w . x[t] over one lane's chunk v of weights at column k, x (rows xs apart, of dtype xdt) read from
@@ -398,6 +399,10 @@ static cudaError_t wave_rows(void (*kernel)(gemv_args), size_t smem, size_t smem
 
 template <int W> static cudaError_t launch_k(void (*kernel)(gemv_args), cudaStream_t st, size_t smem, gemv_args a) {
     const int64_t warps = (a.N + a.rows_per_warp - 1) / a.rows_per_warp;
+    if (a.one_ring) { /* a step is 32 lanes x 16 bytes: 8 half weights a lane, 16 int8 */
+        const int64_t step = 32 * (a.scales ? 16 : 8);
+        *a.one_ring = (int64_t)a.rows_per_warp * ((a.K + step - 1) / step) <= GEMV_STAGES;
+    }
     const unsigned grid = (unsigned)((warps + W - 1) / W);
     return cu_launch(kernel, dim3(grid), dim3(W * 32), smem, st, a);
 }
@@ -451,7 +456,7 @@ template <typename WT> static cudaError_t launch_w(cudaStream_t st, int n_sms, c
 
 extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int warps_cap, eng_tensor y, eng_tensor x,
                                   eng_tensor w, const eng_tensor *bias, int accumulate, int gelu,
-                                  const cuda__gemv_ln *ln) {
+                                  const cuda__gemv_ln *ln, int *one_ring) {
     const int N = (int)w.rows, K = (int)w.cols;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
     if (x.rows > CUDA_GEMV_MAX_ROWS) return cudaErrorInvalidValue;
@@ -460,7 +465,8 @@ extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int warps_cap, eng
         return cudaErrorInvalidValue;
     gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
                    accumulate, gelu, ln ? ln->w.data : NULL, ln ? ln->b.data : NULL, ln ? (int)ln->w.dtype : 0,
-                   ln ? ln->eps : 0.0f, warps_cap};
+                   ln ? ln->eps : 0.0f, warps_cap, one_ring};
+    if (one_ring) *one_ring = 0;
     switch (w.dtype) {
     case ENG_F16: return launch_w<__half>(st, n_sms, a);
     case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a);

@@ -74,7 +74,9 @@ static size_t late_smem(int R, int K, int kl) {
     return (size_t)R * kl * 2 + (size_t)K * 2 + (size_t)R * LATE_WARPS * 4;
 }
 
-template <typename WT> static __global__ void __launch_bounds__(LATE_WARPS * 32, 1) gemv_late_kernel(late_args a) {
+/* EARLY: the next kernel may launch at this one's start (cuda__gemv_late) */
+template <typename WT, bool EARLY>
+static __global__ void __launch_bounds__(LATE_WARPS * 32, 1) gemv_late_kernel(late_args a) {
     constexpr int W = LATE_WARPS;
     extern __shared__ __align__(16) unsigned char lsm[];
     uint16_t *wl = (uint16_t *)lsm, *xs = wl + (size_t)a.R * a.kl;
@@ -84,6 +86,11 @@ template <typename WT> static __global__ void __launch_bounds__(LATE_WARPS * 32,
     const bool xbf = a.x.dtype == ENG_BF16;
     const uint16_t *x = (const uint16_t *)a.x.data;
     const WT *w = (const WT *)a.w + (int64_t)n0 * a.ws; /* the CTA's first row */
+    /* EARLY: the next kernel (the next layer's LayerNorm GEMV, whose prologue reads only weights) may launch now,
+     * and its CTAs that find room issue their weights while attention and this kernel run (NOTES.md v16). A
+     * template argument, not a run-time one: a run-time switch here cost 2B's kernel 14 us a layer (85 registers
+     * instead of 96 and a slower schedule of the ring). */
+    if constexpr (EARLY) cu_pdl_trigger();
 
     /* The early part as steps of 32 chunks (a warp's 512 B of one row), rows after each other; warp i takes a
      * contiguous run of them, so each (row, warp) pair has at most one partial sum. */
@@ -162,15 +169,15 @@ template <typename WT> static __global__ void __launch_bounds__(LATE_WARPS * 32,
     }
 }
 
-template <typename WT>
-static cudaError_t launch_late(cudaStream_t st, size_t smem_max, size_t smem, const late_args &a) {
+template <typename WT, bool EARLY>
+static cudaError_t launch_late(cudaStream_t st, int pdl, size_t smem_max, size_t smem, const late_args &a) {
     /* the opt-in limit, the same value whatever the shape, so that two backends' launches cannot interleave a
      * smaller limit between another's attribute and its launch */
     cudaError_t e =
-        cudaFuncSetAttribute(gemv_late_kernel<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max);
+        cudaFuncSetAttribute(gemv_late_kernel<WT, EARLY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max);
     if (e != cudaSuccess) return e;
-    return cu_launch(gemv_late_kernel<WT>, dim3((unsigned)((a.N + a.R - 1) / a.R)), dim3(LATE_WARPS * 32), smem, st,
-                     a);
+    return cu_launch_pdl(pdl, gemv_late_kernel<WT, EARLY>, dim3((unsigned)((a.N + a.R - 1) / a.R)),
+                         dim3(LATE_WARPS * 32), smem, st, a);
 }
 
 extern "C" int cuda__gemv_late_fits(int n_sms, size_t smem_max, int64_t n, int64_t k, int64_t kl) {
@@ -178,8 +185,8 @@ extern "C" int cuda__gemv_late_fits(int n_sms, size_t smem_max, int64_t n, int64
     return late_smem((int)((n + n_sms - 1) / n_sms), (int)k, (int)kl) + 1024 <= smem_max;
 }
 
-extern "C" cudaError_t cuda__gemv_late(cudaStream_t st, int n_sms, size_t smem_max, eng_tensor y, eng_tensor x,
-                                       eng_tensor w, const eng_tensor *bias, int accumulate, int kl) {
+extern "C" cudaError_t cuda__gemv_late(cudaStream_t st, int pdl, int early, int n_sms, size_t smem_max, eng_tensor y,
+                                       eng_tensor x, eng_tensor w, const eng_tensor *bias, int accumulate, int kl) {
     const int64_t N = w.rows, K = w.cols;
     if (!cuda__gemv_late_fits(n_sms, smem_max, N, K, kl) || x.rows != 1 || x.cols != K || w.stride % 8 ||
         ((uintptr_t)w.data & 15) || ((uintptr_t)x.data & 15) || (x.dtype != ENG_F16 && x.dtype != ENG_BF16) ||
@@ -189,6 +196,9 @@ extern "C" cudaError_t cuda__gemv_late(cudaStream_t st, int n_sms, size_t smem_m
     const late_args a = {y, x, w.data, w.stride, (int)N, (int)K, kl, R, bias ? bias->data : NULL,
                          bias ? (int)bias->dtype : 0, accumulate};
     const size_t smem = late_smem(R, (int)K, kl);
-    return w.dtype == ENG_F16 ? launch_late<__half>(st, smem_max, smem, a)
-                              : launch_late<__nv_bfloat16>(st, smem_max, smem, a);
+    if (w.dtype == ENG_F16)
+        return early ? launch_late<__half, true>(st, pdl, smem_max, smem, a)
+                     : launch_late<__half, false>(st, pdl, smem_max, smem, a);
+    return early ? launch_late<__nv_bfloat16, true>(st, pdl, smem_max, smem, a)
+                 : launch_late<__nv_bfloat16, false>(st, pdl, smem_max, smem, a);
 }

@@ -84,6 +84,14 @@ typedef struct cuda_backend {
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     int attn_decode;     /* decode rows on f16 caches use cuda__attention_decode (SUGGESTD_CUDA_ATTN_DECODE=0: off) */
     int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS; 0: by batch) */
+    /* PDL bookkeeping of the launches on the stream, in issue order (cu_pdl_trigger, NOTES.md v16):
+     * gemv_one_ring: the last GEMV issued all its weights before its wait, so kernels launched beside it cannot
+     *   slow it: eng_rope_kv_store then lets decode attention launch early;
+     * pdl_early: the last kernel let the next one launch before its own wait (RoPE + KV store so, matmul_late),
+     *   so the kernel two back may still run: cuda__gemv_late, whose prologue reads activations, launches without
+     *   PDL then; the decode attention op (which triggers after its wait) clears it. */
+    int gemv_one_ring, pdl_early;
+    int ln_one_ring; /* the last LayerNorm GEMV's gemv_one_ring: the next layer's, after matmul_late, will be alike */
     cuda_counters attn_tickets; /* the decode kernel's split counters */
     cuda_counters top_counts;   /* logits_top's candidate counts and tickets */
     /* the stream and cuBLAS handle ops issue to: the main ones, or the side branch's between ENG_BRANCH_SIDE and

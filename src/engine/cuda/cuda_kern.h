@@ -41,9 +41,10 @@ cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_dtype kvdt, 
                            const int32_t *slot);
 
 /* RoPE on q | k of qkv [T, 3 * n_head * head_dim] in place (s: q's heads, head_dim even), then k and v rows into
- * the cache at slot[r], as cuda__rope then cuda__kv_store would leave them. */
+ * the cache at slot[r], as cuda__rope then cuda__kv_store would leave them. early: the next kernel may launch before
+ * this one's wait (cu_pdl_trigger), for decode attention's prologue beside the GEMV before. */
 cudaError_t cuda__rope_kv_store(cudaStream_t st, eng_tensor qkv, const int32_t *pos, const float *cs, eng_attn_shape s,
-                                void *kc, void *vc, eng_dtype kvdt, const int32_t *slot);
+                                void *kc, void *vc, eng_dtype kvdt, const int32_t *slot, int early);
 
 /* Decode matmul (cuda_gemv.cu): y[t] (+)= x[t] . w^T + bias for x.rows <= CUDA_GEMV_MAX_ROWS, w f16/bf16
  * (K % 8 == 0, stride % 8 == 0) or ENG_Q8 (K % 16 == 0, contiguous) [N, K] with 16-byte aligned data; x (16-byte
@@ -61,15 +62,17 @@ typedef struct cuda__gemv_ln {
     float eps;
 } cuda__gemv_ln;
 /* ln: NULL, or the LayerNorm of x. warps_cap > 0: the grid leaves an SM at most that many of its warps, so kernels
- * on a concurrent branch find room beside it (cuda_branch.c); 0: one full wave. */
+ * on a concurrent branch find room beside it (cuda_branch.c); 0: one full wave. *one_ring (if not NULL): whether
+ * every warp's weights fit its first ring, i.e. the kernel issues all of them before its PDL wait. */
 cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int warps_cap, eng_tensor y, eng_tensor x, eng_tensor w,
-                       const eng_tensor *bias, int accumulate, int gelu, const cuda__gemv_ln *ln);
+                       const eng_tensor *bias, int accumulate, int gelu, const cuda__gemv_ln *ln, int *one_ring);
 /* The decode GEMV of one row whose columns [0, kl) the kernel launched just before writes (cuda_gemv_late.cu): with
  * PDL it streams the other columns' weights while that kernel still runs. y (+)= x . w^T + bias, x and w f16/bf16
  * (K, kl, w's stride multiples of 8, x and w 16-byte aligned), y and bias of any dtype; a CTA an SM. Only where
- * cuda__gemv_late_fits says so (cudaErrorInvalidValue otherwise). */
-cudaError_t cuda__gemv_late(cudaStream_t st, int n_sms, size_t smem_max, eng_tensor y, eng_tensor x, eng_tensor w,
-                            const eng_tensor *bias, int accumulate, int kl);
+ * cuda__gemv_late_fits says so (cudaErrorInvalidValue otherwise). early: it lets the next kernel launch at its
+ * start (cu_pdl_trigger). pdl = 0: launched without PDL, for when the kernel before triggered early itself. */
+cudaError_t cuda__gemv_late(cudaStream_t st, int pdl, int early, int n_sms, size_t smem_max, eng_tensor y, eng_tensor x,
+                            eng_tensor w, const eng_tensor *bias, int accumulate, int kl);
 /* Whether the kernel takes w [n, k] split at kl on a device of n_sms SMs and smem_max bytes of opt-in shared memory
  * a block: its shared memory (the late weights of an SM's rows, x, partial sums) must fit, 1 KiB left. */
 int cuda__gemv_late_fits(int n_sms, size_t smem_max, int64_t n, int64_t k, int64_t kl);

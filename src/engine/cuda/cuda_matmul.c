@@ -85,9 +85,12 @@ static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng
     if (x->rows > INT32_MAX || K > INT32_MAX || N > INT32_MAX || x->stride > INT32_MAX || w->stride > INT32_MAX ||
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
+    /* (cuda_impl.h) the GEMV lets the next kernel launch after its wait; cuBLAS's kernels are not ours to know */
+    b->gemv_one_ring = 0, b->pdl_early = 1;
     if (gemv_fits(b, x, w)) {
         CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, cuda__branch_warps(b), *y, *x, *w, bias, accumulate, (int)gelu,
-                                 NULL));
+                                 NULL, &b->gemv_one_ring));
+        b->pdl_early = 0;
         return ERR_OK;
     }
     if (w->dtype != ENG_Q8) {
@@ -143,7 +146,8 @@ err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const e
         return ERR_UNSUPPORTED;
     const cuda__gemv_ln ln = {*ln_w, *ln_b, eps};
     CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, cuda__branch_warps(b), *y, *x, *w, bias, 0, (int)gelu_cols,
-                             &ln));
+                             &ln, &b->gemv_one_ring));
+    b->pdl_early = 0, b->ln_one_ring = b->gemv_one_ring;
     return ERR_OK;
 }
 
@@ -161,7 +165,12 @@ err cuda__matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const
     if (rc != ERR_OK) return rc;
     if (x->rows != 1 || !late_ok(b, w->rows, w->cols, k_late) || !gemv_fits(b, x, w) || x->dtype == ENG_F32)
         return ERR_UNSUPPORTED;
-    CUDA_CHECK(b, cuda__gemv_late(b->stream, b->n_sms, b->smem_optin, *y, *x, *w, bias, accumulate, (int)k_late));
+    /* after a kernel that let this one launch before its own wait, the one that wrote x's early columns may still
+     * run: no PDL then (cuda_impl.h, pdl_early) */
+    const int early = b->ln_one_ring && cuda__pdl_on();
+    CUDA_CHECK(b, cuda__gemv_late(b->stream, !b->pdl_early, early, b->n_sms, b->smem_optin, *y, *x, *w, bias,
+                                  accumulate, (int)k_late));
+    b->pdl_early = early, b->gemv_one_ring = 0;
     return ERR_OK;
 }
 

@@ -57,35 +57,49 @@ extern "C" cudaError_t cuda__kv_store(cudaStream_t st, void *kc, void *vc, eng_d
  * cache as kv_store_kernel would copy them, from the values as stored (so the cache holds the activation dtype's
  * rounding, as with the two launches). head_dim even: a pair never straddles two heads or q | k | v. */
 static __global__ void rope_kv_kernel(eng_tensor x, const int32_t *pos, const float2 *cs, eng_attn_shape s, void *kc,
-                                      void *vc, int kvdt, const int32_t *slot) {
-    cu_pdl_start(); /* PDL (cuda_common.cuh): all it touches may come from the kernel before */
+                                      void *vc, int kvdt, const int32_t *slot, int early) {
     const int64_t D = (int64_t)s.n_head * s.head_dim, p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= 3 * D / 2) return;
     const int64_t c = 2 * p;
     const int half = s.rotary_dim / 2, d = (int)(c % s.head_dim);
-    for (int64_t r = blockIdx.y; r < x.rows; r += gridDim.y) {
+    const bool rot = c < 2 * D && d < s.rotary_dim;
+    /* Before the wait (PDL, cuda_common.cuh), what no kernel of the step writes: the step's positions and slots
+     * (uploaded before its first kernel) and the (cos, sin) table, for the block's first row - a decode step's only
+     * one. Loaded after the wait they were two dependent round trips (pos, then the table) on the layer's path. */
+    const int64_t r0 = blockIdx.y;
+    float2 t0 = make_float2(1.0f, 0.0f);
+    int32_t s0 = 0;
+    if (p < 3 * D / 2 && r0 < x.rows) {
+        if (rot) t0 = cs[(int64_t)pos[r0] * half + d / 2];
+        if (c >= D) s0 = slot[r0];
+    }
+    if (early) cu_pdl_trigger(); /* decode attention's prologue during the GEMV before (cuda__rope_kv_store) */
+    cu_pdl_start();
+    if (p >= 3 * D / 2) return;
+    for (int64_t r = r0; r < x.rows; r += gridDim.y) {
         const int64_t o = r * x.stride + c;
         float x0 = cu_ld(x.data, x.dtype, o), x1 = cu_ld(x.data, x.dtype, o + 1);
-        if (c < 2 * D && d < s.rotary_dim) {
-            const float2 t = cs[(int64_t)pos[r] * half + d / 2];
-            cu_st(x.data, x.dtype, o, x0 * t.x - x1 * t.y);
-            cu_st(x.data, x.dtype, o + 1, x1 * t.x + x0 * t.y);
-            x0 = cu_ld(x.data, x.dtype, o), x1 = cu_ld(x.data, x.dtype, o + 1);
+        if (rot) {
+            const float2 t = r == r0 ? t0 : cs[(int64_t)pos[r] * half + d / 2];
+            /* the store rounds; the cache gets the values as stored (cu_round: what a reload would give) */
+            const float y0 = x0 * t.x - x1 * t.y, y1 = x1 * t.x + x0 * t.y;
+            cu_st(x.data, x.dtype, o, y0);
+            cu_st(x.data, x.dtype, o + 1, y1);
+            x0 = cu_round(y0, x.dtype), x1 = cu_round(y1, x.dtype);
         }
         if (c < D) continue; /* q stays in the activations */
         void *dst = c < 2 * D ? kc : vc;
-        const int64_t co = (int64_t)slot[r] * D + (c < 2 * D ? c - D : c - 2 * D);
+        const int64_t co = (int64_t)(r == r0 ? s0 : slot[r]) * D + (c < 2 * D ? c - D : c - 2 * D);
         cu_st(dst, kvdt, co, x0);
         cu_st(dst, kvdt, co + 1, x1);
     }
 }
 
 extern "C" cudaError_t cuda__rope_kv_store(cudaStream_t st, eng_tensor qkv, const int32_t *pos, const float *cs,
-                                           eng_attn_shape s, void *kc, void *vc, eng_dtype kvdt,
-                                           const int32_t *slot) {
+                                           eng_attn_shape s, void *kc, void *vc, eng_dtype kvdt, const int32_t *slot,
+                                           int early) {
     if (qkv.rows <= 0) return cudaSuccess;
     const int64_t pairs = 3 * (int64_t)s.n_head * s.head_dim / 2;
     dim3 grid((unsigned)((pairs + 127) / 128), (unsigned)(qkv.rows < 65535 ? qkv.rows : 65535));
     return cu_launch(rope_kv_kernel, dim3(grid), dim3(128), 0, st, qkv, pos, (const float2 *)cs, s, kc, vc, (int)kvdt,
-                     slot);
+                     slot, early);
 }
