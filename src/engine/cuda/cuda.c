@@ -657,7 +657,7 @@ static err cuda_rope_kv_store(eng_backend *be, eng_tensor *qkv, eng_kv *kv_, int
     const int early = b->gemv_one_ring && cuda__pdl_on();
     CUDA_CHECK(b, cuda__rope_kv_store(b->stream, *qkv, d_pos, b->rope_cs, s, (char *)kv->k + layer_off,
                                       (char *)kv->v + layer_off, kv->base.dtype, lo.dev + 4, early));
-    b->pdl_early = early, b->gemv_one_ring = 0;
+    cuda__pdl_note(b, 0, early);
     return ERR_OK;
 }
 
@@ -775,7 +775,7 @@ static err attention_run(cuda_backend *b, eng_tensor *out, const eng_tensor *q, 
         launched = 1;
     }
     /* these kernels (and the tensor-core one, launched without PDL) let the next launch only after their wait */
-    if (launched) b->pdl_early = 0, b->gemv_one_ring = 0;
+    if (launched) cuda__pdl_note(b, 0, 0);
     return ERR_OK;
 }
 

@@ -397,10 +397,10 @@ static __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(cuda
     const __half *kh = (const __half *)a.k + (int64_t)h * hd, *vh = (const __half *)a.v + (int64_t)h * hd;
     const int32_t *blocks = a.blocks + tile.w;
     const int n_stages = (k_end - k_begin + TK - 1) / TK, first = min(TK, k_end - k_begin);
-    /* PDL: the first stage is copied while the RoPE + KV store before this kernel runs, if it holds only keys of
-     * earlier steps. A 1-row tile's sequence stores at most CUDA_ATTN_ROW_TILES_MAX keys a step (cuda.c), so keys
-     * below n_keys - that are old; the step's metadata (tile list, block table) comes from an upload that every
-     * kernel of the step already follows. (DEC_MARK's trace writes come before the wait: its bench runs without
+    /* PDL: the first stage is copied while the kernel before runs (the RoPE + KV store; after its early launch the
+     * GEMV before that too), if it holds only keys of earlier steps. A 1-row tile's sequence stores at most
+     * CUDA_ATTN_ROW_TILES_MAX keys a step (cuda.c), so keys below n_keys - that are old; the step's metadata (tile
+     * list, block table) comes from an upload that every kernel of the step already follows. (DEC_MARK's trace writes come before the wait: its bench runs without
      * PDL.) */
     const bool early = k_begin + first <= n_keys - CUDA_ATTN_ROW_TILES_MAX;
     if (early) dec_issue<DV, TK>(kbuf, vbuf, kh, vh, blocks, a.d_model, hd, k_begin, first);

@@ -82,26 +82,27 @@ template <int N> static __device__ __forceinline__ void cu_cp_wait() {}
  * it calls cu_pdl_start() it may only read what no kernel of this step writes (weights; K/V of earlier steps), and
  * write nothing. cu_pdl_start() returns once the previous kernel has finished and its writes are visible, then lets
  * the next kernel launch: since that comes after the wait, a kernel's prologue also runs after everything two
- * launches back has finished. A no-op below sm_90 and when the launch had no PDL attribute. */
+ * launches back has finished - unless the kernel before it let it launch earlier (cu_pdl_trigger). A no-op below
+ * sm_90 and when the launch had no PDL attribute. */
 static __device__ __forceinline__ void cu_pdl_start() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
-/* Lets the next kernel launch now, before this kernel's wait: only where that kernel's prologue needs nothing the
- * kernel before this one writes (a GEMV's reads weights, decode attention's old keys), since its prologue may then
- * run while that kernel still runs. A kernel that triggers early also breaks the rule above for the kernel after
- * next, whose prologue may then run before the kernel two launches back has finished: cuda__gemv_late, the one
- * prologue that reads activations, launches without PDL after such a kernel (cuda_backend.pdl_early). */
+/* Lets the next kernel launch now, before this kernel's wait. That breaks the rule above for the next kernel: its
+ * prologue may run while the kernel before this one still runs. So only where no next kernel's prologue reads what
+ * that one writes: a GEMV's reads weights, decode attention's old keys and the step's metadata; cuda__gemv_late's,
+ * the one prologue that reads activations, would, and the backend launches it without PDL after such a kernel
+ * (cuda_backend.pdl_early). The kernel after next is safe again: the next one lets it launch after its wait. */
 static __device__ __forceinline__ void cu_pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
-/* Launches kernel<<<grid, block, smem, st>>>(args...), with the PDL attribute where cuda__pdl_on() says so: only
- * for kernels that call cu_pdl_start() before touching activations. Returns the launch's error. */
+/* Launches kernel<<<grid, block, smem, st>>>(args...), with the PDL attribute where pdl and cuda__pdl_on() say so:
+ * only for kernels that call cu_pdl_start() before touching activations. Returns the launch's error. */
 template <typename... P, typename... A>
 static cudaError_t cu_launch_pdl(int pdl, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
                                  A &&...args) {
@@ -116,6 +117,7 @@ static cudaError_t cu_launch_pdl(int pdl, void (*kernel)(P...), dim3 grid, dim3 
     return e;
 }
 
+/* cu_launch_pdl with PDL where the device has it: every kernel of ours but a late GEMV after an early trigger. */
 template <typename... P, typename... A>
 static cudaError_t cu_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
                              A &&...args) {

@@ -458,6 +458,7 @@ extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int warps_cap, eng
                                   eng_tensor w, const eng_tensor *bias, int accumulate, int gelu,
                                   const cuda__gemv_ln *ln, int *one_ring) {
     const int N = (int)w.rows, K = (int)w.cols;
+    if (one_ring) *one_ring = 0;
     if (x.rows <= 0 || N <= 0) return cudaSuccess;
     if (x.rows > CUDA_GEMV_MAX_ROWS) return cudaErrorInvalidValue;
     /* the LayerNorm kernel: normalized rows of x's 16-bit dtype in shared memory; one dtype for the gain and bias */
@@ -466,7 +467,6 @@ extern "C" cudaError_t cuda__gemv(cudaStream_t st, int n_sms, int warps_cap, eng
     gemv_args a = {y, x, w.data, NULL, w.stride, N, K, 0, bias ? bias->data : NULL, bias ? (int)bias->dtype : 0,
                    accumulate, gelu, ln ? ln->w.data : NULL, ln ? ln->b.data : NULL, ln ? (int)ln->w.dtype : 0,
                    ln ? ln->eps : 0.0f, warps_cap, one_ring};
-    if (one_ring) *one_ring = 0;
     switch (w.dtype) {
     case ENG_F16: return launch_w<__half>(st, n_sms, a);
     case ENG_BF16: return launch_w<__nv_bfloat16>(st, n_sms, a);

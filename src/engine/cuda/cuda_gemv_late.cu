@@ -15,9 +15,10 @@
  * add used to take. (A version with a deep cp.async ring and the late weights prefetched into L2 instead streamed no
  * faster and left a ~14 us tail of L2 misses: NOTES.md v15.)
  *
- * Reading mlp before the wait is allowed because every kernel of ours calls cu_pdl_start (wait, then let the next
- * launch) before it lets a dependent launch: when this kernel starts, everything two or more launches back - the
- * GEMV that wrote mlp - has finished. Without PDL the kernel is a plain GEMV that runs after attention.
+ * Reading mlp before the wait is allowed because the kernel before (attention) lets this one launch only after its
+ * own wait (cu_pdl_start): when this kernel starts, everything two or more launches back - the GEMV that wrote mlp -
+ * has finished. After a kernel that let it launch earlier (cu_pdl_trigger) the backend launches it without PDL
+ * (cuda_backend.pdl_early), and then, as without PDL at all, it is a plain GEMV that starts when that kernel ends.
  *
  * One CTA of LATE_WARPS warps per R = ceil(N / SMs) rows, so one wave; where the shared memory (R kl late
  * weights, the K columns of x, the partials) exceeds the device's limit, cuda__gemv_late_fits says no and the

@@ -84,12 +84,14 @@ typedef struct cuda_backend {
     int attn_mma; /* prefill tiles on f16 caches use the tensor-core attention (SUGGESTD_CUDA_ATTN_MMA=0: off) */
     int attn_decode;     /* decode rows on f16 caches use cuda__attention_decode (SUGGESTD_CUDA_ATTN_DECODE=0: off) */
     int attn_split_ctas; /* CTAs per SM the decode split plan aims at (SUGGESTD_CUDA_ATTN_SPLIT_CTAS; 0: by batch) */
-    /* PDL bookkeeping of the launches on the stream, in issue order (cu_pdl_trigger, NOTES.md v16):
+    /* PDL bookkeeping of the main stream's launches, in issue order (cu_pdl_trigger, NOTES.md v16; cuda__pdl_note:
+     * ops on the side branch leave it alone):
      * gemv_one_ring: the last GEMV issued all its weights before its wait, so kernels launched beside it cannot
      *   slow it: eng_rope_kv_store then lets decode attention launch early;
-     * pdl_early: the last kernel let the next one launch before its own wait (RoPE + KV store so, matmul_late),
-     *   so the kernel two back may still run: cuda__gemv_late, whose prologue reads activations, launches without
-     *   PDL then; the decode attention op (which triggers after its wait) clears it. */
+     * pdl_early: the last kernel let the next one launch before its own wait (RoPE + KV store when it does,
+     *   matmul_late), or is not ours (cuBLAS), so the kernel two back may still run: cuda__gemv_late, whose
+     *   prologue reads activations, launches without PDL then. Ops whose kernels trigger after their wait (GEMVs,
+     *   attention) clear it; the others leave it as it was, which is safe either way. */
     int gemv_one_ring, pdl_early;
     int ln_one_ring; /* the last LayerNorm GEMV's gemv_one_ring: the next layer's, after matmul_late, will be alike */
     cuda_counters attn_tickets; /* the decode kernel's split counters */
@@ -149,6 +151,11 @@ void cuda__branch_free(cuda_backend *b);
 err cuda__branch(eng_backend *be, eng_branch_op op);
 int cuda__has_branches(const eng_backend *be);
 int cuda__branch_warps(const cuda_backend *b);
+/* The PDL bookkeeping after an op's launch (cuda_backend.gemv_one_ring, pdl_early), for the main stream only: a
+ * kernel on the side branch is not the one before the main stream's next. */
+static inline void cuda__pdl_note(cuda_backend *b, int one_ring, int early) {
+    if (b->br.state != 1) b->gemv_one_ring = one_ring, b->pdl_early = early;
+}
 
 err cuda__graphs_create(eng_backend *be, eng_graphs **out);
 void cuda__graphs_destroy(eng_backend *be, eng_graphs *g);

@@ -86,11 +86,12 @@ static err matmul(cuda_backend *b, eng_tensor *y, const eng_tensor *x, const eng
         y->stride > INT32_MAX)
         return ERR_UNSUPPORTED;
     /* (cuda_impl.h) the GEMV lets the next kernel launch after its wait; cuBLAS's kernels are not ours to know */
-    b->gemv_one_ring = 0, b->pdl_early = 1;
+    cuda__pdl_note(b, 0, 1);
     if (gemv_fits(b, x, w)) {
+        int one_ring = 0;
         CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, cuda__branch_warps(b), *y, *x, *w, bias, accumulate, (int)gelu,
-                                 NULL, &b->gemv_one_ring));
-        b->pdl_early = 0;
+                                 NULL, &one_ring));
+        cuda__pdl_note(b, one_ring, 0);
         return ERR_OK;
     }
     if (w->dtype != ENG_Q8) {
@@ -145,9 +146,11 @@ err cuda__matmul_ln(eng_backend *be, eng_tensor *y, const eng_tensor *x, const e
         w->rows > INT32_MAX)
         return ERR_UNSUPPORTED;
     const cuda__gemv_ln ln = {*ln_w, *ln_b, eps};
+    int one_ring = 0;
     CUDA_CHECK(b, cuda__gemv(b->stream, b->n_sms, cuda__branch_warps(b), *y, *x, *w, bias, 0, (int)gelu_cols,
-                             &ln, &b->gemv_one_ring));
-    b->pdl_early = 0, b->ln_one_ring = b->gemv_one_ring;
+                             &ln, &one_ring));
+    cuda__pdl_note(b, one_ring, 0);
+    if (b->br.state != 1) b->ln_one_ring = one_ring;
     return ERR_OK;
 }
 
@@ -170,7 +173,7 @@ err cuda__matmul_late(eng_backend *be, eng_tensor *y, const eng_tensor *x, const
     const int early = b->ln_one_ring && cuda__pdl_on();
     CUDA_CHECK(b, cuda__gemv_late(b->stream, !b->pdl_early, early, b->n_sms, b->smem_optin, *y, *x, *w, bias,
                                   accumulate, (int)k_late));
-    b->pdl_early = early, b->gemv_one_ring = 0;
+    cuda__pdl_note(b, 0, early);
     return ERR_OK;
 }
 

@@ -62,9 +62,10 @@ static __global__ void rope_kv_kernel(eng_tensor x, const int32_t *pos, const fl
     const int64_t c = 2 * p;
     const int half = s.rotary_dim / 2, d = (int)(c % s.head_dim);
     const bool rot = c < 2 * D && d < s.rotary_dim;
-    /* Before the wait (PDL, cuda_common.cuh), what no kernel of the step writes: the step's positions and slots
-     * (uploaded before its first kernel) and the (cos, sin) table, for the block's first row - a decode step's only
-     * one. Loaded after the wait they were two dependent round trips (pos, then the table) on the layer's path. */
+    /* Before the wait (PDL, cuda_common.cuh), what no kernel writes: the step's positions and slots and the (cos,
+     * sin) table reach the device by copies in stream order, which no kernel overlaps; for the block's first row,
+     * a decode step's only one. Loaded after the wait they were two dependent round trips (pos, then the table) on
+     * the layer's path. */
     const int64_t r0 = blockIdx.y;
     float2 t0 = make_float2(1.0f, 0.0f);
     int32_t s0 = 0;
