@@ -434,6 +434,27 @@ err eng_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng
     return rc != ERR_OK ? rc : OPS(be)->attention(be, out, &q, kv, layer, batch, shape);
 }
 
+static int row_of(const eng_tensor *t, int64_t cols) { return t && t->rows == 1 && t->cols == cols; }
+
+err eng_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, const eng_fused_layer *layers, int32_t n_layer,
+                      int64_t n_inner, eng_kv *kv, const eng_batch *batch, eng_attn_shape shape, float eps) {
+    const int64_t D = (int64_t)shape.n_head * shape.head_dim, F = n_inner;
+    if (!OPS(be)->layers_decode) return ERR_UNSUPPORTED;
+    const eng_kv_base *kb = (const eng_kv_base *)kv;
+    if (!row_of(x, D) || !row_of(u, D + F + 3 * D) || n_layer <= 0 || n_layer > kb->n_layer || F <= 0 ||
+        D != kb->d_model || batch->n_rows != 1 || !shape_ok(x, shape) || batch_ok(kv, batch) != ERR_OK)
+        return ERR_INVALID;
+    for (int32_t l = 0; l < n_layer; l++) {
+        const eng_fused_layer *L = &layers[l];
+        if (!row_of(L->ln_w, D) || !row_of(L->ln_b, D) || !row_of(L->b1, F + 3 * D) || !row_of(L->b2, D) ||
+            !L->w1 || L->w1->rows != F + 3 * D || L->w1->cols != D || !L->w2 || L->w2->rows != D ||
+            L->w2->cols != D + F)
+            return ERR_INVALID;
+        if (is_q8(L->w1) || is_q8(L->w2)) return ERR_UNSUPPORTED;
+    }
+    return OPS(be)->layers_decode(be, x, u, layers, n_layer, n_inner, kv, batch, shape, eps);
+}
+
 err eng_graphs_create(eng_backend *be, eng_graphs **out) {
     *out = NULL;
     return OPS(be)->graphs_create ? OPS(be)->graphs_create(be, out) : ERR_UNSUPPORTED;

@@ -224,6 +224,20 @@ err eng_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q, const e
 err eng_rope_kv_attention(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng_kv *kv, int32_t layer,
                           const eng_batch *batch, eng_attn_shape shape);
 
+/* Every layer of a one-row step (batch-1 decode) in one op, on a backend that has it: the CUDA backend runs small
+ * models' layers as one persistent kernel (cuda_persist.cu). The layers as forward.c fuses them: x += attention and
+ * MLP of LN(x) with [mlp | q | k | v] = LN(x) . w1^T + b1 (GELU on mlp, RoPE on q and k, k and v stored at the row's
+ * position) and x += [att | mlp] . w2^T + b2. x [1, D] in place, u [1, D + F + 3D] scratch (undefined after).
+ * Answers ERR_UNSUPPORTED, having done nothing, where the backend does not run this call; the caller then runs the
+ * layers op by op. Same results as those ops but for the summation order. */
+typedef struct eng_fused_layer {
+    const eng_tensor *ln_w, *ln_b; /* [1, D] */
+    const eng_tensor *w1, *b1;     /* [F + 3D, D] (fc_in, then q, k, v rows, heads contiguous), [1, F + 3D] */
+    const eng_tensor *w2, *b2;     /* [D, D + F] (out_proj | fc_out columns), [1, D] */
+} eng_fused_layer;
+err eng_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, const eng_fused_layer *layers, int32_t n_layer,
+                      int64_t n_inner, eng_kv *kv, const eng_batch *batch, eng_attn_shape shape, float eps);
+
 /* --- concurrent branches (optional: the CUDA backend) ------------------------------------------------------
  * Decode attention is latency-bound: it leaves most of the memory bandwidth idle for ~10 us a layer, while the MLP's
  * matmuls do not depend on it. A backend with branches runs such ops side by side:

@@ -71,6 +71,11 @@ typedef struct eng_backend_ops {
     err (*rope_kv_attention)(eng_backend *be, eng_tensor *out, eng_tensor *qkv, eng_kv *kv, int32_t layer,
                              const eng_batch *batch, eng_attn_shape shape);
 
+    /* Optional: eng_layers_decode (NULL: ERR_UNSUPPORTED); eng.c checked the shapes, x has one row. */
+    err (*layers_decode)(eng_backend *be, eng_tensor *x, eng_tensor *u, const eng_fused_layer *layers,
+                         int32_t n_layer, int64_t n_inner, eng_kv *kv, const eng_batch *batch, eng_attn_shape shape,
+                         float eps);
+
     /* Optional (NULL on the CPU backends): concurrent branches, see eng.h; has_branches may say no at run time. */
     err (*branch)(eng_backend *be, eng_branch_op op);
     int (*has_branches)(const eng_backend *be);

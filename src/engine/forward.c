@@ -38,6 +38,8 @@ struct eng_model {
     int branches;       /* fused, on a backend with branches: the MLP's matmuls beside attention (layer_branched) */
     int fold_rope;      /* layer_branched: RoPE + KV store + attention as one op (eng_rope_kv_attention) */
     int late;           /* fused, one-row steps: no branches; w2's matmul overlaps attention (eng_matmul_late) */
+    int persist;        /* fused, one-row steps: every layer as one op where the backend runs it (eng_layers_decode) */
+    eng_fused_layer *fl; /* persist: the layers' weights as eng_layers_decode takes them */
     pool *load_pool;    /* q8, during eng_model_create only: threads that quantize (NULL: the calling thread) */
     eng_tensor wte, ln_f_w, ln_f_b, lm_head_w, lm_head_b;
     layer_w *layers;
@@ -206,6 +208,7 @@ void eng_model_destroy(eng_model *em) {
     for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) eng_weight_free(be, top[i]);
     xfree(em->qkv_host);
     xfree(em->layers);
+    xfree(em->fl);
     xfree(em);
 }
 
@@ -255,6 +258,10 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     const int64_t ld = m->cfg.n_embd;
     em->late = em->fused && !q8 && eng_backend_has_late(be, ld, ld + m->cfg.n_inner, ld) &&
                (le && (le[0] == '0' || le[0] == '1') ? le[0] == '1' : bo == 0 && ld < 4096);
+    /* one-row steps as one op (eng_layers_decode: on CUDA one persistent kernel, for 350M) - not yet measured on a
+     * GPU, so opt-in: SUGGESTD_PERSIST=1 (NOTES.md v17) */
+    const char *pe = getenv("SUGGESTD_PERSIST");
+    em->persist = em->fused && !q8 && pe && pe[0] == '1';
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;
@@ -328,6 +335,14 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     }
 #undef OWN
 #undef W
+    if (rc == ERR_OK && em->persist) {
+        em->fl = xcalloc((size_t)c->n_layer, sizeof(eng_fused_layer));
+        if (!em->fl) rc = ERR_NOMEM;
+        for (int l = 0; l < c->n_layer && rc == ERR_OK; l++) {
+            const layer_w *L = &em->layers[l];
+            em->fl[l] = (eng_fused_layer){&L->ln_1_w, &L->ln_1_b, &L->w1, &L->b1, &L->w2, &L->fc_out_b};
+        }
+    }
     pool_destroy(em->load_pool);
     em->load_pool = NULL;
     /* An automatic size takes at most a share of what is free once the weights are placed (never less than one
@@ -462,7 +477,13 @@ static err forward_ops(eng_model *em, const eng_batch *batch, const int32_t *log
     eng_tensor q = eng_tensor_cols(qkv, 0, D);
 
     TRY(eng_embed(be, &x, &em->wte, batch->tokens, (int32_t)R));
-    for (int32_t l = 0; l < c->n_layer; l++) {
+    int done = 0; /* the layers ran as one op */
+    if (em->persist && R == 1) {
+        err rc = eng_layers_decode(be, &x, &u, em->fl, c->n_layer, F, em->kv, batch, shape, c->layer_norm_eps);
+        if (rc != ERR_OK && rc != ERR_UNSUPPORTED) return forward_failed(em, rc, "eng_layers_decode", eb);
+        done = rc == ERR_OK;
+    }
+    for (int32_t l = 0; l < c->n_layer && !done; l++) {
         const layer_w *L = &em->layers[l];
         if (em->branches && !(em->late && R == 1)) {
             err rc = layer_branched(em, L, l, batch, &x, &h, &u, eb);

@@ -217,6 +217,7 @@ static void cuda_destroy(eng_backend *be) {
             if (b->scratch[i]) (void)cudaFree(b->scratch[i]);
         if (b->rope_cs) (void)cudaFree(b->rope_cs);
         if (b->attn_tickets.p) (void)cudaFree(b->attn_tickets.p);
+        if (b->persist_bar.p) (void)cudaFree(b->persist_bar.p);
         if (b->top_counts.p) (void)cudaFree(b->top_counts.p);
         if (b->pinned) (void)cudaFreeHost(b->pinned);
         if (b->blas) (void)cublasDestroy(b->blas);
@@ -787,6 +788,55 @@ static err cuda_attention(eng_backend *be, eng_tensor *out, const eng_tensor *q,
     return attention_run(b, out, q, (const cuda_kv *)kv_, layer, batch, shape, 0);
 }
 
+/* eng_layers_decode: one token of one sequence through every layer in one persistent kernel (cuda_persist.cu), for
+ * models whose weight slices fit the SMs' shared memory (350M). */
+static err cuda_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, const eng_fused_layer *ls,
+                              int32_t n_layer, int64_t F, eng_kv *kv_, const eng_batch *batch, eng_attn_shape s,
+                              float eps) {
+    cuda_backend *b = (cuda_backend *)be;
+    ENTER(b);
+    cuda_kv *kv = (cuda_kv *)kv_;
+    const int64_t D = (int64_t)s.n_head * s.head_dim;
+    const eng_dtype dt = x->dtype;
+    const int S = b->n_sms / s.n_head; /* key splits a head: a CTA each */
+    if (n_layer > CUDA_PERSIST_MAX_LAYERS || batch->n_seqs != 1 || batch->seqs[0].n_tokens != 1 ||
+        batch->seqs[0].n_blocks > CUDA_PERSIST_MAX_BLOCKS || kv->base.dtype != ENG_F16 || u->dtype != dt ||
+        D % 8 || F % 8 || S < 1 || b->br.state != 0 || ((uintptr_t)x->data & 15) || ((uintptr_t)u->data & 15) ||
+        !cuda__persist_ok(b->n_sms, b->smem_optin, D, F, s.head_dim, dt))
+        return ERR_UNSUPPORTED;
+    cuda__persist_args a;
+    memset(&a, 0, sizeof(a));
+    for (int32_t l = 0; l < n_layer; l++) {
+        const eng_fused_layer *L = &ls[l];
+        const eng_tensor *t[] = {L->ln_w, L->ln_b, L->w1, L->b1, L->w2, L->b2};
+        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+            if (t[i]->dtype != dt || ((uintptr_t)t[i]->data & 15)) return ERR_UNSUPPORTED;
+        if (L->w1->stride % 8 || L->w2->stride % 8) return ERR_UNSUPPORTED;
+        const size_t off = kv_layer_off(kv, l);
+        a.L[l] = (cuda__persist_layer){L->w1->data, L->b1->data, L->w2->data, L->b2->data, L->ln_w->data,
+                                       L->ln_b->data, (char *)kv->k + off, (char *)kv->v + off};
+    }
+    err rc = s.rotary_dim > 0 ? rope_table(b, s.rotary_dim, batch->positions[0]) : ERR_OK;
+    cuda__layout lo;
+    void *part = NULL;
+    int32_t *bar = NULL;
+    if (rc == ERR_OK) rc = batch_layout(b, batch, &lo);
+    if (rc == ERR_OK) rc = cuda__scratch(b, 0, (size_t)s.n_head * S * (s.head_dim + 2) * sizeof(float), &part);
+    if (rc == ERR_OK) rc = cuda__counters(b, &b->persist_bar, 2, 1, &bar);
+    if (rc != ERR_OK) return rc;
+    a.n_layer = n_layer;
+    a.x = x->data, a.mlp = (char *)u->data + D * 2, a.q = (char *)u->data + (D + F) * 2;
+    a.lay = lo.dev, a.cs = (const float2 *)b->rope_cs, a.part = part, a.bar = (unsigned *)bar;
+    a.w1s = ls[0].w1->stride, a.w2s = ls[0].w2->stride;
+    for (int32_t l = 1; l < n_layer; l++)
+        if (ls[l].w1->stride != a.w1s || ls[l].w2->stride != a.w2s) return ERR_UNSUPPORTED;
+    a.D = (int)D, a.F = (int)F, a.H = s.n_head, a.hd = s.head_dim, a.rot = s.rotary_dim, a.S = S;
+    a.eps = eps, a.scale = 1.0f / sqrtf((float)s.head_dim);
+    CUDA_CHECK(b, cuda__persist(b->stream, b->n_sms, &a, dt));
+    b->pdl_early = 0, b->gemv_one_ring = 0; /* it lets the next kernel launch after its wait */
+    return ERR_OK;
+}
+
 /* RoPE + KV store + attention. A batch of single-token sequences (decode) on the decode kernel, with rotary dims,
  * has them in one launch: every CTA rotates its head's q as it loads it, and the one whose chunk holds the newest
  * key rotates and stores that row's k and v first, so no other CTA's keys depend on this launch's stores (a
@@ -889,6 +939,7 @@ const eng_backend_ops cuda__backend_ops = {
     .kv_destroy = cuda_kv_destroy,
     .kv_store = cuda_kv_store,
     .rope_kv_store = cuda_rope_kv_store,
+    .layers_decode = cuda_layers_decode,
     .rope_kv_attention = cuda_rope_kv_attention,
     .attention = cuda_attention,
     .branch = cuda__branch,

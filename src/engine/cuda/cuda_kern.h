@@ -80,6 +80,33 @@ int cuda__gemv_late_fits(int n_sms, size_t smem_max, int64_t n, int64_t k, int64
  * times their scales[] (one per row): the prefill path's operand for cuBLAS, a panel of rows at a time. */
 cudaError_t cuda__q8_dequant(cudaStream_t st, void *out, eng_dtype out_dt, eng_tensor w, const float *scales);
 
+/* Every layer of a one-row decode step in one persistent kernel (cuda_persist.cu): weights of dtype dt (f16 or
+ * bf16, as the activations), fused as forward.c fuses them (w1 = [fc_in; q; k; v] rows [F + 3D, D], b1 [F + 3D],
+ * w2 = [out_proj | fc_out] [D, D + F], b2 = fc_out's bias), an f16 cache; x [D] in place. */
+#define CUDA_PERSIST_MAX_LAYERS 48
+typedef struct cuda__persist_layer {
+    const void *w1, *b1, *w2, *b2, *ln_w, *ln_b;
+    void *kc, *vc; /* the layer's cache (f16) */
+} cuda__persist_layer;
+typedef struct cuda__persist_args {
+    cuda__persist_layer L[CUDA_PERSIST_MAX_LAYERS];
+    int n_layer;
+    void *x, *mlp, *q; /* [D], [F], [D] of the activation dtype (x read and written; mlp, q: scratch) */
+    const int32_t *lay; /* the step's layout (cuda__layout) of one sequence of one token */
+    const float2 *cs;   /* the RoPE table */
+    float *part;        /* [H * S][hd + 2] */
+    unsigned *bar;      /* [2] zero */
+    int64_t w1s, w2s;   /* row strides of w1, w2 (elements, multiples of 8) */
+    int D, F, H, hd, rot, S, max_blocks; /* S: key splits a head; max_blocks >= the layout's blocks_cap */
+    int R1, R2;                         /* set by cuda__persist */
+    float eps, scale;
+} cuda__persist_args;
+#define CUDA_PERSIST_MAX_BLOCKS 256 /* KV blocks of the sequence (4096 positions) */
+/* Whether the kernel of dtype dt fits one CTA on each of n_sms SMs, with smem_max bytes of shared memory a block. */
+int cuda__persist_ok(int n_sms, size_t smem_max, int64_t D, int64_t F, int hd, eng_dtype dt);
+/* Launches it on n_sms CTAs (where cuda__persist_ok says so; it sets a->R1, a->R2). */
+cudaError_t cuda__persist(cudaStream_t st, int n_sms, cuda__persist_args *a, eng_dtype dt);
+
 /* Query rows per prefill tile of the batch layout: the tensor-core kernel's CTA (cuda_attn_mma.cu). */
 #define CUDA_ATTN_TILE_ROWS 64
 /* A sequence with at most this many rows in a step gets tiles of 1 row (more: of CUDA_ATTN_TILE_ROWS). The decode
