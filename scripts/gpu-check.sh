@@ -105,6 +105,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
         $B/test_gpu_golden
     step "golden: cuda vs HF, SUGGESTD_LATE=0 SUGGESTD_CUDA_ATTN_FOLD=0" 240 env SUGGESTD_LATE=0 \
         SUGGESTD_CUDA_ATTN_FOLD=0 $B/test_gpu_golden
+    # every layer of a one-row step as one persistent kernel (cuda_persist.cu; opt-in while it is new)
+    step "golden: cuda vs HF, SUGGESTD_PERSIST=1" 240 env SUGGESTD_PERSIST=1 $B/test_gpu_golden
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------

@@ -1175,6 +1175,119 @@ static void test_logits_top(void) {
 /* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
  * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, matmul_late, gelu, rope, add, attention, attention_prefill,
  * logits_top, rope_kv, rope_kv_attention; backend and branch on cuda) pick a subset, e.g. for a compute-sanitizer run. */
+/* ---- eng_layers_decode (cuda_persist.cu) ------------------------------------------------------------------------ */
+
+/* A weight of random values in [c - s, c + s], placed on the GPU backend (t->data NULL if that failed). */
+static void rand_weight(eng_tensor *t, eng_dtype dt, int64_t rows, int64_t cols, float c, float s) {
+    float *v = rand_vec((size_t)(rows * cols), c - s, c + s);
+    void *h = host_weights(v, (size_t)(rows * cols), dt);
+    memset(t, 0, sizeof(*t));
+    err rc = eng_weight_from_host(be_gpu, h, dt, rows, cols, t);
+    free(v), free(h);
+    GC_CHECK(rc == ERR_OK, "eng_weight_from_host: %s", err_name(rc));
+}
+
+/* Two decode steps of n_layer fused layers (random weights; a context of ctx random keys, the cache's blocks in
+ * reverse order) through eng_layers_decode and through the ops forward.c runs otherwise (matmul_ln, rope_kv_store,
+ * attention, matmul), both on the GPU, caches filled alike. x after each step must agree to the half roundings of
+ * the two summation orders; the second step also reads the keys the first stored. */
+static void layers_case(worst *w, eng_dtype dt, int32_t n_layer, int32_t n_head, int32_t hd, int32_t rd,
+                        int32_t ctx) {
+    const int64_t D = (int64_t)n_head * hd, F = 4 * D;
+    const eng_attn_shape sh = {n_head, hd, rd};
+    const int32_t nb = (ctx + 2) / ENG_KV_BLOCK + 1;
+    int32_t *blocks = gc_malloc((size_t)nb * 4), *pos = gc_malloc(256 * 4), toks[256] = {0};
+    for (int32_t i = 0; i < nb; i++) blocks[i] = nb - 1 - i;
+    eng_kv *kv[2];
+    for (int k = 0; k < 2; k++) GC_OK(eng_kv_create(be_gpu, n_layer, (int32_t)D, nb, ENG_F16, &kv[k]));
+    eng_tensor *Wt = gc_malloc((size_t)n_layer * 6 * sizeof(eng_tensor));
+    eng_fused_layer *fl = gc_malloc((size_t)n_layer * sizeof(eng_fused_layer));
+    for (int32_t l = 0; l < n_layer; l++) {
+        eng_tensor *t = Wt + 6 * l;
+        rand_weight(&t[0], dt, 1, D, 1.0f, 0.2f), rand_weight(&t[1], dt, 1, D, 0.0f, 0.2f);
+        rand_weight(&t[2], dt, F + 3 * D, D, 0.0f, 2.0f / sqrtf((float)D));
+        rand_weight(&t[3], dt, 1, F + 3 * D, 0.0f, 0.1f);
+        rand_weight(&t[4], dt, D, D + F, 0.0f, 1.0f / sqrtf((float)(D + F)));
+        rand_weight(&t[5], dt, 1, D, 0.0f, 0.1f);
+        fl[l] = (eng_fused_layer){&t[0], &t[1], &t[2], &t[3], &t[4], &t[5]};
+        for (int32_t p0 = 0; p0 < ctx; p0 += 256) { /* the context, the same keys in both caches */
+            const int32_t n = ctx - p0 < 256 ? ctx - p0 : 256;
+            eng_seq one = {.row0 = 0, .n_tokens = n, .pos = p0, .blocks = blocks, .n_blocks = nb};
+            for (int32_t i = 0; i < n; i++) pos[i] = p0 + i;
+            eng_batch b = {.n_seqs = 1, .seqs = &one, .n_rows = n, .tokens = toks, .positions = pos};
+            float *kvr = rand_vec((size_t)n * 2 * (size_t)D, -1, 1);
+            eng_tensor kt;
+            GC_OK(eng_tensor_alloc(be_gpu, ENG_F16, n, 2 * D, &kt));
+            GC_OK(eng_tensor_write_f32(be_gpu, &kt, kvr));
+            eng_tensor kk = eng_tensor_cols(kt, 0, D), vv = eng_tensor_cols(kt, D, D);
+            for (int k = 0; k < 2; k++) GC_OK(eng_kv_store(be_gpu, kv[k], l, &kk, &vv, &b));
+            eng_tensor_free(be_gpu, &kt);
+            free(kvr);
+        }
+    }
+    eng_tensor x[2], u[2], h;
+    for (int k = 0; k < 2; k++) {
+        GC_OK(eng_tensor_alloc(be_gpu, dt, 1, D, &x[k]));
+        GC_OK(eng_tensor_alloc(be_gpu, dt, 1, D + F + 3 * D, &u[k]));
+    }
+    GC_OK(eng_tensor_alloc(be_gpu, dt, 1, D, &h));
+    for (int step = 0; step < 2; step++) {
+        eng_seq one = {.row0 = 0, .n_tokens = 1, .pos = ctx + step, .blocks = blocks, .n_blocks = nb};
+        pos[0] = ctx + step;
+        eng_batch b = {.n_seqs = 1, .seqs = &one, .n_rows = 1, .tokens = toks, .positions = pos};
+        float *xv = rand_vec((size_t)D, -2, 2), *out[2];
+        for (int k = 0; k < 2; k++) GC_OK(eng_tensor_write_f32(be_gpu, &x[k], xv));
+        /* k = 0: the ops (forward.c's fused layer without branches) */
+        eng_tensor att = eng_tensor_cols(u[0], 0, D), att_mlp = eng_tensor_cols(u[0], 0, D + F);
+        eng_tensor mlp_qkv = eng_tensor_cols(u[0], D, F + 3 * D), qkv = eng_tensor_cols(u[0], D + F, 3 * D);
+        eng_tensor q = eng_tensor_cols(qkv, 0, D);
+        for (int32_t l = 0; l < n_layer; l++) {
+            GC_OK(eng_matmul_ln(be_gpu, &mlp_qkv, &x[0], fl[l].ln_w, fl[l].ln_b, 1e-5f, &h, fl[l].w1, fl[l].b1, F));
+            GC_OK(eng_rope_kv_store(be_gpu, &qkv, kv[0], l, &b, sh));
+            GC_OK(eng_attention(be_gpu, &att, &q, kv[0], l, &b, sh));
+            GC_OK(eng_matmul(be_gpu, &x[0], &att_mlp, fl[l].w2, fl[l].b2, 1));
+        }
+        /* k = 1: one op, which must take this call */
+        GC_OK(eng_layers_decode(be_gpu, &x[1], &u[1], fl, n_layer, F, kv[1], &b, sh, 1e-5f));
+        for (int k = 0; k < 2; k++) {
+            out[k] = gc_malloc((size_t)D * 4);
+            GC_OK(eng_tensor_read_f32(be_gpu, &x[k], out[k]));
+        }
+        char what[160];
+        snprintf(what, sizeof(what), "layers_decode %s layers=%d heads=%d hd=%d rd=%d ctx=%d step %d",
+                 eng_dtype_name(dt), n_layer, n_head, hd, rd, ctx, step);
+        /* every layer rounds x, att, mlp and q | k | v to dt, in either order of summation: a few ulps of dt, grown
+         * by the layers (estimate: 8 roundings a layer) */
+        const double tol = 8.0 * n_layer * round_tol(dt);
+        GC_CHECK(close_ok(w, what, out[1], out[0], (size_t)D, 1.0, tol, tol * tol), "%s", what);
+        free(out[0]), free(out[1]), free(xv);
+    }
+    /* refused, having done nothing: f32 activations */
+    eng_tensor xf, uf;
+    GC_OK(eng_tensor_alloc(be_gpu, ENG_F32, 1, D, &xf));
+    GC_OK(eng_tensor_alloc(be_gpu, ENG_F32, 1, D + F + 3 * D, &uf));
+    eng_seq one = {.row0 = 0, .n_tokens = 1, .pos = ctx + 2, .blocks = blocks, .n_blocks = nb};
+    pos[0] = ctx + 2;
+    eng_batch b = {.n_seqs = 1, .seqs = &one, .n_rows = 1, .tokens = toks, .positions = pos};
+    GC_CALL(ERR_UNSUPPORTED, eng_layers_decode(be_gpu, &xf, &uf, fl, n_layer, F, kv[1], &b, sh, 1e-5f));
+    eng_tensor_free(be_gpu, &xf), eng_tensor_free(be_gpu, &uf), eng_tensor_free(be_gpu, &h);
+    for (int k = 0; k < 2; k++) {
+        eng_tensor_free(be_gpu, &x[k]), eng_tensor_free(be_gpu, &u[k]);
+        eng_kv_destroy(be_gpu, kv[k]);
+    }
+    for (int32_t i = 0; i < 6 * n_layer; i++) eng_weight_free(be_gpu, &Wt[i]);
+    free(Wt), free(fl), free(blocks), free(pos);
+}
+
+static void test_layers_decode(void) {
+    worst w[2] = {{.op = "layers_decode f16"}, {.op = "layers_decode bf16"}};
+    layers_case(&w[0], ENG_F16, 3, 4, 40, 16, 37);    /* tests/golden's tiny shape */
+    layers_case(&w[0], ENG_F16, 2, 16, 64, 32, 1000); /* 350M's */
+    layers_case(&w[1], ENG_BF16, 2, 8, 64, 64, 200);
+    layers_case(&w[0], ENG_F16, 1, 3, 128, 0, 5);     /* no rotary dims, 3 keys a split at most */
+    print_worst(&w[0]), print_worst(&w[1]);
+}
+
 static int wanted(int argc, char **argv, const char *name) {
     if (argc <= 2) return 1;
     for (int i = 2; i < argc; i++)
@@ -1219,6 +1332,7 @@ int main(int argc, char **argv) {
     RUN_IF(logits_top);
     RUN_IF(rope_kv);
     RUN_IF(rope_kv_attention);
+    if (!strncmp(name, "cuda", 4)) RUN_IF(layers_decode);
     errbuf st = {0};
     if (eng_backend_status(be_gpu, &st) != ERR_OK) {
         fprintf(stderr, "backend unhealthy at the end: %s\n", st.msg);

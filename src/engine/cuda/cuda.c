@@ -833,7 +833,7 @@ static err cuda_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, con
     a.D = (int)D, a.F = (int)F, a.H = s.n_head, a.hd = s.head_dim, a.rot = s.rotary_dim, a.S = S;
     a.eps = eps, a.scale = 1.0f / sqrtf((float)s.head_dim);
     CUDA_CHECK(b, cuda__persist(b->stream, b->n_sms, &a, dt));
-    b->pdl_early = 0, b->gemv_one_ring = 0; /* it lets the next kernel launch after its wait */
+    cuda__pdl_note(b, 0, 0); /* it lets the next kernel launch after its wait */
     return ERR_OK;
 }
 

@@ -134,6 +134,7 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
     const int pos = tile[2];
     for (int i = tid; i < cap - off; i += PST_THREADS) blk[i] = a.lay[5 + off + i];
     const int rh = a.rot / 2;
+    __syncthreads(); /* blk */
     cu_pdl_start();
 
     T *x = (T *)a.x, *mlp = (T *)a.mlp, *q = (T *)a.q;
@@ -142,6 +143,15 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
         const cuda__persist_layer *L = &a.L[l];
         __half *const kc = (__half *)L->kc, *const vc = (__half *)L->vc;
         /* ---- A: LayerNorm, w1 ---- */
+        if ((int)blockIdx.x < a.H * a.S) { /* phase B's old keys and values into L2 meanwhile: one line a row */
+            const int h = blockIdx.x / a.S, k0 = (blockIdx.x - h * a.S) * chunk, k1 = min(pos, k0 + chunk);
+            for (int i = tid; i < 2 * max(0, k1 - k0); i += PST_THREADS) {
+                const int j = k0 + i / 2;
+                const __half *p = (i & 1 ? vc : kc) +
+                                  ((int64_t)blk[j / ENG_KV_BLOCK] * ENG_KV_BLOCK + j % ENG_KV_BLOCK) * D + h * hd;
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+            }
+        }
         cu_cp_wait<1>(); /* this thread's copies of w1's slice have landed (w2's may not) */
         float s = 0.0f;
         for (int c = tid; c < D / 8; c += PST_THREADS) {
