@@ -1172,27 +1172,41 @@ static void test_logits_top(void) {
     print_worst(&w);
 }
 
-/* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
- * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, matmul_late, gelu, rope, add, attention, attention_prefill,
- * logits_top, rope_kv, rope_kv_attention; backend and branch on cuda) pick a subset, e.g. for a compute-sanitizer run. */
 /* ---- eng_layers_decode (cuda_persist.cu) ------------------------------------------------------------------------ */
 
-/* A weight of random values in [c - s, c + s], placed on the GPU backend (t->data NULL if that failed). */
-static void rand_weight(eng_tensor *t, eng_dtype dt, int64_t rows, int64_t cols, float c, float s) {
+/* host_weights of random values in [c - s, c + s] placed on the GPU backend; -1 if that failed (reported). */
+static int rand_weight(eng_tensor *t, eng_dtype dt, int64_t rows, int64_t cols, float c, float s) {
     float *v = rand_vec((size_t)(rows * cols), c - s, c + s);
     void *h = host_weights(v, (size_t)(rows * cols), dt);
     memset(t, 0, sizeof(*t));
     err rc = eng_weight_from_host(be_gpu, h, dt, rows, cols, t);
     free(v), free(h);
-    GC_CHECK(rc == ERR_OK, "eng_weight_from_host: %s", err_name(rc));
+    if (rc == ERR_OK) return 0;
+    fprintf(stderr, "FAIL %s:%d: eng_weight_from_host: %s\n", __FILE__, __LINE__, err_name(rc));
+    gc_failures++;
+    return -1;
 }
 
-/* Two decode steps of n_layer fused layers (random weights; a context of ctx random keys, the cache's blocks in
- * reverse order) through eng_layers_decode and through the ops forward.c runs otherwise (matmul_ln, rope_kv_store,
- * attention, matmul), both on the GPU, caches filled alike. x after each step must agree to the half roundings of
- * the two summation orders; the second step also reads the keys the first stored. */
+/* A tensor's values as f32 (gc_malloc'd), NULL if the read failed (reported). */
+static float *read_all(eng_tensor *t) {
+    float *v = gc_malloc((size_t)(t->rows * t->cols) * sizeof(float));
+    err rc = eng_tensor_read_f32(be_gpu, t, v);
+    if (rc == ERR_OK) return v;
+    fprintf(stderr, "FAIL %s:%d: read: %s\n", __FILE__, __LINE__, err_name(rc));
+    gc_failures++;
+    free(v);
+    return NULL;
+}
+
+/* Two decode steps of n_layer fused layers (random weights; a context of ctx random keys whose values have a mean
+ * per head dim, so attention moves x; the cache's blocks in reverse order) through eng_layers_decode and through
+ * the ops forward.c runs otherwise (matmul_ln, rope_kv_store, attention, matmul), both on the GPU with caches filled
+ * alike. Compared after each step: x, the last layer's mlp and rotated q columns of u, and every layer's cache as
+ * attention sees it (a sharp random query over both caches, which reads the keys and values the step stored). All
+ * must agree to the half roundings of the two summation orders. may_refuse: the device may not hold the kernel
+ * (350M's slices need a 132-SM part): skipped then. */
 static void layers_case(worst *w, eng_dtype dt, int32_t n_layer, int32_t n_head, int32_t hd, int32_t rd,
-                        int32_t ctx) {
+                        int32_t ctx, int may_refuse) {
     const int64_t D = (int64_t)n_head * hd, F = 4 * D;
     const eng_attn_shape sh = {n_head, hd, rd};
     const int32_t nb = (ctx + 2) / ENG_KV_BLOCK + 1;
@@ -1202,13 +1216,22 @@ static void layers_case(worst *w, eng_dtype dt, int32_t n_layer, int32_t n_head,
     for (int k = 0; k < 2; k++) GC_OK(eng_kv_create(be_gpu, n_layer, (int32_t)D, nb, ENG_F16, &kv[k]));
     eng_tensor *Wt = gc_malloc((size_t)n_layer * 6 * sizeof(eng_tensor));
     eng_fused_layer *fl = gc_malloc((size_t)n_layer * sizeof(eng_fused_layer));
+    float *vmean = rand_vec((size_t)D, -1, 1);
     for (int32_t l = 0; l < n_layer; l++) {
         eng_tensor *t = Wt + 6 * l;
-        rand_weight(&t[0], dt, 1, D, 1.0f, 0.2f), rand_weight(&t[1], dt, 1, D, 0.0f, 0.2f);
-        rand_weight(&t[2], dt, F + 3 * D, D, 0.0f, 2.0f / sqrtf((float)D));
-        rand_weight(&t[3], dt, 1, F + 3 * D, 0.0f, 0.1f);
-        rand_weight(&t[4], dt, D, D + F, 0.0f, 1.0f / sqrtf((float)(D + F)));
-        rand_weight(&t[5], dt, 1, D, 0.0f, 0.1f);
+        /* w2: out_proj's columns as large as fc_out's together, so that attention's share of x is not noise */
+        float *w2 = rand_vec((size_t)(D * (D + F)), -1, 1);
+        const float so = 2.0f / sqrtf((float)D), sf = 1.0f / sqrtf((float)F);
+        for (int64_t r = 0; r < D; r++)
+            for (int64_t c = 0; c < D + F; c++) w2[r * (D + F) + c] *= c < D ? so : sf;
+        void *w2h = host_weights(w2, (size_t)(D * (D + F)), dt);
+        err rc = eng_weight_from_host(be_gpu, w2h, dt, D, D + F, &t[4]);
+        free(w2), free(w2h);
+        GC_CHECK(rc == ERR_OK, "eng_weight_from_host w2");
+        if (rand_weight(&t[0], dt, 1, D, 1.0f, 0.2f) || rand_weight(&t[1], dt, 1, D, 0.0f, 0.2f) ||
+            rand_weight(&t[2], dt, F + 3 * D, D, 0.0f, 2.0f / sqrtf((float)D)) ||
+            rand_weight(&t[3], dt, 1, F + 3 * D, 0.0f, 0.1f) || rand_weight(&t[5], dt, 1, D, 0.0f, 0.1f))
+            return;
         fl[l] = (eng_fused_layer){&t[0], &t[1], &t[2], &t[3], &t[4], &t[5]};
         for (int32_t p0 = 0; p0 < ctx; p0 += 256) { /* the context, the same keys in both caches */
             const int32_t n = ctx - p0 < 256 ? ctx - p0 : 256;
@@ -1216,6 +1239,8 @@ static void layers_case(worst *w, eng_dtype dt, int32_t n_layer, int32_t n_head,
             for (int32_t i = 0; i < n; i++) pos[i] = p0 + i;
             eng_batch b = {.n_seqs = 1, .seqs = &one, .n_rows = n, .tokens = toks, .positions = pos};
             float *kvr = rand_vec((size_t)n * 2 * (size_t)D, -1, 1);
+            for (int32_t i = 0; i < n; i++)
+                for (int64_t d = 0; d < D; d++) kvr[(size_t)i * 2 * D + D + d] += 2.0f * vmean[d];
             eng_tensor kt;
             GC_OK(eng_tensor_alloc(be_gpu, ENG_F16, n, 2 * D, &kt));
             GC_OK(eng_tensor_write_f32(be_gpu, &kt, kvr));
@@ -1225,18 +1250,33 @@ static void layers_case(worst *w, eng_dtype dt, int32_t n_layer, int32_t n_head,
             free(kvr);
         }
     }
-    eng_tensor x[2], u[2], h;
+    eng_tensor x[2], u[2], h, probe, po[2];
     for (int k = 0; k < 2; k++) {
         GC_OK(eng_tensor_alloc(be_gpu, dt, 1, D, &x[k]));
         GC_OK(eng_tensor_alloc(be_gpu, dt, 1, D + F + 3 * D, &u[k]));
+        GC_OK(eng_tensor_alloc(be_gpu, dt, 1, D, &po[k]));
     }
     GC_OK(eng_tensor_alloc(be_gpu, dt, 1, D, &h));
+    GC_OK(eng_tensor_alloc(be_gpu, dt, 1, D, &probe));
+    /* every layer rounds x, att, mlp and q | k | v to dt, in either order of summation: a few ulps of dt, grown
+     * by the layers (estimate: 8 roundings a layer) */
+    const double tol = 8.0 * n_layer * round_tol(dt);
+    char what[200];
     for (int step = 0; step < 2; step++) {
         eng_seq one = {.row0 = 0, .n_tokens = 1, .pos = ctx + step, .blocks = blocks, .n_blocks = nb};
         pos[0] = ctx + step;
         eng_batch b = {.n_seqs = 1, .seqs = &one, .n_rows = 1, .tokens = toks, .positions = pos};
-        float *xv = rand_vec((size_t)D, -2, 2), *out[2];
+        float *xv = rand_vec((size_t)D, -2, 2);
         for (int k = 0; k < 2; k++) GC_OK(eng_tensor_write_f32(be_gpu, &x[k], xv));
+        free(xv);
+        /* k = 1 first: one op, which must take this call (or, where allowed, refuse it having done nothing) */
+        err rc = eng_layers_decode(be_gpu, &x[1], &u[1], fl, n_layer, F, kv[1], &b, sh, 1e-5f);
+        if (rc == ERR_UNSUPPORTED && may_refuse && step == 0) {
+            printf("  layers_decode %s heads=%d hd=%d: refused on this device, skipped\n", eng_dtype_name(dt),
+                   n_head, hd);
+            break;
+        }
+        GC_CHECK(rc == ERR_OK, "eng_layers_decode: %s", err_name(rc));
         /* k = 0: the ops (forward.c's fused layer without branches) */
         eng_tensor att = eng_tensor_cols(u[0], 0, D), att_mlp = eng_tensor_cols(u[0], 0, D + F);
         eng_tensor mlp_qkv = eng_tensor_cols(u[0], D, F + 3 * D), qkv = eng_tensor_cols(u[0], D + F, 3 * D);
@@ -1247,47 +1287,69 @@ static void layers_case(worst *w, eng_dtype dt, int32_t n_layer, int32_t n_head,
             GC_OK(eng_attention(be_gpu, &att, &q, kv[0], l, &b, sh));
             GC_OK(eng_matmul(be_gpu, &x[0], &att_mlp, fl[l].w2, fl[l].b2, 1));
         }
-        /* k = 1: one op, which must take this call */
-        GC_OK(eng_layers_decode(be_gpu, &x[1], &u[1], fl, n_layer, F, kv[1], &b, sh, 1e-5f));
-        for (int k = 0; k < 2; k++) {
-            out[k] = gc_malloc((size_t)D * 4);
-            GC_OK(eng_tensor_read_f32(be_gpu, &x[k], out[k]));
+        /* x; u's mlp and q columns (the last layer's; att is not kept by the op) */
+        const int64_t cols[][2] = {{0, D}, {D, F}, {D + F, D}};
+        for (int c = 0; c < 3; c++) {
+            eng_tensor t0 = c == 0 ? x[0] : eng_tensor_cols(u[0], cols[c][0], cols[c][1]);
+            eng_tensor t1 = c == 0 ? x[1] : eng_tensor_cols(u[1], cols[c][0], cols[c][1]);
+            float *o0 = read_all(&t0), *o1 = read_all(&t1);
+            snprintf(what, sizeof(what), "layers_decode %s layers=%d heads=%d hd=%d rd=%d ctx=%d step %d: %s",
+                     eng_dtype_name(dt), n_layer, n_head, hd, rd, ctx, step, c == 0 ? "x" : c == 1 ? "mlp" : "q");
+            GC_CHECK(o0 && o1 && close_ok(w, what, o1, o0, (size_t)cols[c][1], 1.0, tol, tol * tol), "%s", what);
+            free(o0), free(o1);
         }
-        char what[160];
-        snprintf(what, sizeof(what), "layers_decode %s layers=%d heads=%d hd=%d rd=%d ctx=%d step %d",
-                 eng_dtype_name(dt), n_layer, n_head, hd, rd, ctx, step);
-        /* every layer rounds x, att, mlp and q | k | v to dt, in either order of summation: a few ulps of dt, grown
-         * by the layers (estimate: 8 roundings a layer) */
-        const double tol = 8.0 * n_layer * round_tol(dt);
-        GC_CHECK(close_ok(w, what, out[1], out[0], (size_t)D, 1.0, tol, tol * tol), "%s", what);
-        free(out[0]), free(out[1]), free(xv);
+        /* the caches: a sharp query's attention over each layer's keys 0 .. pos, the step's own included */
+        float *pv = rand_vec((size_t)D, -4, 4);
+        GC_OK(eng_tensor_write_f32(be_gpu, &probe, pv));
+        free(pv);
+        for (int32_t l = 0; l < n_layer; l++) {
+            float *o[2];
+            for (int k = 0; k < 2; k++) {
+                GC_OK(eng_attention(be_gpu, &po[k], &probe, kv[k], l, &b, sh));
+                o[k] = read_all(&po[k]);
+            }
+            snprintf(what, sizeof(what), "layers_decode %s heads=%d hd=%d rd=%d ctx=%d step %d: cache of layer %d",
+                     eng_dtype_name(dt), n_head, hd, rd, ctx, step, l);
+            GC_CHECK(o[0] && o[1] && close_ok(w, what, o[1], o[0], (size_t)D, 1.0, tol, tol * tol), "%s", what);
+            free(o[0]), free(o[1]);
+        }
     }
     /* refused, having done nothing: f32 activations */
     eng_tensor xf, uf;
     GC_OK(eng_tensor_alloc(be_gpu, ENG_F32, 1, D, &xf));
     GC_OK(eng_tensor_alloc(be_gpu, ENG_F32, 1, D + F + 3 * D, &uf));
+    float *xv = rand_vec((size_t)D, -1, 1), *after;
+    GC_OK(eng_tensor_write_f32(be_gpu, &xf, xv));
     eng_seq one = {.row0 = 0, .n_tokens = 1, .pos = ctx + 2, .blocks = blocks, .n_blocks = nb};
     pos[0] = ctx + 2;
     eng_batch b = {.n_seqs = 1, .seqs = &one, .n_rows = 1, .tokens = toks, .positions = pos};
     GC_CALL(ERR_UNSUPPORTED, eng_layers_decode(be_gpu, &xf, &uf, fl, n_layer, F, kv[1], &b, sh, 1e-5f));
+    after = read_all(&xf);
+    GC_CHECK(after && !memcmp(after, xv, (size_t)D * sizeof(float)), "layers_decode: a refused call changed x");
+    free(after), free(xv);
     eng_tensor_free(be_gpu, &xf), eng_tensor_free(be_gpu, &uf), eng_tensor_free(be_gpu, &h);
+    eng_tensor_free(be_gpu, &probe);
     for (int k = 0; k < 2; k++) {
-        eng_tensor_free(be_gpu, &x[k]), eng_tensor_free(be_gpu, &u[k]);
+        eng_tensor_free(be_gpu, &x[k]), eng_tensor_free(be_gpu, &u[k]), eng_tensor_free(be_gpu, &po[k]);
         eng_kv_destroy(be_gpu, kv[k]);
     }
     for (int32_t i = 0; i < 6 * n_layer; i++) eng_weight_free(be_gpu, &Wt[i]);
-    free(Wt), free(fl), free(blocks), free(pos);
+    free(Wt), free(fl), free(blocks), free(pos), free(vmean);
 }
 
 static void test_layers_decode(void) {
     worst w[2] = {{.op = "layers_decode f16"}, {.op = "layers_decode bf16"}};
-    layers_case(&w[0], ENG_F16, 3, 4, 40, 16, 37);    /* tests/golden's tiny shape */
-    layers_case(&w[0], ENG_F16, 2, 16, 64, 32, 1000); /* 350M's */
-    layers_case(&w[1], ENG_BF16, 2, 8, 64, 64, 200);
-    layers_case(&w[0], ENG_F16, 1, 3, 128, 0, 5);     /* no rotary dims, 3 keys a split at most */
+    layers_case(&w[0], ENG_F16, 3, 4, 40, 16, 37, 0);    /* tests/golden's tiny shape */
+    layers_case(&w[0], ENG_F16, 2, 16, 64, 32, 1000, 1); /* 350M's (132 SMs hold it) */
+    layers_case(&w[1], ENG_BF16, 2, 8, 64, 64, 200, 0);
+    layers_case(&w[0], ENG_F16, 1, 3, 128, 0, 5, 0); /* no rotary dims; most splits without keys */
     print_worst(&w[0]), print_worst(&w[1]);
 }
 
+/* test_gpu_parity [BACKEND [TEST...]]: BACKEND defaults to cuda (cpu checks the harness on a machine without a
+ * GPU); TESTs (convert, embed, layernorm, matmul, matmul_ln, matmul_late, gelu, rope, add, attention, attention_prefill,
+ * logits_top, rope_kv, rope_kv_attention; backend, branch and layers_decode on cuda) pick a subset, e.g. for a
+ * compute-sanitizer run. */
 static int wanted(int argc, char **argv, const char *name) {
     if (argc <= 2) return 1;
     for (int i = 2; i < argc; i++)

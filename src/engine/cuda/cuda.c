@@ -811,7 +811,9 @@ static err cuda_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, con
         const eng_tensor *t[] = {L->ln_w, L->ln_b, L->w1, L->b1, L->w2, L->b2};
         for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
             if (t[i]->dtype != dt || ((uintptr_t)t[i]->data & 15)) return ERR_UNSUPPORTED;
-        if (L->w1->stride % 8 || L->w2->stride % 8) return ERR_UNSUPPORTED;
+        if (L->w1->stride % 8 || L->w2->stride % 8 || L->w1->stride != ls[0].w1->stride ||
+            L->w2->stride != ls[0].w2->stride)
+            return ERR_UNSUPPORTED; /* (one stride each in the kernel's arguments) */
         const size_t off = kv_layer_off(kv, l);
         a.L[l] = (cuda__persist_layer){L->w1->data, L->b1->data, L->w2->data, L->b2->data, L->ln_w->data,
                                        L->ln_b->data, (char *)kv->k + off, (char *)kv->v + off};
@@ -828,8 +830,6 @@ static err cuda_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, con
     a.x = x->data, a.mlp = (char *)u->data + D * 2, a.q = (char *)u->data + (D + F) * 2;
     a.lay = lo.dev, a.cs = (const float2 *)b->rope_cs, a.part = part, a.bar = (unsigned *)bar;
     a.w1s = ls[0].w1->stride, a.w2s = ls[0].w2->stride;
-    for (int32_t l = 1; l < n_layer; l++)
-        if (ls[l].w1->stride != a.w1s || ls[l].w2->stride != a.w2s) return ERR_UNSUPPORTED;
     a.D = (int)D, a.F = (int)F, a.H = s.n_head, a.hd = s.head_dim, a.rot = s.rotary_dim, a.S = S;
     a.eps = eps, a.scale = 1.0f / sqrtf((float)s.head_dim);
     CUDA_CHECK(b, cuda__persist(b->stream, b->n_sms, &a, dt));
