@@ -11,8 +11,9 @@
  *   C  att (the partials merged, every CTA for itself) | mlp -> x += [att | mlp] . w2^T + b2 for its R2 rows of
  *      w2; then w2's slice of the next layer starts copying in.
  * w1's slice (R1 x D) and w2's (R2 x (D + F)) must both fit the SM's shared memory with the rest, which holds for
- * 350M (56 x 1024 and 8 x 5120 halves: 192 KiB of 227) and no larger CodeGen: cuda__persist_smem says. Precision is
- * the op path's: f32 sums, every activation rounded to the activation dtype where the op path stores it, K/V f16.
+ * 350M on 132 SMs (56 x 1024 and 8 x 5120 halves: 192 KiB of 227) and no larger CodeGen: cuda__persist_ok says.
+ * Precision is the op path's: f32 sums, every activation rounded to the activation dtype where the op path stores
+ * it, K/V f16. NOT YET RUN ON A GPU (NOTES.md v17): opt-in through forward.c (SUGGESTD_PERSIST=1).
  *
  * Data another CTA wrote in this launch is read with ld.global.cg (L2): L1 is not coherent across SMs. Grid
  * barriers: a counter and a generation in global memory (cuda_backend.persist_bar, zero when idle). All CTAs must
