@@ -55,6 +55,15 @@ template <typename T> static __device__ __forceinline__ float pst_dot8(uint4 w, 
     return s;
 }
 
+/* A warp's dot product of one row of w (K 16-bit values, shared memory) and x (shared), summed over the warp. */
+template <typename T>
+static __device__ __forceinline__ float pst_row_dot(const uint16_t *w, const uint16_t *x, int K, int lane) {
+    float acc = 0.0f;
+    for (int c = lane; c < K / 8; c += 32)
+        acc = pst_dot8<T>(reinterpret_cast<const uint4 *>(w)[c], reinterpret_cast<const uint4 *>(x)[c], acc);
+    return cu_warp_sum(acc);
+}
+
 static __device__ __forceinline__ unsigned pst_ld_acquire(const unsigned *p) {
     unsigned v;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
@@ -184,11 +193,7 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
         }
         __syncthreads(); /* xn complete; w1's slice landed for every thread */
         for (int r = warp; r < nr; r += PST_WARPS) {
-            float acc = 0.0f;
-            for (int c = lane; c < D / 8; c += 32)
-                acc = pst_dot8<T>(reinterpret_cast<const uint4 *>(w1s + (size_t)r * D)[c],
-                                  reinterpret_cast<const uint4 *>(xn)[c], acc);
-            acc = cu_warp_sum(acc);
+            const float acc = pst_row_dot<T>(w1s + (size_t)r * D, xn, D, lane);
             if (lane == 0) y1[r] = acc;
         }
         __syncthreads(); /* w1's slice read: the next layer's may come in */
@@ -298,11 +303,7 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
         __syncthreads();
         const T *b2 = (const T *)L->b2;
         for (int r = warp; r < mr; r += PST_WARPS) {
-            float acc = 0.0f;
-            for (int c = lane; c < K2 / 8; c += 32)
-                acc = pst_dot8<T>(reinterpret_cast<const uint4 *>(w2s + (size_t)r * K2)[c],
-                                  reinterpret_cast<const uint4 *>(xs)[c], acc);
-            acc = cu_warp_sum(acc);
+            const float acc = pst_row_dot<T>(w2s + (size_t)r * K2, xs, K2, lane);
             if (lane == 0) {
                 const int n = m0 + r;
                 x[n] = pst_t<T>(acc + pst_f(b2[n]) + pst_f(__ldcg(x + n)));
