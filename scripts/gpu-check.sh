@@ -95,18 +95,19 @@ step "build GPU tests and gpu_bench" 300 cmake --build $B -j"$(nproc)" --target 
 # --- tests -----------------------------------------------------------------------------------------------------
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step "GPU parity: every op vs ref" 420 $B/test_gpu_parity
+    # one-row steps run as one persistent kernel (cuda_persist.cu) where the device holds it (sm_90, 132 SMs)
     step "golden: cuda vs HF" 240 $B/test_gpu_golden
     # the same with every launch waiting for the one before: PDL (NOTES.md v12) must not change a result
     step "golden: cuda vs HF, SUGGESTD_CUDA_PDL=0" 240 env SUGGESTD_CUDA_PDL=0 $B/test_gpu_golden
-    # one-row steps take the late layout (w2's GEMV beside attention: cuda_gemv_late.cu) on the tiny checkpoints, as
-    # 350M and 2B do; the branch layouts of 6B and 16B (2, with RoPE folded into decode attention), 1, and 2 unfolded
-    step "golden: cuda vs HF, SUGGESTD_LATE=0" 240 env SUGGESTD_LATE=0 $B/test_gpu_golden
-    step "golden: cuda vs HF, SUGGESTD_LATE=0 SUGGESTD_BRANCHES=1" 240 env SUGGESTD_LATE=0 SUGGESTD_BRANCHES=1 \
+    # without it, one-row steps take the late layout (w2's GEMV beside attention: cuda_gemv_late.cu), as 2B does;
+    # then the branch layouts of 6B and 16B (2, with RoPE folded into decode attention), 1, and 2 unfolded
+    step "golden: cuda vs HF, SUGGESTD_PERSIST=0" 240 env SUGGESTD_PERSIST=0 $B/test_gpu_golden
+    step "golden: cuda vs HF, SUGGESTD_PERSIST=0 SUGGESTD_LATE=0" 240 env SUGGESTD_PERSIST=0 SUGGESTD_LATE=0 \
         $B/test_gpu_golden
-    step "golden: cuda vs HF, SUGGESTD_LATE=0 SUGGESTD_CUDA_ATTN_FOLD=0" 240 env SUGGESTD_LATE=0 \
-        SUGGESTD_CUDA_ATTN_FOLD=0 $B/test_gpu_golden
-    # every layer of a one-row step as one persistent kernel (cuda_persist.cu; opt-in while it is new)
-    step "golden: cuda vs HF, SUGGESTD_PERSIST=1" 240 env SUGGESTD_PERSIST=1 $B/test_gpu_golden
+    step "golden: cuda vs HF, SUGGESTD_PERSIST=0 SUGGESTD_LATE=0 SUGGESTD_BRANCHES=1" 240 env SUGGESTD_PERSIST=0 \
+        SUGGESTD_LATE=0 SUGGESTD_BRANCHES=1 $B/test_gpu_golden
+    step "golden: cuda vs HF, SUGGESTD_PERSIST=0 SUGGESTD_LATE=0 SUGGESTD_CUDA_ATTN_FOLD=0" 240 env \
+        SUGGESTD_PERSIST=0 SUGGESTD_LATE=0 SUGGESTD_CUDA_ATTN_FOLD=0 $B/test_gpu_golden
 fi
 
 # --- benchmarks ------------------------------------------------------------------------------------------------
@@ -189,9 +190,9 @@ if [ "${SKIP_MEMCHECK:-0}" != 1 ]; then
     step "memcheck: golden" 300 "$CS" --tool memcheck --error-exitcode 99 --print-limit 20 $B/test_gpu_golden
     step "memcheck: parity (every op)" 400 "$CS" --tool memcheck --error-exitcode 99 \
         --print-limit 20 $B/test_gpu_parity cuda embed layernorm gelu rope add attention attention_prefill matmul \
-        matmul_late rope_kv_attention
-    step "racecheck: attention, matmul_late" 300 "$CS" --tool racecheck --error-exitcode 99 --print-limit 20 \
-        $B/test_gpu_parity cuda attention_prefill attention matmul_late
+        matmul_late rope_kv_attention layers_decode
+    step "racecheck: attention, matmul_late, layers_decode" 300 "$CS" --tool racecheck --error-exitcode 99 \
+        --print-limit 20 $B/test_gpu_parity cuda attention_prefill attention matmul_late layers_decode
 fi
 
 # --- summary ---------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# persist-check.sh - the first GPU run of the persistent decode kernel (cuda_persist.cu, NOTES.md v17), in one
-# device call: build (gpu-check.sh's, benchmarks only), its parity test alone under a timeout (a wrong grid barrier
-# hangs rather than fails), the goldens through it, compute-sanitizer on both, then 350M decode with and without it
-# in the same call, and one step's timeline.
+# persist-check.sh - the persistent decode kernel (cuda_persist.cu, NOTES.md v17) in one device call, for changes to
+# it: build (gpu-check.sh's, benchmarks only), its parity test alone under a timeout (a wrong grid barrier hangs
+# rather than fails), the goldens through it, compute-sanitizer (memcheck, racecheck, synccheck), 350M decode with
+# and without it in the same call, its phase times (SUGGESTD_PERSIST_TRACE=1) and one step's timeline.
 #
 #   bash scripts/persist-check.sh            (on the GPU machine; carry .gpu-deps)
 #
@@ -29,12 +29,18 @@ run() { # timeout seconds, label, command...
     return $rc
 }
 run 120 "parity layers_decode" $B/test_gpu_parity cuda layers_decode || { echo "stopping: parity"; exit 1; }
-run 120 "golden SUGGESTD_PERSIST=1" env SUGGESTD_PERSIST=1 $B/test_gpu_golden
+run 120 "golden (persist by default)" $B/test_gpu_golden
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 run 300 "memcheck parity layers_decode" "$CS" --tool memcheck --error-exitcode 99 --print-limit 10 \
     $B/test_gpu_parity cuda layers_decode
 run 300 "racecheck parity layers_decode" "$CS" --tool racecheck --error-exitcode 99 --print-limit 10 \
     $B/test_gpu_parity cuda layers_decode
+run 300 "synccheck parity layers_decode" "$CS" --tool synccheck --error-exitcode 99 --print-limit 10 \
+    $B/test_gpu_parity cuda layers_decode
+run 120 "phase times, context 1024" env SUGGESTD_CUDA_GRAPHS=0 SUGGESTD_PERSIST_TRACE=1 $B/gpu_bench \
+    --shape codegen-350M --device cuda --dtype f16 --prompt-tokens 1024 --prefill-chunk 1024 --decode-tokens 32 \
+    --contexts 1024
+grep -E "^persist|^  [ABCl]" "$OUT/step.txt"
 for r in 1 2; do
     for e in SUGGESTD_PERSIST=0 SUGGESTD_PERSIST=1; do
         for c in 128 1024 2048; do
@@ -43,4 +49,4 @@ for r in 1 2; do
         done
     done
 done
-OUT=$OUT TAG=persist bash scripts/step-trace.sh codegen-350M SUGGESTD_PERSIST=1 | tail -12
+OUT=$OUT TAG=persist bash scripts/step-trace.sh codegen-350M | tail -12

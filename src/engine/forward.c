@@ -258,10 +258,11 @@ err eng_model_create(eng_backend *be, const model *m, const eng_model_opts *opts
     const int64_t ld = m->cfg.n_embd;
     em->late = em->fused && !q8 && eng_backend_has_late(be, ld, ld + m->cfg.n_inner, ld) &&
                (le && (le[0] == '0' || le[0] == '1') ? le[0] == '1' : bo == 0 && ld < 4096);
-    /* one-row steps as one op (eng_layers_decode: on CUDA one persistent kernel, for 350M) - not yet measured on a
-     * GPU, so opt-in: SUGGESTD_PERSIST=1 (NOTES.md v17) */
+    /* one-row steps as one op where the backend takes it (eng_layers_decode: on CUDA one persistent kernel, which
+     * fits 350M on a 132-SM part: 0.489 ms a token at context 1024 against the ops' 0.56, NOTES.md v17; refused
+     * elsewhere, and the ops run); SUGGESTD_PERSIST=0 turns it off */
     const char *pe = getenv("SUGGESTD_PERSIST");
-    em->persist = em->fused && !q8 && pe && pe[0] == '1';
+    em->persist = em->fused && !q8 && !(pe && pe[0] == '0');
     const model_config *c = &em->cfg;
     const int64_t D = c->n_embd, F = c->n_inner, V = c->vocab_size;
     em->max_rows = opts && opts->max_rows > 0 ? opts->max_rows : 512;

@@ -798,12 +798,18 @@ static err cuda_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, con
     cuda_kv *kv = (cuda_kv *)kv_;
     const int64_t D = (int64_t)s.n_head * s.head_dim;
     const eng_dtype dt = x->dtype;
-    const int S = b->n_sms / s.n_head; /* key splits a head: a CTA each */
+    const int S = b->n_sms / s.n_head < CUDA_PERSIST_MAX_SPLITS ? b->n_sms / s.n_head : CUDA_PERSIST_MAX_SPLITS;
+    /* (S: key splits a head, a CTA each) */
     if (n_layer > CUDA_PERSIST_MAX_LAYERS || batch->n_seqs != 1 || batch->seqs[0].n_tokens != 1 ||
         batch->seqs[0].n_blocks > CUDA_PERSIST_MAX_BLOCKS || kv->base.dtype != ENG_F16 || u->dtype != dt ||
-        D % 8 || F % 8 || S < 1 || b->br.state != 0 || ((uintptr_t)x->data & 15) || ((uintptr_t)u->data & 15) ||
-        !cuda__persist_ok(b->n_sms, b->smem_optin, D, F, s.head_dim, dt))
+        D % 8 || F % 8 || S < 1 || b->br.state != 0 || ((uintptr_t)x->data & 15) || ((uintptr_t)u->data & 15))
         return ERR_UNSUPPORTED;
+    const int64_t key[4] = {D, F, s.head_dim, dt};
+    if (memcmp(key, b->persist_key, sizeof(key))) {
+        b->persist_fits = cuda__persist_ok(b->n_sms, b->smem_optin, D, F, s.head_dim, dt);
+        memcpy(b->persist_key, key, sizeof(key));
+    }
+    if (!b->persist_fits) return ERR_UNSUPPORTED;
     cuda__persist_args a;
     memset(&a, 0, sizeof(a));
     for (int32_t l = 0; l < n_layer; l++) {
@@ -823,7 +829,7 @@ static err cuda_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, con
     void *part = NULL;
     int32_t *bar = NULL;
     if (rc == ERR_OK) rc = batch_layout(b, batch, &lo);
-    if (rc == ERR_OK) rc = cuda__scratch(b, 0, (size_t)s.n_head * S * (s.head_dim + 2) * sizeof(float), &part);
+    if (rc == ERR_OK) rc = cuda__scratch(b, 0, (size_t)s.n_head * S * (s.head_dim + 4) * sizeof(float), &part);
     if (rc == ERR_OK) rc = cuda__counters(b, &b->persist_bar, 2, 1, &bar);
     if (rc != ERR_OK) return rc;
     a.n_layer = n_layer;

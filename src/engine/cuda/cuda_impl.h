@@ -96,6 +96,8 @@ typedef struct cuda_backend {
     int ln_one_ring; /* the last LayerNorm GEMV's gemv_one_ring: the next layer's, after matmul_late, will be alike */
     cuda_counters attn_tickets; /* the decode kernel's split counters */
     cuda_counters persist_bar;  /* cuda_persist.cu's grid barrier */
+    int64_t persist_key[4];     /* the last (D, F, head_dim, dtype) cuda__persist_ok was asked about, */
+    int persist_fits;           /* and its answer (an occupancy query: not every step) */
     cuda_counters top_counts;   /* logits_top's candidate counts and tickets */
     /* the stream and cuBLAS handle ops issue to: the main ones, or the side branch's between ENG_BRANCH_SIDE and
      * ENG_BRANCH_MAIN (cuda_branch.c) */

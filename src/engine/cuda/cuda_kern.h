@@ -94,14 +94,17 @@ typedef struct cuda__persist_args {
     void *x, *mlp, *q; /* [D], [F], [D] of the activation dtype (x read and written; mlp, q: scratch) */
     const int32_t *lay; /* the step's layout (cuda__layout) of one sequence of one token */
     const float2 *cs;   /* the RoPE table */
-    float *part;        /* [H * S][hd + 2] */
+    float *part;        /* [H * S][hd + 4] */
     unsigned *bar;      /* [2] zero */
     int64_t w1s, w2s;   /* row strides of w1, w2 (elements, multiples of 8) */
     int D, F, H, hd, rot, S, max_blocks; /* S: key splits a head; max_blocks >= the layout's blocks_cap */
     int R1, R2;                         /* set by cuda__persist */
     float eps, scale;
+    int lpk;          /* set by cuda__persist: lanes a key row in attention (hd / 8, a power of 2) */
+    unsigned long long *trace; /* SUGGESTD_PERSIST_TRACE: phase stamps (cuda_persist.cu), else NULL */
 } cuda__persist_args;
 #define CUDA_PERSIST_MAX_BLOCKS 256 /* KV blocks of the sequence (4096 positions) */
+#define CUDA_PERSIST_MAX_SPLITS 8   /* cuda__persist_args.S */
 /* Whether the kernel of dtype dt fits one CTA on each of n_sms SMs, with smem_max bytes of shared memory a block. */
 int cuda__persist_ok(int n_sms, size_t smem_max, int64_t D, int64_t F, int hd, eng_dtype dt);
 /* Launches it on n_sms CTAs (where cuda__persist_ok says so; it sets a->R1, a->R2). */
