@@ -167,11 +167,20 @@ static __device__ __forceinline__ void pst_bar_arrive(uint64_t *bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(pst_sa(bar)) : "memory");
 }
 
-/* The copy warp's one thread: every layer's slices into the two buffers, in pieces of about `piece` bytes with at
+/* The copy warp's lane 0: every layer's slices into the two buffers, in pieces of about `piece` bytes with at
  * most `ahead` of them in flight. Each piece has a ring mbarrier (piece k: ring[k % ahead], the (k / ahead)-th use);
- * a buffer's last piece landed, it arrives on full[b]; it refills a buffer once the compute warps arrive on
- * empty[b] (they have read it). Why pieces: the SM's loads queue behind its copies in flight, so a whole slice at
+ * a buffer's last piece landed, it arrives on full[b]; it refills buffer b once the compute warps have read it
+ * (pst_empty).  Why pieces: the SM's loads queue behind its copies in flight, so a whole slice at
  * once (112 KB at 350M) held every load of the phase after it for ~5 us (NOTES.md v17). */
+/* "Buffer b read": the compute warps arrive (bar.arrive, no wait), the copy warp waits (bar.sync) on named barrier
+ * 2 + b. (A hardware barrier rather than an mbarrier, so that compute-sanitizer's racecheck sees the order too.) */
+static __device__ __forceinline__ void pst_empty_arrive(int b) {
+    asm volatile("bar.arrive %0, %1;" ::"r"(2 + b), "n"(PST_THREADS + 32) : "memory");
+}
+static __device__ __forceinline__ void pst_empty_wait(int b) {
+    asm volatile("bar.sync %0, %1;" ::"r"(2 + b), "n"(PST_THREADS + 32) : "memory");
+}
+
 struct pst_copier {
     uint64_t *ring;
     unsigned k; /* pieces issued */
@@ -210,14 +219,14 @@ template <typename T> static __device__ __forceinline__ void pst_rope(float &x0,
 
 /* Shared memory, in this order (16-byte aligned pieces): w1 slice [R1][D] | ln_w [D] | ln_b [D] | w2 slice
  * [R2][D + F] | xn [D] | xs [D + F] (T) | y1 [R1] | merge [PST_WARPS][hd + 4] | red [32] (f32) | blocks [max_blocks]
- * (int32) | mbarriers: full[2], empty[2] (0: w1 + LayerNorm, 1: w2), ring[PST_AHEAD]. */
+ * (int32) | mbarriers: full[2] (0: w1 + LayerNorm, 1: w2), ring[PST_AHEAD]. */
 static size_t pst_smem(int R1, int R2, int D, int F, int hd, int max_blocks) {
     size_t b = 0;
     b += (size_t)R1 * D * 2 + (size_t)2 * D * 2 + (size_t)R2 * (D + F) * 2 + (size_t)D * 2 + (size_t)(D + F) * 2;
     b += ((size_t)R1 * 4 + 15) / 16 * 16;
     b += (size_t)PST_WARPS * (hd + 4) * 4 + 32 * 4;
     b += ((size_t)max_blocks * 4 + 15) / 16 * 16;
-    return b + (4 + PST_AHEAD) * 8;
+    return b + (2 + PST_AHEAD) * 8;
 }
 
 template <typename T> static __global__ void __launch_bounds__(PST_THREADS + 32, 1)
@@ -232,34 +241,38 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
     uint16_t *xn = w2s + (size_t)a.R2 * K2, *xs = xn + D;
     float *y1 = (float *)(xs + K2), *mrg = y1 + (a.R1 + 3) / 4 * 4, *red = mrg + PST_WARPS * (hd + 4);
     int32_t *blk = (int32_t *)(red + 32);
-    uint64_t *full = (uint64_t *)(blk + (a.max_blocks + 3) / 4 * 4), *empty = full + 2, *ring = full + 4;
+    uint64_t *full = (uint64_t *)(blk + (a.max_blocks + 3) / 4 * 4), *ring = full + 2;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int n0 = blockIdx.x * a.R1, nr = max(0, min(a.R1, N1 - n0)); /* this CTA's w1 rows */
     const int m0 = blockIdx.x * a.R2, mr = max(0, min(a.R2, D - m0));  /* and w2 rows */
 
     if (tid == 0) {
-        for (int i = 0; i < 4 + PST_AHEAD; i++) pst_bar_init(full + i);
+        for (int i = 0; i < 2 + PST_AHEAD; i++) pst_bar_init(full + i);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads(); /* (the last barrier of all 16 + 1 warps) */
     if (warp == PST_WARPS) { /* the copy warp: weights only, so no wait for the kernel before (PDL) */
-        if (lane == 0) {
-            pst_copier c = {ring, 0u, PST_AHEAD};
-            for (int l = 0; l < a.n_layer; l++) {
-                const cuda__persist_layer *L = &a.L[l];
-                if (l > 0) pst_bar_wait(empty, (l - 1) & 1);
+        pst_copier c = {ring, 0u, PST_AHEAD};
+        for (int l = 0; l < a.n_layer; l++) {
+            const cuda__persist_layer *L = &a.L[l];
+            if (l > 0) pst_empty_wait(0); /* (the whole warp: bar.sync counts warps) */
+            if (lane == 0) {
                 asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* generic reads before, async writes */
                 c.rows(w1s, (const uint16_t *)L->w1 + (int64_t)n0 * a.w1s, a.w1s, nr, D, PST_PIECE);
                 uint64_t *b = c.next((uint32_t)D * 4);
                 pst_bulk(lnw, L->ln_w, (uint32_t)D * 2, b), pst_bulk(lnb, L->ln_b, (uint32_t)D * 2, b);
                 c.drain();
                 pst_bar_arrive(full);
-                if (l > 0) pst_bar_wait(empty + 1, (l - 1) & 1);
+            }
+            __syncwarp();
+            if (l > 0) pst_empty_wait(1);
+            if (lane == 0) {
                 asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
                 c.rows(w2s, (const uint16_t *)L->w2 + (int64_t)m0 * a.w2s, a.w2s, mr, K2, PST_PIECE);
                 c.drain();
                 pst_bar_arrive(full + 1);
             }
+            __syncwarp();
         }
         return;
     }
@@ -342,8 +355,8 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
                 if (lane == 0) y1[r] = acc;
             }
         }
-        pst_sync(); /* w1's slice and LayerNorm's vectors read: the next layer's may come in */
-        if (tid == 0) pst_bar_arrive(empty);
+        pst_sync(); /* y1; w1's slice and LayerNorm's vectors read: the next layer's may come in */
+        if (l + 1 < a.n_layer) pst_empty_arrive(0);
         pst_mark(tr, l, 3);
         if (ep_on) {
             const T *bp = reinterpret_cast<const T *>(&ep_b);
@@ -493,8 +506,7 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
             const float acc = pst_row_dot<T>(w2s + (size_t)r * K2, xs, K2, lane);
             if (lane == 0) x[n] = pst_t<T>(acc + bv + xr);
         }
-        pst_sync(); /* w2's slice read */
-        if (tid == 0) pst_bar_arrive(empty + 1);
+        if (l + 1 < a.n_layer) pst_empty_arrive(1); /* w2's slice read */
         pst_mark(tr, l, 10);
         pst_grid_sync(a.bar, tr, l, 11);
     }
