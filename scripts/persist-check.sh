@@ -25,7 +25,7 @@ run() { # timeout seconds, label, command...
     timeout "$t" "$@" >"$OUT/step.txt" 2>&1
     local rc=$?
     echo "== $l: rc=$rc"
-    grep -E "layers_decode|FAIL|PASSED|FAILED|ERROR SUMMARY|RESULT" "$OUT/step.txt" | head -20
+    grep -E "layers_decode|FAIL|PASSED|FAILED|SUMMARY|RESULT" "$OUT/step.txt" | head -20
     return $rc
 }
 run 120 "parity layers_decode" $B/test_gpu_parity cuda layers_decode || { echo "stopping: parity"; exit 1; }
@@ -33,8 +33,8 @@ run 120 "golden (persist by default)" $B/test_gpu_golden
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 run 300 "memcheck parity layers_decode" "$CS" --tool memcheck --error-exitcode 99 --print-limit 10 \
     $B/test_gpu_parity cuda layers_decode
-run 300 "racecheck parity layers_decode" "$CS" --tool racecheck --error-exitcode 99 --print-limit 10 \
-    $B/test_gpu_parity cuda layers_decode
+run 300 "racecheck parity layers_decode (the kernel's first 6 launches)" "$CS" --tool racecheck --error-exitcode 99 \
+    --print-limit 10 --kernel-name kns=persist_kernel --launch-count 6 $B/test_gpu_parity cuda layers_decode
 run 300 "synccheck parity layers_decode" "$CS" --tool synccheck --error-exitcode 99 --print-limit 10 \
     $B/test_gpu_parity cuda layers_decode
 run 120 "phase times, context 1024" env SUGGESTD_CUDA_GRAPHS=0 SUGGESTD_PERSIST_TRACE=1 $B/gpu_bench \
