@@ -829,6 +829,7 @@ static err cuda_layers_decode(eng_backend *be, eng_tensor *x, eng_tensor *u, con
     void *part = NULL;
     int32_t *bar = NULL;
     if (rc == ERR_OK) rc = batch_layout(b, batch, &lo);
+    if (rc == ERR_OK && lo.blocks_cap > CUDA_PERSIST_MAX_BLOCKS) return ERR_UNSUPPORTED; /* (the kernel's table) */
     if (rc == ERR_OK) rc = cuda__scratch(b, 0, (size_t)s.n_head * S * (s.head_dim + 4) * sizeof(float), &part);
     if (rc == ERR_OK) rc = cuda__counters(b, &b->persist_bar, 2, 1, &bar);
     if (rc != ERR_OK) return rc;

@@ -95,12 +95,12 @@ typedef struct cuda__persist_args {
     const int32_t *lay; /* the step's layout (cuda__layout) of one sequence of one token */
     const float2 *cs;   /* the RoPE table */
     float *part;        /* [H * S][hd + 4] */
-    unsigned *bar;      /* [2] zero */
+    unsigned *bar;      /* [2]: an arrival count (zero between barriers), a generation */
     int64_t w1s, w2s;   /* row strides of w1, w2 (elements, multiples of 8) */
     int D, F, H, hd, rot, S, max_blocks; /* S: key splits a head; max_blocks >= the layout's blocks_cap */
     int R1, R2;                         /* set by cuda__persist */
     float eps, scale;
-    int lpk;          /* set by cuda__persist: lanes a key row in attention (hd / 8, a power of 2) */
+    int lpk;          /* set by cuda__persist: lanes a key row in attention (hd / 8 rounded up to a power of 2) */
     unsigned long long *trace; /* SUGGESTD_PERSIST_TRACE: phase stamps (cuda_persist.cu), else NULL */
 } cuda__persist_args;
 #define CUDA_PERSIST_MAX_BLOCKS 256 /* KV blocks of the sequence (4096 positions) */

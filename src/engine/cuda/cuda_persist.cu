@@ -17,9 +17,11 @@
  * it, K/V f16 (test_gpu_parity's layers_decode).
  *
  * Data another CTA wrote in this launch is read with ld.global.cg (L2): L1 is not coherent across SMs. Grid
- * barriers: a counter and a generation in global memory (cuda_backend.persist_bar, zero when idle). All CTAs must
- * be resident at once: one CTA per SM, which its shared memory forces, and no later kernel can take an SM first
- * (it launches only after every CTA of this one has run its PDL trigger). sm_90 and later (bulk copies, mbarrier
+ * barriers: a counter (zero between barriers) and a generation in global memory (cuda_backend.persist_bar). All CTAs
+ * must be resident at once: as many CTAs as SMs, nothing else of ours runs beside them (a step's kernels run in
+ * order, and no later kernel can take an SM first: it launches only after every CTA of this one has run its PDL
+ * trigger). Not a cooperative launch, so nothing checks that: under MPS with a share of the SMs it would hang
+ * (SUGGESTD_PERSIST=0 there). sm_90 and later (bulk copies, mbarrier
  * transaction counts); older parts lack the shared memory anyway. */
 #include <math_constants.h>
 #include <stdio.h>
@@ -31,12 +33,17 @@
 #define PST_THREADS (PST_WARPS * 32) /* the compute warps; one more warp copies the weights in */
 #define PST_NX 4     /* w1's GEMV: x's 16-byte chunks a lane holds (D <= 1024) */
 #define PST_ATT_NB 4                  /* attention: key loads a lane has in flight */
-/* The copy warp's pieces: ~16 KB, one in flight (8 KB x 2: +16 us a token at 350M, 24 KB x 1: +25 us;
- * +56 us; NOTES.md v17) */
+/* The copy warp's pieces: whole rows, up to 16 KB (a longer row is a piece of its own: 350M's w2 rows of 10 KB), one in
+ * flight (8 KB x 2: +16 us a token at 350M, 24 KB x 1: +25 us; NOTES.md v17) */
 #define PST_PIECE 16384
 #define PST_AHEAD 1
+#define PST_MARKS 13 /* the trace's stamps a layer (SUGGESTD_PERSIST_TRACE) */
 #define PST_LOG2E 1.4426950408889634f
 #define PST_GELU_C 0.7978845608028654f
+
+/* The device helpers, compiled for sm_90 and later only: below it the kernel is a stub (cuda__persist_ok refuses
+ * such code), and nvcc would call them unreferenced. */
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 
 /* 16-bit activation/weight types: T <-> f32 */
 static __device__ __forceinline__ float pst_f(__half v) { return __half2float(v); }
@@ -87,7 +94,6 @@ static __device__ __forceinline__ unsigned pst_ld_acquire(const unsigned *p) {
 /* SUGGESTD_PERSIST_TRACE=1 (a diagnostic): thread 0 of every CTA stamps %globaltimer at each phase edge of every
  * layer, trace[(layer * PST_MARKS + mark) * grid + CTA]; cuda__persist reads a launch's stamps back before the next
  * launch and prints the mean phase times at exit. */
-#define PST_MARKS 13
 static __device__ __forceinline__ void pst_mark(unsigned long long *tr, int l, int m) {
     if (tr && threadIdx.x == 0) {
         unsigned long long t;
@@ -167,10 +173,10 @@ static __device__ __forceinline__ void pst_bar_arrive(uint64_t *bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(pst_sa(bar)) : "memory");
 }
 
-/* The copy warp's lane 0: every layer's slices into the two buffers, in pieces of about `piece` bytes with at
- * most `ahead` of them in flight. Each piece has a ring mbarrier (piece k: ring[k % ahead], the (k / ahead)-th use);
+/* The copy warp's lane 0: every layer's slices into the two buffers, in pieces of whole rows of up to `piece` bytes
+ * (at least one row), with at most `ahead` of them in flight. Each piece has a ring mbarrier (piece k: ring[k % ahead], the (k / ahead)-th use);
  * a buffer's last piece landed, it arrives on full[b]; it refills buffer b once the compute warps have read it
- * (pst_empty).  Why pieces: the SM's loads queue behind its copies in flight, so a whole slice at
+ *  (pst_empty_arrive, pst_empty_wait).  Why pieces: the SM's loads queue behind its copies in flight, so a whole slice at
  * once (112 KB at 350M) held every load of the phase after it for ~5 us (NOTES.md v17). */
 /* "Buffer b read": the compute warps arrive (bar.arrive, no wait), the copy warp waits (bar.sync) on named barrier
  * 2 + b. (A hardware barrier rather than an mbarrier, so that compute-sanitizer's racecheck sees the order too.) */
@@ -217,6 +223,8 @@ template <typename T> static __device__ __forceinline__ void pst_rope(float &x0,
     x0 = pst_round<T>(r0), x1 = pst_round<T>(r1);
 }
 
+#endif /* sm_90 */
+
 /* Shared memory, in this order (16-byte aligned pieces): w1 slice [R1][D] | ln_w [D] | ln_b [D] | w2 slice
  * [R2][D + F] | xn [D] | xs [D + F] (T) | y1 [R1] | merge [PST_WARPS][hd + 4] | red [32] (f32) | blocks [max_blocks]
  * (int32) | mbarriers: full[2] (0: w1 + LayerNorm, 1: w2), ring[PST_AHEAD]. */
@@ -232,7 +240,7 @@ static size_t pst_smem(int R1, int R2, int D, int F, int hd, int max_blocks) {
 template <typename T> static __global__ void __launch_bounds__(PST_THREADS + 32, 1)
 persist_kernel(const __grid_constant__ cuda__persist_args a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-    __trap(); /* cuda__persist_ok refuses such devices (their shared memory is too small anyway) */
+    __trap(); /* cuda__persist_ok refuses code compiled below sm_90 */
 #else
     extern __shared__ __align__(16) unsigned char psm[];
     const int D = a.D, F = a.F, hd = a.hd, N1 = F + 3 * D, K2 = D + F;
@@ -250,12 +258,12 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
         for (int i = 0; i < 2 + PST_AHEAD; i++) pst_bar_init(full + i);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    __syncthreads(); /* (the last barrier of all 16 + 1 warps) */
+    __syncthreads(); /* (the last barrier of all 15 + 1 warps) */
     if (warp == PST_WARPS) { /* the copy warp: weights only, so no wait for the kernel before (PDL) */
         pst_copier c = {ring, 0u, PST_AHEAD};
         for (int l = 0; l < a.n_layer; l++) {
             const cuda__persist_layer *L = &a.L[l];
-            if (l > 0) pst_empty_wait(0); /* (the whole warp: bar.sync counts warps) */
+            if (l > 0) pst_empty_wait(0); /* (the whole warp: bar.sync is .aligned) */
             if (lane == 0) {
                 asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* generic reads before, async writes */
                 c.rows(w1s, (const uint16_t *)L->w1 + (int64_t)n0 * a.w1s, a.w1s, nr, D, PST_PIECE);
@@ -280,7 +288,7 @@ persist_kernel(const __grid_constant__ cuda__persist_args a) {
      * [n_rows, blocks_cap, n64, n1, slot[1], blocks[blocks_cap], tile (row, 1, pos, block offset)] */
     const int32_t cap = a.lay[1], slot = a.lay[4], *tile = a.lay + 5 + cap, off = tile[3];
     const int pos = tile[2];
-    for (int i = tid; i < cap - off; i += PST_THREADS) blk[i] = a.lay[5 + off + i];
+    for (int i = tid; i < min(cap - off, a.max_blocks); i += PST_THREADS) blk[i] = a.lay[5 + off + i];
     /* the epilogue's row pair (R1 and n0 even, F and D even: a pair is one q or k rotation) and its RoPE entry */
     const int ep_n = n0 + 2 * tid, ep_m = ep_n - F, ep_which = ep_m / D, ep_col = ep_m - ep_which * D;
     const int ep_d = ep_col % hd;
@@ -528,10 +536,13 @@ extern "C" int cuda__persist_ok(int n_sms, size_t smem_max, int64_t D, int64_t F
     int R1, R2;
     pst_rows(n_sms, D, F, &R1, &R2);
     const size_t smem = pst_smem(R1, R2, (int)D, (int)F, hd, CUDA_PERSIST_MAX_BLOCKS);
-    if (smem + 1024 > smem_max || R1 > 2 * PST_THREADS || D > PST_NX * 256) return 0; /* (the epilogue: a row pair a thread) */
+    if (smem + 1024 > smem_max || R1 > 2 * PST_THREADS || D > PST_NX * 256) /* (the epilogue: a row pair a thread) */
+        return 0;
     void (*k)(cuda__persist_args) = dt == ENG_BF16 ? pst_kernel<__nv_bfloat16>() : pst_kernel<__half>();
     int per = 0;
-    if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, k) != cudaSuccess || fa.ptxVersion < 90 || /* (code below sm_90 traps) */
+        cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, PST_THREADS + 32, smem) != cudaSuccess) {
         (void)cudaGetLastError();
         return 0;
@@ -539,29 +550,30 @@ extern "C" int cuda__persist_ok(int n_sms, size_t smem_max, int64_t D, int64_t F
     return per >= 1; /* the grid barriers need every CTA resident */
 }
 
-/* The trace's host side: the last launch's stamps, summed into mean times between marks over launches, layers and
- * CTAs; barrier rows also give the spread of arrivals (last minus first CTA). */
+/* The trace's host side: each launch's stamps, read back before the next launch (the last launch's are not read),
+ * summed into mean times between marks over launches, layers and CTAs (n[m] terms each); barrier rows also give
+ * the spread of arrivals (last minus first CTA). A diagnostic: one shape a process, one thread. */
 static const char *const pst_mark_name[PST_MARKS] = {
     "A  start",           "A  LN sums, w1 landed", "A  LayerNorm",       "A  w1 GEMV",          "A  epilogue (arrive)",
     "A  barrier (leave)", "B  attention (arrive)", "B  barrier (leave)", "C  merge + mlp",       "C  w2 slice landed",
     "C  w2 GEMV",         "C  arrive",             "C  barrier (leave)"};
 static struct {
     unsigned long long *dev, *host;
-    size_t n;             /* stamps of the launch in dev (0: none) */
+    size_t n; /* stamps of the launch in dev (0: none) */
     int n_layer, grid, launches;
-    double sum[PST_MARKS], spread[PST_MARKS], layer; /* ns */
+    double sum[PST_MARKS], n_sum[PST_MARKS], spread[PST_MARKS], layer, n_layer_sum; /* ns, and their counts */
 } pst_tr;
 
 static void pst_trace_print(void) {
     if (!pst_tr.launches) return;
-    const double n = (double)pst_tr.launches * pst_tr.n_layer * pst_tr.grid;
     fprintf(stderr, "persist trace: %d launches, %d layers, %d CTAs; mean us from the mark before\n",
             pst_tr.launches, pst_tr.n_layer, pst_tr.grid);
     for (int m = 0; m < PST_MARKS; m++)
-        fprintf(stderr, "  %-24s %7.2f   arrival spread %6.2f\n", pst_mark_name[m], pst_tr.sum[m] / n / 1e3,
+        fprintf(stderr, "  %-24s %7.2f   arrival spread %6.2f\n", pst_mark_name[m],
+                pst_tr.n_sum[m] ? pst_tr.sum[m] / pst_tr.n_sum[m] / 1e3 : 0.0,
                 pst_tr.spread[m] / ((double)pst_tr.launches * pst_tr.n_layer) / 1e3);
-    fprintf(stderr, "  layer (CTA 0, start to start) %.2f us\n",
-            pst_tr.layer / ((double)pst_tr.launches * (pst_tr.n_layer - 1)) / 1e3);
+    if (pst_tr.n_layer_sum)
+        fprintf(stderr, "  layer (CTA 0, start to start) %.2f us\n", pst_tr.layer / pst_tr.n_layer_sum / 1e3);
 }
 
 static void pst_trace_read(cudaStream_t st) {
@@ -579,9 +591,13 @@ static void pst_trace_read(cudaStream_t st) {
                 if (p) pst_tr.sum[m] += (double)(r[c] - p[c]);
                 lo = r[c] < lo ? r[c] : lo, hi = r[c] > hi ? r[c] : hi;
             }
+            pst_tr.n_sum[m] += p ? G : 0;
             pst_tr.spread[m] += (double)(hi - lo);
         }
-        if (l + 1 < NL) pst_tr.layer += (double)(t[(size_t)(l + 1) * PST_MARKS * G] - t[(size_t)l * PST_MARKS * G]);
+        if (l + 1 < NL) {
+            pst_tr.layer += (double)(t[(size_t)(l + 1) * PST_MARKS * G] - t[(size_t)l * PST_MARKS * G]);
+            pst_tr.n_layer_sum += 1;
+        }
     }
     pst_tr.launches++;
     pst_tr.n = 0;
@@ -599,9 +615,13 @@ static unsigned long long *pst_trace(cudaStream_t st, int n_layer, int grid) {
     if (!on || cudaStreamIsCapturing(st, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return NULL;
     pst_trace_read(st);
     const size_t n = (size_t)CUDA_PERSIST_MAX_LAYERS * PST_MARKS * 256;
-    if (!pst_tr.dev && (cudaMalloc(&pst_tr.dev, n * 8) != cudaSuccess || !(pst_tr.host = (unsigned long long *)malloc(n * 8))))
-        return (void)cudaGetLastError(), on = 0, (unsigned long long *)NULL;
-    if (grid > 256) return NULL;
+    if (!pst_tr.host && !(pst_tr.host = (unsigned long long *)malloc(n * 8))) return NULL;
+    if (!pst_tr.dev && cudaMalloc(&pst_tr.dev, n * 8) != cudaSuccess) {
+        (void)cudaGetLastError();
+        on = 0;
+        return NULL;
+    }
+    if (grid > 256 || n_layer > CUDA_PERSIST_MAX_LAYERS) return NULL;
     pst_tr.n = (size_t)n_layer * PST_MARKS * grid, pst_tr.n_layer = n_layer, pst_tr.grid = grid;
     return pst_tr.dev;
 }
