@@ -83,11 +83,7 @@ static __device__ __forceinline__ float pst_row_dot(const uint16_t *w, const uin
 
 static __device__ __forceinline__ unsigned pst_ld_acquire(const unsigned *p) {
     unsigned v;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-#else
-    v = *(const volatile unsigned *)p;
-#endif
     return v;
 }
 
